@@ -1,0 +1,250 @@
+"""Build registered models on the meta device and read their state-dict signatures.
+
+This module and the checkpoint readers are the only places that import torch. Everything it
+returns is plain data (`BuildResult`), so the rest of ckptlint never touches a live model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+from ckptlint.errors import TorchMissingError
+from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
+from ckptlint.keys import ancestors, natural_sorted
+from ckptlint.paths import is_project_file, relative
+
+_SIZE_MISMATCH = "size mismatch for "
+
+
+def import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise TorchMissingError() from None
+    return torch
+
+
+class BuildFailure(Exception):
+    """A model could not be built; carries the one-sentence reason and where to point."""
+
+    def __init__(self, message: str, location: Location | None = None):
+        super().__init__(message)
+        self.location = location
+
+
+@contextlib.contextmanager
+def project_on_path(config: Config) -> Iterator[None]:
+    """Put the project root and its `pythonpath` entries first on sys.path while building."""
+    root = Path(config.root)
+    entries = [str((root / p).resolve()) for p in config.pythonpath] + [str(root)]
+    added = [e for e in entries if e not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+
+
+def resolve_target(target: str) -> Any:
+    """Import `package.module:attr.sub` and return the object."""
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def instantiate(value: Any) -> Any:
+    """Build `_target_` tables depth first (the Hydra convention); other values pass through."""
+    if isinstance(value, dict):
+        built = {k: instantiate(v) for k, v in value.items() if k != "_target_"}
+        if "_target_" in value:
+            return resolve_target(value["_target_"])(**built)
+        return built
+    if isinstance(value, list):
+        return [instantiate(v) for v in value]
+    return value
+
+
+def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]:
+    """Instantiate the model on meta (CPU as a fallback, with a note); raise `BuildFailure`."""
+    torch = import_torch()
+    factory = _factory(spec, config)
+    try:
+        with torch.device("meta"), _stdout_to_stderr():
+            return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
+    except BuildFailure:
+        raise
+    except Exception as meta_error:
+        reason = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
+    try:
+        with _stdout_to_stderr():
+            module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
+    except BuildFailure:
+        raise
+    except Exception as exc:
+        raise _failure(exc, f"building `{spec.target}` raised", spec, config) from None
+    note = (f"{spec.name}: construction on the meta device failed ({reason}); "
+            "built on the CPU instead, which allocates its weights")
+    return module, (note,)
+
+
+def _factory(spec: ModelSpec, config: Config) -> Any:
+    try:
+        factory = resolve_target(spec.target)
+    except Exception as exc:
+        raise _failure(exc, f"cannot import `{spec.target}`", spec, config) from None
+    if not callable(factory):
+        raise BuildFailure(
+            f"tool.ckptlint.models[{spec.index}].target `{spec.target}` is not callable "
+            f"(it is {type(factory).__name__!s}); name a class or a function returning an "
+            "nn.Module", _pyproject_location(spec, config, "target"))
+    return factory
+
+
+def _checked(module: Any, spec: ModelSpec, config: Config) -> Any:
+    torch = import_torch()
+    if not isinstance(module, torch.nn.Module):
+        raise BuildFailure(
+            f"tool.ckptlint.models[{spec.index}].target `{spec.target}` returned "
+            f"{type(module).__name__}, not a torch.nn.Module",
+            _pyproject_location(spec, config, "target"))
+    return module
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    # user code that prints while building must not corrupt machine-readable stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _failure(exc: BaseException, doing: str, spec: ModelSpec, config: Config) -> BuildFailure:
+    detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    location = _project_frame(exc, config) or _pyproject_location(
+        spec, config, "kwargs" if isinstance(exc, TypeError) else "target")
+    return BuildFailure(f"{doing}: {detail}", location)
+
+
+def _project_frame(exc: BaseException, config: Config) -> Location | None:
+    if isinstance(exc, SyntaxError) and exc.filename and is_project_file(exc.filename, config.root):
+        return Location(relative(exc.filename, config.root), exc.lineno or 1, exc.offset or 1)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if is_project_file(frame.filename, config.root):
+            return Location(relative(frame.filename, config.root), frame.lineno or 1)
+    return None
+
+
+def _pyproject_location(spec: ModelSpec, config: Config, key: str) -> Location:
+    from ckptlint.config import model_key_line
+
+    line = model_key_line(config, spec, key) or spec.line or 1
+    return Location(relative(config.pyproject, config.root), line)
+
+
+def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
+    """The state-dict signature of a live module: keys, specs, `_version`s and tied keys."""
+    torch = import_torch()
+    state = module.state_dict(keep_vars=True)
+    tensors: dict[str, TensorSpec] = {}
+    owners: dict[int, list[str]] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            role = "parameter" if isinstance(value, torch.nn.Parameter) else "buffer"
+            tensors[key] = TensorSpec(str(value.dtype).removeprefix("torch."),
+                                      tuple(value.shape), role)
+            owners.setdefault(id(value), []).append(key)
+        else:
+            tensors[key] = TensorSpec("object", ())
+    metadata = getattr(state, "_metadata", None) or {}
+    versions = {prefix: meta["version"] for prefix, meta in metadata.items()
+                if isinstance(meta, dict) and meta.get("version") not in (None, 1)}
+    return Signature(tensors=tensors, versions=versions, aliases=_aliases(owners.values()),
+                     has_metadata=bool(metadata), model=name, target=target,
+                     torch_version=torch.__version__.split("+")[0], source="code")
+
+
+def _aliases(groups: Any) -> dict[str, str]:
+    """Each tied key -> the naturally first key of its group (independent of statement order)."""
+    aliases: dict[str, str] = {}
+    for group in groups:
+        first, *rest = natural_sorted(group)
+        aliases.update(dict.fromkeys(rest, first))
+    return aliases
+
+
+def meta_state_dict(sig: Signature) -> Any:
+    """Meta tensors shaped like a signature, with `_metadata`, ready for `load_state_dict`."""
+    torch = import_torch()
+    state: OrderedDict = OrderedDict()
+    for key in natural_sorted(sig.tensors):
+        spec = sig.tensors[key]
+        dtype = getattr(torch, spec.dtype, None)
+        if isinstance(dtype, torch.dtype):
+            state[key] = torch.empty(spec.shape, dtype=dtype, device="meta")
+    for key, first in sig.aliases.items():
+        if key in state and first in state:
+            state[key] = state[first]
+    if sig.has_metadata:
+        prefixes = {p for key in sig.tensors for p in ancestors(key)}
+        state._metadata = OrderedDict(  # type: ignore[attr-defined]
+            (p, {"version": sig.versions.get(p, 1)}) for p in natural_sorted(prefixes))
+    return state
+
+
+def dry_run_load(module: Any, sig: Signature) -> LoadReport:
+    """Run torch's own `load_state_dict` with meta tensors, so the model's load hooks apply."""
+    seen: dict[str, list[str]] = {}
+
+    def capture(_module: Any, incompatible: Any) -> None:
+        seen["missing"] = list(incompatible.missing_keys)
+        seen["unexpected"] = list(incompatible.unexpected_keys)
+
+    handle = module.register_load_state_dict_post_hook(capture)
+    errors: list[str] = []
+    try:
+        module.load_state_dict(meta_state_dict(sig), strict=False, assign=True)
+    except RuntimeError as exc:
+        errors = _torch_errors(str(exc))
+    except Exception as exc:  # a load hook that needs real values raises on meta
+        errors = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
+    finally:
+        handle.remove()
+    mismatched = [e[len(_SIZE_MISMATCH):].partition(":")[0] for e in errors
+                  if e.startswith(_SIZE_MISMATCH)]
+    return LoadReport(
+        missing=tuple(seen.get("missing", ())),
+        unexpected=tuple(seen.get("unexpected", ())),
+        mismatched=tuple(mismatched),
+        errors=tuple(e for e in errors if not e.startswith(_SIZE_MISMATCH)),
+    )
+
+
+def _torch_errors(text: str) -> list[str]:
+    head, sep, body = text.partition(":\n\t")
+    if not sep:
+        return [text.splitlines()[0] if text else "RuntimeError"]
+    return [line.strip() for line in body.split("\n\t") if line.strip()]
+
+
+def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -> BuildResult:
+    """Build one model and, given its committed signature, torch's verdict on loading it.
+
+    Never raises for a problem of the model itself: that becomes `BuildResult.error`.
+    """
+    with project_on_path(config):
+        try:
+            module, notes = build_module(spec, config)
+        except BuildFailure as failure:
+            return BuildResult(spec.name, error=str(failure), error_location=failure.location)
+        signature = signature_of(module, spec.name, spec.target)
+        load = dry_run_load(module, reference) if reference is not None else None
+    return BuildResult(spec.name, signature=signature, load=load, notes=notes)

@@ -1,0 +1,96 @@
+"""The one boundary: parse argv, run a subcommand, turn `CkptlintError` into stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Sequence
+
+from ckptlint import __version__
+from ckptlint.commands import check, update
+from ckptlint.commands.output import Sink, parse_sink
+from ckptlint.errors import CkptlintError
+
+EXIT_ERROR = 2
+
+DESCRIPTION = """\
+Catch PyTorch architecture drift before it breaks a checkpoint.
+
+ckptlint builds the models registered in pyproject.toml ([tool.ckptlint]) on the meta
+device, so no weights are allocated, and compares their state-dict signatures (keys,
+shapes, dtypes) with the committed files in signatures/.
+"""
+
+EPILOG = """\
+exit codes: 0 clean, 1 drift found, 2 could not check (usage, config, import or build
+error, unreadable file), 3 both.
+
+Start with `ckptlint update` to record signatures, commit them, then run
+`ckptlint check` in pre-commit and CI."""
+
+
+def _sink(value: str) -> Sink:
+    try:
+        return parse_sink(value)
+    except CkptlintError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", "--debug", dest="debug", action="store_true",
+                        help="show the full traceback when something fails")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ckptlint", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ckptlint {__version__}")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="compare current code with the committed signatures",
+                       description="Build each model on meta and compare it with its committed "
+                                   "signature. Never writes signature files.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
+    p.add_argument("--format", action="append", type=_sink, default=[],
+                   metavar="FORMAT[:PATH]",
+                   help="output format: text (default) or json; repeat to write several, "
+                        "e.g. --format text --format json:report.json")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the text output (default: auto, honouring NO_COLOR and "
+                        "FORCE_COLOR)")
+    p.add_argument("--exit-zero", action="store_true",
+                   help="exit 0 even when drift is found (errors still exit 2)")
+    _common(p)
+    p.set_defaults(run=check.run)
+
+    p = sub.add_parser("update", help="write signatures from the current code",
+                       description="Build each model and write signatures/<name>.toml. This is "
+                                   "how an intended change is accepted: commit the diff.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to update (default: all)")
+    _common(p)
+    p.set_defaults(run=update.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and usage errors; main() returns
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return args.run(args)
+    except CkptlintError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"ckptlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ckptlint: interrupted", file=sys.stderr)
+        return 130

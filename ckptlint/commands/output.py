@@ -1,0 +1,51 @@
+"""Where rendered reports go: `--format NAME[:PATH]`, several per run, and colour decisions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from ckptlint import sigfile
+from ckptlint.errors import CkptlintError
+from ckptlint.ftypes import Report
+from ckptlint.reporters import REPORTERS, RenderOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    format: str
+    path: str | None = None
+
+
+def parse_sink(value: str) -> Sink:
+    name, sep, path = value.partition(":")
+    if name not in REPORTERS:
+        raise CkptlintError(f"unknown output format `{name}` (choose from "
+                            f"{', '.join(REPORTERS)}; add `:PATH` to write it to a file)")
+    if sep and not path:
+        raise CkptlintError(f"`--format {value}` names no file after the colon")
+    return Sink(name, path or None)
+
+
+def use_color(choice: str, stream: TextIO) -> bool:
+    """`--color` wins; then NO_COLOR / FORCE_COLOR (no-color.org); then whether it is a tty."""
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | None = None) -> None:
+    stdout = stdout or sys.stdout
+    for sink in sinks or (Sink("text"),):
+        render = REPORTERS[sink.format]
+        if sink.path is None:
+            stdout.write(render(report, RenderOptions(color=use_color(color, stdout))))
+        else:
+            sigfile.write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))

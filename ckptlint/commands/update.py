@@ -1,0 +1,32 @@
+"""`ckptlint update`: write signatures from the current code (how an intended change is accepted)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ckptlint import engine
+from ckptlint.config import load_config
+from ckptlint.ftypes import Outcome
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(Path.cwd())
+    result = engine.update(config, args.names)
+    out = sys.stdout
+    for path in result.written:
+        out.write(f"wrote {path}\n")
+    for path in result.unchanged:
+        out.write(f"unchanged {path}\n")
+    for note in result.notes:
+        out.write(f"note: {note}\n")
+    for finding in result.failed:
+        loc = finding.location
+        where = f"{loc.file}:{loc.line}: " if loc else ""
+        out.write(f"{where}{finding.code} {finding.model}: {finding.message} "
+                  "(its signature was left as it was)\n")
+    for finding in result.orphaned:
+        out.write(f"orphaned {finding.location.file if finding.location else finding.model}: "
+                  "no configured model uses it; delete it or register its model\n")
+    return int(Outcome.UNCHECKED) if result.failed else 0

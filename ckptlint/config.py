@@ -1,0 +1,181 @@
+"""Find and validate `[tool.ckptlint]` in pyproject.toml; strict, so a typo never disables a check."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from ckptlint.errors import ConfigError
+from ckptlint.ftypes import Config, ModelSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOOL_KEYS = ("signatures", "pythonpath", "models")
+MODEL_KEYS = ("name", "target", "kwargs")
+_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_MODELS_HEADER = re.compile(r"^\s*\[\[\s*tool\s*\.\s*ckptlint\s*\.\s*models\s*\]\]")
+_TOOL_HEADER = re.compile(r"^\s*\[\s*tool\s*\.\s*ckptlint\s*\]")
+_ANY_HEADER = re.compile(r"^\s*\[")
+
+
+def find_pyproject(start: Path) -> Path:
+    """The first pyproject.toml with a `[tool.ckptlint]` table, walking up from `start`."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and "ckptlint" in _read_toml(candidate).get("tool", {}):
+            return candidate
+    raise ConfigError(str(start), "no pyproject.toml with a [tool.ckptlint] table here or in "
+                                  "any parent directory; see the README to register models")
+
+
+def load_config(start: Path | None = None) -> Config:
+    pyproject = find_pyproject((start or Path.cwd()).resolve())
+    return parse_config(pyproject)
+
+
+def parse_config(pyproject: Path) -> Config:
+    text = pyproject.read_text(encoding="utf-8")
+    table = _read_toml(pyproject).get("tool", {}).get("ckptlint")
+    lines = _Lines(text)
+    where = str(pyproject)
+    if not isinstance(table, dict):
+        raise ConfigError(where, "has no [tool.ckptlint] table")
+    _check_keys(table, TOOL_KEYS, "tool.ckptlint", where, lines.tool)
+    models = table.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ConfigError(where, "`tool.ckptlint.models` must be an array of tables "
+                                 "([[tool.ckptlint.models]])", line=lines.tool)
+    specs = tuple(_model(m, i, where, lines) for i, m in enumerate(models))
+    _check_unique(specs, where)
+    return Config(
+        root=str(pyproject.parent),
+        pyproject=str(pyproject),
+        signatures=_string(table, "signatures", "tool.ckptlint", where, lines.tool, "signatures"),
+        pythonpath=_string_list(table, "pythonpath", where, lines.tool),
+        models=specs,
+        line=lines.tool,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror}") from None
+
+
+def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> ModelSpec:
+    path = f"tool.ckptlint.models[{index}]"
+    line = lines.model(index)
+    _check_keys(table, MODEL_KEYS, path, where, line)
+    name = _string(table, "name", path, where, line)
+    if not _NAME.match(name):
+        raise ConfigError(where, f"`{path}.name` = {name!r} must be a file-name-safe identifier "
+                                 "(letters, digits, `_`, `-`, `.`)", line=line)
+    target = _string(table, "target", path, where, line)
+    _check_target(target, f"{path}.target", where, lines.model_key(index, "target"))
+    kwargs = table.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ConfigError(where, f"`{path}.kwargs` must be a table", line=line)
+    _check_nested_targets(kwargs, f"{path}.kwargs", where, lines.model_key(index, "kwargs"))
+    return ModelSpec(name=name, target=target, kwargs=kwargs, index=index, line=line)
+
+
+def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], path: str, where: str,
+                line: int | None) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else \
+                f" (known keys: {', '.join(known)})"
+            raise ConfigError(where, f"unknown key `{path}.{key}`{hint}", key=f"{path}.{key}",
+                              line=line)
+
+
+def _string(table: Mapping[str, Any], key: str, path: str, where: str, line: int | None,
+            default: str | None = None) -> str:
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(where, f"`{path}` needs a `{key}`", key=f"{path}.{key}", line=line)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(where, f"`{path}.{key}` must be a non-empty string, not {value!r}",
+                          key=f"{path}.{key}", line=line)
+    return value
+
+
+def _string_list(table: Mapping[str, Any], key: str, where: str, line: int | None) -> tuple:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(where, f"`tool.ckptlint.{key}` must be a list of paths",
+                          key=f"tool.ckptlint.{key}", line=line)
+    return tuple(value)
+
+
+def _check_target(target: Any, path: str, where: str, line: int | None) -> None:
+    if not isinstance(target, str) or not _TARGET.match(target):
+        raise ConfigError(where, f"`{path}` = {target!r} is not of the form "
+                                 "\"package.module:attribute\"", key=path, line=line)
+
+
+def _check_nested_targets(value: Any, path: str, where: str, line: int | None) -> None:
+    if isinstance(value, dict):
+        if "_target_" in value:
+            _check_target(value["_target_"], f"{path}._target_", where, line)
+        for key, item in value.items():
+            _check_nested_targets(item, f"{path}.{key}", where, line)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_nested_targets(item, f"{path}[{i}]", where, line)
+
+
+def _check_unique(specs: tuple[ModelSpec, ...], where: str) -> None:
+    seen: dict[str, ModelSpec] = {}
+    for spec in specs:
+        first = seen.setdefault(spec.name, spec)
+        if first is not spec:
+            raise ConfigError(where, f"`tool.ckptlint.models[{spec.index}].name` = {spec.name!r} "
+                                     f"is already used by tool.ckptlint.models[{first.index}]",
+                              key=f"tool.ckptlint.models[{spec.index}].name", line=spec.line)
+
+
+class _Lines:
+    """1-based line numbers of the [tool.ckptlint] tables, for messages and annotations."""
+
+    def __init__(self, text: str):
+        self._lines = text.splitlines()
+        self.tool = next((i + 1 for i, l in enumerate(self._lines) if _TOOL_HEADER.match(l)), None)
+        self._models = [i + 1 for i, l in enumerate(self._lines) if _MODELS_HEADER.match(l)]
+
+    def model(self, index: int) -> int | None:
+        return self._models[index] if index < len(self._models) else self.tool
+
+    def model_key(self, index: int, key: str) -> int | None:
+        start = self.model(index)
+        if start is None or index >= len(self._models):
+            return start
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*[=.]")
+        for number in range(start + 1, len(self._lines) + 1):
+            text = self._lines[number - 1]
+            if _ANY_HEADER.match(text):
+                break
+            if pattern.match(text):
+                return number
+        return start
+
+
+def model_key_line(config: Config, spec: ModelSpec, key: str) -> int | None:
+    """The line of `key` inside a model's table in pyproject.toml (its header line if absent)."""
+    text = Path(config.pyproject).read_text(encoding="utf-8")
+    return _Lines(text).model_key(spec.index, key)

@@ -1,0 +1,141 @@
+"""The check and update loops: config -> builds -> pure diff -> findings. No printing, no exits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ckptlint import sigfile
+from ckptlint.config import model_key_line
+from ckptlint.diff import compare
+from ckptlint.errors import CkptlintError, SignatureFileError
+from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, ModelReport, ModelSpec,
+                             Report, Signature)
+from ckptlint.paths import relative
+
+Builder = Callable[[ModelSpec, Config, "Signature | None"], BuildResult]
+
+
+class UnknownModelError(CkptlintError):
+    def __init__(self, name: str, config: Config):
+        known = ", ".join(m.name for m in config.models) or "none"
+        super().__init__(f"{relative(config.pyproject, config.root)}: no model named `{name}` in "
+                         f"[[tool.ckptlint.models]] (configured: {known})")
+
+
+def select(config: Config, names: Sequence[str]) -> tuple[ModelSpec, ...]:
+    """The models named on the command line, in config order; all of them when none are named."""
+    by_name = {m.name: m for m in config.models}
+    for name in names:
+        if name not in by_name:
+            raise UnknownModelError(name, config)
+    return tuple(m for m in config.models if not names or m.name in names)
+
+
+def signature_path(config: Config, name: str) -> Path:
+    return Path(config.root) / config.signatures / f"{name}.toml"
+
+
+def _default_builder(spec: ModelSpec, config: Config, reference: Signature | None) -> BuildResult:
+    from ckptlint.build import build  # torch is imported only when something must be built
+
+    return build(spec, config, reference)
+
+
+def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder) -> Report:
+    """Compare every selected model's current code with its committed signature."""
+    reports = tuple(_check_model(config, spec, builder) for spec in select(config, names))
+    return Report(models=reports, extra=tuple(orphans(config)) if not names else (),
+                  root=config.root)
+
+
+def _check_model(config: Config, spec: ModelSpec, builder: Builder) -> ModelReport:
+    path = signature_path(config, spec.name)
+    shown = relative(path, config.root)
+    reference, problem = _read_reference(config, spec, path)
+    result = builder(spec, config, reference)
+    findings = [problem] if problem else []
+    if result.signature is None:
+        findings.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
+                                location=result.error_location,
+                                help="fix the error above; the other models were still checked"))
+    elif reference is not None:
+        findings += compare(spec.name, reference, result.signature, result.load)
+    return ModelReport(
+        name=spec.name, findings=tuple(findings), signature_file=shown,
+        old_parameters=reference.num_parameters if reference else None,
+        new_parameters=result.signature.num_parameters if result.signature else None,
+        notes=result.notes + _torch_note(reference, result, findings),
+    )
+
+
+def _read_reference(config: Config, spec: ModelSpec,
+                    path: Path) -> tuple[Signature | None, Finding | None]:
+    where = Location(relative(config.pyproject, config.root), spec.line or 1)
+    if not path.exists():
+        return None, Finding(
+            Kind.SIGNATURE_MISSING, spec.name,
+            f"no committed signature {relative(path, config.root)} for model `{spec.name}`",
+            location=where, help=f"run `ckptlint update {spec.name}` and commit the file")
+    try:
+        return sigfile.read(path), None
+    except SignatureFileError as exc:
+        return None, Finding(Kind.SIGNATURE_INVALID, spec.name, str(exc),
+                             location=Location(relative(path, config.root), 1),
+                             help=f"restore it from version control or run "
+                                  f"`ckptlint update {spec.name}`")
+
+
+def _torch_note(reference: Signature | None, result: BuildResult,
+                findings: list[Finding]) -> tuple[str, ...]:
+    current = result.signature
+    if not (reference and current and findings and reference.torch_version
+            and reference.torch_version != current.torch_version):
+        return ()
+    return (f"{result.model}: the signature was written with torch {reference.torch_version} and "
+            f"this is torch {current.torch_version}; part of this drift may come from the upgrade",)
+
+
+def orphans(config: Config) -> list[Finding]:
+    """Signature files in the signatures directory that no configured model uses."""
+    directory = Path(config.root) / config.signatures
+    names = {m.name for m in config.models}
+    found = sorted(p for p in directory.glob("*.toml") if p.stem not in names) \
+        if directory.is_dir() else []
+    return [Finding(Kind.SIGNATURE_ORPHANED, p.stem,
+                    f"{relative(p, config.root)} belongs to no configured model",
+                    location=Location(relative(p, config.root), 1),
+                    help="delete it, or register the model it describes") for p in found]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    written: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    failed: tuple[Finding, ...] = ()
+    orphaned: tuple[Finding, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def update(config: Config, names: Sequence[str] = (),
+           builder: Builder = _default_builder) -> UpdateResult:
+    """Write each selected model's current signature; a model that fails to build keeps its file."""
+    written, unchanged, failed, notes = [], [], [], []
+    for spec in select(config, names):
+        result = builder(spec, config, None)
+        notes += result.notes
+        if result.signature is None:
+            failed.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
+                                  location=result.error_location))
+            continue
+        path = signature_path(config, spec.name)
+        changed = sigfile.write_atomic(path, sigfile.dumps(result.signature))
+        (written if changed else unchanged).append(relative(path, config.root))
+    return UpdateResult(tuple(written), tuple(unchanged), tuple(failed),
+                        tuple(orphans(config)), tuple(notes))
+
+
+def model_line(config: Config, spec: ModelSpec, key: str = "target") -> Location:
+    return Location(relative(config.pyproject, config.root),
+                    model_key_line(config, spec, key) or spec.line or 1)

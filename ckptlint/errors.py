@@ -1,0 +1,42 @@
+"""The exception root of ckptlint; only the CLI turns these into stderr lines and exit code 2."""
+
+from __future__ import annotations
+
+
+class CkptlintError(Exception):
+    """Something ckptlint could not do; `str()` is one sentence naming the file, key or model."""
+
+
+class ConfigError(CkptlintError):
+    """The `[tool.ckptlint]` table is missing or invalid."""
+
+    def __init__(self, path: str, message: str, key: str = "", line: int | None = None):
+        self.path, self.key, self.line = path, key, line
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+
+
+class SignatureFileError(CkptlintError):
+    """A signature file is unreadable, hand-broken or from a newer ckptlint."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class CheckpointError(CkptlintError):
+    """A checkpoint file cannot be read safely."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class TorchMissingError(CkptlintError):
+    """torch is not importable in the interpreter that must build the models."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "torch is not installed in this environment; ckptlint builds models with your own "
+            "torch: install it (`pip install torch`, or `pip install \"ckptlint[torch]\"`)"
+        )

@@ -1,0 +1,269 @@
+"""The records every stage of ckptlint passes along: specs, signatures, findings, locations.
+
+Nothing here imports torch or libcst; every record is frozen and built once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+FORMAT_VERSION = 1
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is, in SARIF's and GitHub's vocabulary."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+class Outcome(enum.IntFlag):
+    """Exit-code bits: a run can find drift and fail to check something at once."""
+
+    CLEAN = 0
+    DRIFT = 1
+    UNCHECKED = 2
+
+
+class Kind(enum.Enum):
+    """A finding kind: its stable code, slug, severity, exit bit and what it means at load time.
+
+    Codes are never renumbered; new kinds take new codes.
+    """
+
+    MISSING_KEY = (
+        "CKL101", "missing-key", Severity.ERROR, Outcome.DRIFT,
+        "the code creates this tensor but the checkpoint lacks it: "
+        "load_state_dict(strict=True) fails with \"Missing key(s)\", "
+        "and with strict=False it stays randomly initialised",
+    )
+    UNEXPECTED_KEY = (
+        "CKL102", "unexpected-key", Severity.ERROR, Outcome.DRIFT,
+        "the checkpoint has this tensor but the code no longer creates it: "
+        "load_state_dict(strict=True) fails with \"Unexpected key(s)\", "
+        "and with strict=False its weights are silently dropped",
+    )
+    SHAPE_MISMATCH = (
+        "CKL103", "shape-mismatch", Severity.ERROR, Outcome.DRIFT,
+        "the shapes differ: load_state_dict fails with \"size mismatch\", even with strict=False",
+    )
+    DTYPE_MISMATCH = (
+        "CKL104", "dtype-mismatch", Severity.WARNING, Outcome.DRIFT,
+        "the dtypes differ: load_state_dict casts the weights silently",
+    )
+    RENAMED_KEY = (
+        "CKL105", "renamed-key", Severity.ERROR, Outcome.DRIFT,
+        "the tensor moved to a new key: the old checkpoint loads only with a key remap",
+    )
+    PREFIX_MISMATCH = (
+        "CKL106", "prefix-mismatch", Severity.ERROR, Outcome.DRIFT,
+        "every key of the checkpoint carries a wrapper prefix: strip it before loading",
+    )
+    LOAD_ERROR = (
+        "CKL107", "load-error", Severity.ERROR, Outcome.DRIFT,
+        "torch's load_state_dict dry run on meta tensors failed",
+    )
+    BUILD_ERROR = (
+        "CKL201", "build-error", Severity.ERROR, Outcome.UNCHECKED,
+        "the model could not be imported or built, so it was not checked",
+    )
+    SIGNATURE_MISSING = (
+        "CKL202", "signature-missing", Severity.ERROR, Outcome.UNCHECKED,
+        "no committed signature exists for this model, so it was not checked",
+    )
+    SIGNATURE_ORPHANED = (
+        "CKL203", "signature-orphaned", Severity.NOTE, Outcome.CLEAN,
+        "a signature file that no configured model uses",
+    )
+    SIGNATURE_INVALID = (
+        "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
+        "the committed signature file cannot be read, so the model was not checked",
+    )
+
+    def __init__(self, code: str, slug: str, severity: Severity, outcome: Outcome, doc: str):
+        self.code = code
+        self.slug = slug
+        self.severity = severity
+        self.outcome = outcome
+        self.doc = doc
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One state-dict entry: dtype (torch's name, e.g. "float32"), shape, and what holds it.
+
+    `role` is "parameter" or "buffer" when built from code, None when read from a file
+    that does not say.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    role: str | None = None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The state-dict signature of a model or checkpoint.
+
+    `versions` holds the per-module `_version` metadata torch's loader passes to load hooks
+    (module prefix -> version); `has_metadata` says whether the source had such metadata at all.
+    `aliases` maps each tied key to the key it shares its tensor with.
+    """
+
+    tensors: Mapping[str, TensorSpec]
+    versions: Mapping[str, int] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    has_metadata: bool = True
+    model: str = ""
+    target: str = ""
+    torch_version: str = ""
+    source: str = "code"
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(spec.numel for key, spec in self.tensors.items()
+                   if key not in self.aliases and spec.role != "buffer")
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A span in a file relative to the project root; lines and columns are 1-based."""
+
+    file: str
+    line: int
+    column: int = 1
+    end_line: int | None = None
+    end_column: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One coded problem with one model (or one signature file)."""
+
+    kind: Kind
+    model: str
+    message: str
+    key: str = ""
+    keys: tuple[str, ...] = ()
+    new_key: str = ""
+    old: TensorSpec | None = None
+    new: TensorSpec | None = None
+    location: Location | None = None
+    help: str = ""
+
+    @property
+    def code(self) -> str:
+        return self.kind.code
+
+    @property
+    def severity(self) -> Severity:
+        return self.kind.severity
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One `[[tool.ckptlint.models]]` entry, validated."""
+
+    name: str
+    target: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    index: int = 0
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The `[tool.ckptlint]` table of one project, validated."""
+
+    root: str
+    pyproject: str
+    signatures: str = "signatures"
+    pythonpath: tuple[str, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What torch's own load_state_dict said when the committed signature was loaded on meta.
+
+    `mismatched` lists the keys torch refused for size; `errors` any other message it raised.
+    """
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """Everything the build step learned about one model, as plain data.
+
+    Either `signature` is set, or `error` (one sentence) with its `error_location`.
+    `load` holds torch's verdict on the committed signature, when one was given.
+    """
+
+    model: str
+    signature: Signature | None = None
+    load: LoadReport | None = None
+    error: str = ""
+    error_location: Location | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReport:
+    """The outcome for one model: its findings and what a summary table needs."""
+
+    name: str
+    findings: tuple[Finding, ...] = ()
+    signature_file: str = ""
+    old_parameters: int | None = None
+    new_parameters: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def outcome(self) -> Outcome:
+        bits = Outcome.CLEAN
+        for finding in self.findings:
+            bits |= finding.kind.outcome
+        return bits
+
+    @property
+    def status(self) -> str:
+        if self.outcome & Outcome.UNCHECKED:
+            return "error"
+        return "drift" if self.outcome & Outcome.DRIFT else "clean"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything one `check` (or `diff`) run found, in output order."""
+
+    models: tuple[ModelReport, ...] = ()
+    extra: tuple[Finding, ...] = ()
+    notes: tuple[str, ...] = ()
+    root: str = "."
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for m in self.models for f in m.findings) + self.extra
+
+    @property
+    def outcome(self) -> Outcome:
+        bits = Outcome.CLEAN
+        for finding in self.findings:
+            bits |= finding.kind.outcome
+        return bits

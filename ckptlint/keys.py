@@ -1,0 +1,116 @@
+"""State-dict key arithmetic: natural order, and folding runs of repeated layers into `{a..b}`."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Hashable, Iterable, Iterator, Mapping, TypeVar
+
+V = TypeVar("V", bound=Hashable)
+
+_DIGITS = re.compile(r"(\d+)")
+_RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
+_DOT = re.compile(r"\.(?=[^{}]*(?:\{|$))")  # a dot outside any `{a..b}` range
+_LEAF = ""  # a trie slot for a value stored at the node itself
+
+
+def natural_key(key: str) -> tuple:
+    """Sort key that puts `layers.2` before `layers.10` (digit runs compare as numbers)."""
+    return tuple(
+        tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(segment)))
+        for segment in key.split(".")
+    )
+
+
+def natural_sorted(keys: Iterable[str]) -> list[str]:
+    return sorted(keys, key=natural_key)
+
+
+def _is_index(segment: str) -> bool:
+    return segment.isdigit() and (segment == "0" or not segment.startswith("0"))
+
+
+def _trie(entries: Mapping[str, V]) -> dict:
+    root: dict = {}
+    for key, value in entries.items():
+        node = root
+        for segment in key.split("."):
+            node = node.setdefault(segment, {})
+        node[_LEAF] = value
+    return root
+
+
+def _fold_node(node: dict) -> tuple[tuple[str, V], ...]:
+    """Folded (relative pattern, value) lines of one trie node."""
+    lines: list[tuple[str, V]] = []
+    if _LEAF in node:
+        lines.append(("", node[_LEAF]))
+    children = {seg: _fold_node(child) for seg, child in node.items() if seg != _LEAF}
+    indices = sorted((int(seg) for seg in children if _is_index(seg)))
+    for label, sub in _runs(indices, children):
+        lines.extend((f"{label}.{rel}" if rel else label, value) for rel, value in sub)
+    for seg, sub in children.items():
+        if not _is_index(seg):
+            lines.extend((f"{seg}.{rel}" if rel else seg, value) for rel, value in sub)
+    return tuple(lines)
+
+
+def _runs(indices: list[int], children: dict) -> Iterator[tuple[str, tuple]]:
+    """Group consecutive indices whose folded subtrees are identical into `{a..b}` labels."""
+    start = 0
+    while start < len(indices):
+        end = start
+        first = children[str(indices[start])]
+        while (end + 1 < len(indices) and indices[end + 1] == indices[end] + 1
+               and children[str(indices[end + 1])] == first):
+            end += 1
+        a, b = indices[start], indices[end]
+        yield (f"{{{a}..{b}}}" if b > a else str(a)), first
+        start = end + 1
+
+
+def fold(entries: Mapping[str, V]) -> list[tuple[str, V]]:
+    """Fold keys whose repeated layers carry identical values, in natural order.
+
+    `{"h.0.w": x, "h.1.w": x, "h.2.w": y}` -> `[("h.{0..1}.w", x), ("h.2.w", y)]`.
+    """
+    lines = _fold_node(_trie(entries))
+    return sorted(lines, key=lambda line: natural_key(first_key(line[0])))
+
+
+def segments(pattern: str) -> list[str]:
+    """Split a key or folded pattern at its dots, keeping `{a..b}` whole."""
+    return _DOT.split(pattern)
+
+
+def first_key(pattern: str) -> str:
+    """The first key a folded pattern stands for."""
+    return ".".join(_RANGE.sub(r"\1", seg) for seg in segments(pattern))
+
+
+def expand(pattern: str) -> list[str]:
+    """Every key a folded pattern stands for, in natural order."""
+    choices = []
+    for segment in segments(pattern):
+        match = _RANGE.match(segment)
+        if match:
+            a, b = int(match.group(1)), int(match.group(2))
+            choices.append([str(i) for i in range(a, b + 1)])
+        else:
+            choices.append([segment])
+    return [".".join(combo) for combo in itertools.product(*choices)]
+
+
+def is_pattern(key: str) -> bool:
+    return any(_RANGE.match(segment) for segment in segments(key))
+
+
+def parent(key: str) -> str:
+    """`a.b.c` -> `a.b`; the root module's prefix is the empty string."""
+    return key.rpartition(".")[0]
+
+
+def ancestors(key: str) -> list[str]:
+    """Every module prefix that owns `key`, innermost first, ending with the root ""."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, -1, -1)]

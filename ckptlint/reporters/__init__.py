@@ -1,0 +1,21 @@
+"""Reporters: one module per output format, each a `render(report, options) -> str`.
+
+They only format; choosing where the text goes is the CLI's job.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ckptlint.ftypes import Report
+from ckptlint.reporters import json, text
+from ckptlint.reporters.options import RenderOptions
+
+Renderer = Callable[[Report, RenderOptions], str]
+
+REPORTERS: dict[str, Renderer] = {
+    "text": text.render,
+    "json": json.render,
+}
+
+__all__ = ["REPORTERS", "RenderOptions", "Renderer"]

@@ -1,0 +1,48 @@
+"""`--format json`: one stable document with every finding and a per-model summary."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ckptlint.ftypes import Finding, ModelReport, Report, TensorSpec
+from ckptlint.reporters.options import RenderOptions
+
+SCHEMA_VERSION = 1
+
+
+def spec_dict(spec: TensorSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {"dtype": spec.dtype, "shape": list(spec.shape), "role": spec.role}
+
+
+def finding_dict(f: Finding) -> dict[str, Any]:
+    loc = f.location
+    return {
+        "model": f.model, "code": f.code, "kind": f.kind.slug, "severity": f.severity.value,
+        "key": f.key, "count": len(f.keys), "new_key": f.new_key or None,
+        "old": spec_dict(f.old), "new": spec_dict(f.new), "message": f.message,
+        "help": f.help or None,
+        "file": loc.file if loc else None, "line": loc.line if loc else None,
+        "column": loc.column if loc else None, "end_line": loc.end_line if loc else None,
+        "end_column": loc.end_column if loc else None,
+    }
+
+
+def model_dict(m: ModelReport) -> dict[str, Any]:
+    return {"name": m.name, "status": m.status, "signature": m.signature_file or None,
+            "findings": len(m.findings), "parameters": {"old": m.old_parameters,
+                                                        "new": m.new_parameters},
+            "notes": list(m.notes)}
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    doc = {
+        "version": SCHEMA_VERSION,
+        "findings": [finding_dict(f) for f in report.findings],
+        "models": [model_dict(m) for m in report.models],
+        "notes": list(report.notes),
+        "exit_code": int(report.outcome),
+    }
+    return json.dumps(doc, indent=2) + "\n"

@@ -1,0 +1,80 @@
+"""`--format text`: findings grouped by model, ruff-style lines, and a closing summary."""
+
+from __future__ import annotations
+
+from ckptlint.ftypes import Finding, ModelReport, Outcome, Report, Severity
+from ckptlint.reporters.options import RenderOptions
+
+_ANSI = {"bold": "1", "red": "31", "yellow": "33", "cyan": "36", "blue": "34", "dim": "2",
+         "green": "32"}
+_SEVERITY_COLOR = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.NOTE: "blue"}
+
+
+class Paint:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, text: str, *styles: str) -> str:
+        if not self.enabled or not styles:
+            return text
+        codes = ";".join(_ANSI[s] for s in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    paint = Paint(options.color)
+    out: list[str] = []
+    for model in report.models:
+        out += _model_block(model, paint)
+    for finding in report.extra:
+        out += _finding_lines(finding, paint)
+    for note in (n for m in report.models for n in m.notes):
+        out.append(f"{paint('note', 'bold', 'blue')}: {note}")
+    out += [f"{paint('note', 'bold', 'blue')}: {note}" for note in report.notes]
+    if out:
+        out.append("")
+    out += summary(report, options, paint)
+    return "\n".join(out) + "\n"
+
+
+def _model_block(model: ModelReport, paint: Paint) -> list[str]:
+    if not model.findings:
+        return []
+    count = len(model.findings)
+    lines = [paint(f"{model.name}", "bold") +
+             f" ({model.signature_file}): {count} finding{'s' if count != 1 else ''}"]
+    for finding in model.findings:
+        lines += _finding_lines(finding, paint)
+    return lines
+
+
+def _finding_lines(f: Finding, paint: Paint) -> list[str]:
+    loc = f.location
+    where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
+    code = paint(f.code, "bold", _SEVERITY_COLOR[f.severity])
+    lines = [f"{paint(where, 'bold') if where else ''}{code} {f.message}"]
+    if f.help:
+        lines.append(f"  {paint('help', 'bold', 'cyan')}: {f.help}")
+    return lines
+
+
+def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
+    """The closing lines: how many models were checked, drifted, and what to run next."""
+    total = len(report.models)
+    drifted = [m for m in report.models if m.status == "drift"]
+    broken = [m for m in report.models if m.status == "error"]
+    if not (report.outcome & (Outcome.DRIFT | Outcome.UNCHECKED)):
+        noun = "model matches its" if total == 1 else f"models match their"
+        return [paint(f"All clear: {total} {noun} committed signature{'s' if total != 1 else ''}.",
+                      "bold", "green")]
+    parts = [f"{len(drifted)} drifted"] if drifted else []
+    parts += [f"{len(broken)} could not be checked"] if broken else []
+    parts.append(f"{total - len(drifted) - len(broken)} clean")
+    lines = [paint(f"Checked {total} model{'s' if total != 1 else ''}: {', '.join(parts)}.",
+                   "bold")]
+    if drifted:
+        names = " ".join(m.name for m in drifted)
+        files = " ".join(m.signature_file for m in drifted)
+        lines.append(f"If the drift is intended, accept it with `{options.command} update {names}` "
+                     f"and commit {files}; otherwise fix the code.")
+    return lines

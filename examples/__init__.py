@@ -1,0 +1,1 @@
+"""Example models that this repository registers with ckptlint (see pyproject.toml)."""
