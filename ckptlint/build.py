@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
@@ -101,7 +101,7 @@ def _factory(spec: ModelSpec, config: Config) -> Any:
     try:
         factory = resolve_target(spec.target)
     except Exception as exc:
-        raise _failure(exc, f"cannot import `{spec.target}`", spec, config) from None
+        raise _failure(exc, f"cannot import `{spec.target}`:", spec, config) from None
     if not callable(factory):
         raise BuildFailure(
             f"tool.ckptlint.models[{spec.index}].target `{spec.target}` is not callable "
@@ -131,7 +131,7 @@ def _failure(exc: BaseException, doing: str, spec: ModelSpec, config: Config) ->
     detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
     location = _project_frame(exc, config) or _pyproject_location(
         spec, config, "kwargs" if isinstance(exc, TypeError) else "target")
-    return BuildFailure(f"{doing}: {detail}", location)
+    return BuildFailure(f"{doing} {detail}", location)
 
 
 def _project_frame(exc: BaseException, config: Config) -> Location | None:
@@ -233,6 +233,29 @@ def _torch_errors(text: str) -> list[str]:
     if not sep:
         return [text.splitlines()[0] if text else "RuntimeError"]
     return [line.strip() for line in body.split("\n\t") if line.strip()]
+
+
+def forget_project_modules(config: Config) -> None:
+    """Drop cached imports of the project's own modules so a run sees the code as it is now.
+
+    Matters when `main()` runs repeatedly in one process (tests, notebooks, IDE plugins).
+    """
+    root = Path(config.root)
+    names = set()
+    for directory in [root / p for p in config.pythonpath] + [root]:
+        if directory.is_dir():
+            names |= {p.stem if p.suffix == ".py" else p.name for p in directory.iterdir()
+                      if p.suffix == ".py" or (p.is_dir() and p.name.isidentifier())}
+    for name in [n for n in sys.modules if n.partition(".")[0] in names]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def build_all(specs: Sequence[ModelSpec], config: Config,
+              references: Sequence[Signature | None]) -> list[BuildResult]:
+    """Build every model in this process, in order, after forgetting stale project imports."""
+    forget_project_modules(config)
+    return [build(spec, config, ref) for spec, ref in zip(specs, references)]
 
 
 def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -> BuildResult:

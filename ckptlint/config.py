@@ -6,10 +6,11 @@ import difflib
 import re
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ckptlint.errors import ConfigError
 from ckptlint.ftypes import Config, ModelSpec
+from ckptlint.paths import display
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,7 +32,7 @@ def find_pyproject(start: Path) -> Path:
         candidate = directory / "pyproject.toml"
         if candidate.is_file() and "ckptlint" in _read_toml(candidate).get("tool", {}):
             return candidate
-    raise ConfigError(str(start), "no pyproject.toml with a [tool.ckptlint] table here or in "
+    raise ConfigError(display(start), "no pyproject.toml with a [tool.ckptlint] table here or in "
                                   "any parent directory; see the README to register models")
 
 
@@ -44,16 +45,16 @@ def parse_config(pyproject: Path) -> Config:
     text = pyproject.read_text(encoding="utf-8")
     table = _read_toml(pyproject).get("tool", {}).get("ckptlint")
     lines = _Lines(text)
-    where = str(pyproject)
+    where = display(pyproject)
     if not isinstance(table, dict):
         raise ConfigError(where, "has no [tool.ckptlint] table")
-    _check_keys(table, TOOL_KEYS, "tool.ckptlint", where, lines.tool)
+    _check_keys(table, TOOL_KEYS, "tool.ckptlint", where, lambda k: lines.key(lines.tool, k))
     models = table.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
         raise ConfigError(where, "`tool.ckptlint.models` must be an array of tables "
                                  "([[tool.ckptlint.models]])", line=lines.tool)
     specs = tuple(_model(m, i, where, lines) for i, m in enumerate(models))
-    _check_unique(specs, where)
+    _check_unique(specs, where, lines)
     return Config(
         root=str(pyproject.parent),
         pyproject=str(pyproject),
@@ -69,15 +70,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+        raise ConfigError(display(path), f"is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot be read: {exc.strerror}") from None
+        raise ConfigError(display(path), f"cannot be read: {exc.strerror}") from None
 
 
 def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> ModelSpec:
     path = f"tool.ckptlint.models[{index}]"
     line = lines.model(index)
-    _check_keys(table, MODEL_KEYS, path, where, line)
+    _check_keys(table, MODEL_KEYS, path, where, lambda k: lines.model_key(index, k))
     name = _string(table, "name", path, where, line)
     if not _NAME.match(name):
         raise ConfigError(where, f"`{path}.name` = {name!r} must be a file-name-safe identifier "
@@ -92,14 +93,14 @@ def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> M
 
 
 def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], path: str, where: str,
-                line: int | None) -> None:
+                line_of: Callable[[str], int | None]) -> None:
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean `{close[0]}`?)" if close else \
                 f" (known keys: {', '.join(known)})"
             raise ConfigError(where, f"unknown key `{path}.{key}`{hint}", key=f"{path}.{key}",
-                              line=line)
+                              line=line_of(key))
 
 
 def _string(table: Mapping[str, Any], key: str, path: str, where: str, line: int | None,
@@ -140,14 +141,15 @@ def _check_nested_targets(value: Any, path: str, where: str, line: int | None) -
             _check_nested_targets(item, f"{path}[{i}]", where, line)
 
 
-def _check_unique(specs: tuple[ModelSpec, ...], where: str) -> None:
+def _check_unique(specs: tuple[ModelSpec, ...], where: str, lines: _Lines) -> None:
     seen: dict[str, ModelSpec] = {}
     for spec in specs:
         first = seen.setdefault(spec.name, spec)
         if first is not spec:
             raise ConfigError(where, f"`tool.ckptlint.models[{spec.index}].name` = {spec.name!r} "
                                      f"is already used by tool.ckptlint.models[{first.index}]",
-                              key=f"tool.ckptlint.models[{spec.index}].name", line=spec.line)
+                              key=f"tool.ckptlint.models[{spec.index}].name",
+                              line=lines.model_key(spec.index, "name"))
 
 
 class _Lines:
@@ -163,8 +165,12 @@ class _Lines:
 
     def model_key(self, index: int, key: str) -> int | None:
         start = self.model(index)
-        if start is None or index >= len(self._models):
-            return start
+        return start if index >= len(self._models) else self.key(start, key)
+
+    def key(self, start: int | None, key: str) -> int | None:
+        """The line assigning `key` in the table whose header is on line `start`."""
+        if start is None:
+            return None
         pattern = re.compile(rf"^\s*{re.escape(key)}\s*[=.]")
         for number in range(start + 1, len(self._lines) + 1):
             text = self._lines[number - 1]

@@ -14,7 +14,8 @@ from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, Model
                              Report, Signature)
 from ckptlint.paths import relative
 
-Builder = Callable[[ModelSpec, Config, "Signature | None"], BuildResult]
+# builds models and returns plain data; in-process by default, swappable for a worker pool
+Builder = Callable[[Sequence[ModelSpec], Config, Sequence["Signature | None"]], list[BuildResult]]
 
 
 class UnknownModelError(CkptlintError):
@@ -37,24 +38,27 @@ def signature_path(config: Config, name: str) -> Path:
     return Path(config.root) / config.signatures / f"{name}.toml"
 
 
-def _default_builder(spec: ModelSpec, config: Config, reference: Signature | None) -> BuildResult:
-    from ckptlint.build import build  # torch is imported only when something must be built
+def _default_builder(specs: Sequence[ModelSpec], config: Config,
+                     references: Sequence[Signature | None]) -> list[BuildResult]:
+    from ckptlint.build import build_all  # torch is imported only when something must be built
 
-    return build(spec, config, reference)
+    return build_all(specs, config, references)
 
 
 def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder) -> Report:
     """Compare every selected model's current code with its committed signature."""
-    reports = tuple(_check_model(config, spec, builder) for spec in select(config, names))
+    specs = select(config, names)
+    read = [_read_reference(config, spec) for spec in specs]
+    results = builder(specs, config, [reference for reference, _ in read])
+    reports = tuple(_model_report(config, spec, ref, problem, result)
+                    for spec, (ref, problem), result in zip(specs, read, results))
     return Report(models=reports, extra=tuple(orphans(config)) if not names else (),
                   root=config.root)
 
 
-def _check_model(config: Config, spec: ModelSpec, builder: Builder) -> ModelReport:
-    path = signature_path(config, spec.name)
-    shown = relative(path, config.root)
-    reference, problem = _read_reference(config, spec, path)
-    result = builder(spec, config, reference)
+def _model_report(config: Config, spec: ModelSpec, reference: Signature | None,
+                  problem: Finding | None, result: BuildResult) -> ModelReport:
+    shown = relative(signature_path(config, spec.name), config.root)
     findings = [problem] if problem else []
     if result.signature is None:
         findings.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
@@ -70,8 +74,8 @@ def _check_model(config: Config, spec: ModelSpec, builder: Builder) -> ModelRepo
     )
 
 
-def _read_reference(config: Config, spec: ModelSpec,
-                    path: Path) -> tuple[Signature | None, Finding | None]:
+def _read_reference(config: Config, spec: ModelSpec) -> tuple[Signature | None, Finding | None]:
+    path = signature_path(config, spec.name)
     where = Location(relative(config.pyproject, config.root), spec.line or 1)
     if not path.exists():
         return None, Finding(
@@ -122,8 +126,8 @@ def update(config: Config, names: Sequence[str] = (),
            builder: Builder = _default_builder) -> UpdateResult:
     """Write each selected model's current signature; a model that fails to build keeps its file."""
     written, unchanged, failed, notes = [], [], [], []
-    for spec in select(config, names):
-        result = builder(spec, config, None)
+    specs = select(config, names)
+    for spec, result in zip(specs, builder(specs, config, [None] * len(specs))):
         notes += result.notes
         if result.signature is None:
             failed.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,

@@ -137,7 +137,11 @@ class Signature:
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """A span in a file relative to the project root; lines and columns are 1-based."""
+    """A span in a file relative to the project root (`/` separators).
+
+    Lines and columns are 1-based; `end_column` is exclusive (one past the last character),
+    as in SARIF. `note` says how the location was found when that is not obvious.
+    """
 
     file: str
     line: int

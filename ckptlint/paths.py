@@ -43,3 +43,11 @@ def relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return Path(path).as_posix()
+
+
+def display(path: str | os.PathLike) -> str:
+    """How a path is named in messages: relative to the working directory when inside it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except (OSError, ValueError):
+        return str(path)
