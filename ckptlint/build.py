@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import sys
 import traceback
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -79,7 +80,7 @@ def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]
     torch = import_torch()
     factory = _factory(spec, config)
     try:
-        with torch.device("meta"), _stdout_to_stderr():
+        with torch.device("meta"), _skip_meta_init(), _no_dynamo_import(), _stdout_to_stderr():
             return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
     except BuildFailure:
         raise
@@ -118,6 +119,79 @@ def _checked(module: Any, spec: ModelSpec, config: Config) -> Any:
             f"{type(module).__name__}, not a torch.nn.Module",
             _pyproject_location(spec, config, "target"))
     return module
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_")
+_RANDOM_METHODS = ("normal_", "uniform_", "bernoulli_", "random_", "exponential_", "geometric_",
+                   "log_normal_", "cauchy_")
+
+
+def _skip_meta_init() -> Any:
+    """A torch-function mode in which random initialisation of a meta tensor returns it as is.
+
+    Initialising a tensor that has no data changes nothing, but its first call drags in torch's
+    Python kernels and their imports (about a second here). Tensors with data still initialise.
+    """
+    torch = import_torch()
+    from torch.overrides import TorchFunctionMode
+
+    skipped = {getattr(torch.nn.init, n) for n in _INIT_FUNCTIONS if hasattr(torch.nn.init, n)}
+    skipped |= {getattr(torch.Tensor, n) for n in _RANDOM_METHODS}
+
+    class SkipMetaInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if func in skipped and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return SkipMetaInit()
+
+
+class _DynamoStandIn(types.ModuleType):
+    """Stands in for `torch._dynamo` while a model is built on meta.
+
+    torch's Python meta kernels are wrapped in `torch._disable_dynamo`, whose first call imports
+    torch._dynamo (~1 s here) only to wrap the kernel in a no-op when nothing is being compiled.
+    The stand-in answers `disable` with the kernel itself, remembers what it answered so the
+    caches can be undone afterwards, and hands any other attribute to the real module.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("torch._dynamo")
+        self.answered: list[Any] = []
+
+    def disable(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.answered.append(fn)
+        return fn
+
+    def __getattr__(self, name: str) -> Any:
+        _remove_standin(self)
+        return getattr(importlib.import_module("torch._dynamo"), name)
+
+
+def _remove_standin(standin: _DynamoStandIn) -> None:
+    torch = sys.modules["torch"]
+    if sys.modules.get("torch._dynamo") is standin:
+        del sys.modules["torch._dynamo"]
+    if torch.__dict__.get("_dynamo") is standin:
+        delattr(torch, "_dynamo")
+
+
+@contextlib.contextmanager
+def _no_dynamo_import() -> Iterator[None]:
+    if "torch._dynamo" in sys.modules:
+        yield
+        return
+    standin = _DynamoStandIn()
+    sys.modules["torch._dynamo"] = standin
+    try:
+        yield
+    finally:
+        _remove_standin(standin)
+        for fn in standin.answered:  # leave the process as if we had never been here
+            with contextlib.suppress(AttributeError):
+                delattr(fn, "__dynamo_disable")
 
 
 @contextlib.contextmanager

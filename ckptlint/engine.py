@@ -83,7 +83,7 @@ def _read_reference(config: Config, spec: ModelSpec) -> tuple[Signature | None, 
             f"no committed signature {relative(path, config.root)} for model `{spec.name}`",
             location=where, help=f"run `ckptlint update {spec.name}` and commit the file")
     try:
-        return sigfile.read(path), None
+        return sigfile.read(path, relative(path, config.root)), None
     except SignatureFileError as exc:
         return None, Finding(Kind.SIGNATURE_INVALID, spec.name, str(exc),
                              location=Location(relative(path, config.root), 1),

@@ -169,12 +169,14 @@ def _aliases(table: Any, path: str) -> dict[str, str]:
     return dict(table)
 
 
-def read(path: Path) -> Signature:
+def read(path: Path, shown: str | None = None) -> Signature:
+    """Read a signature file; errors name it as `shown` (default: the path as given)."""
+    shown = shown or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SignatureFileError(str(path), f"cannot be read ({exc.__class__.__name__}: {exc})")
-    return loads(text, str(path))
+        raise SignatureFileError(shown, f"cannot be read ({exc.__class__.__name__}: {exc})")
+    return loads(text, shown)
 
 
 def write_atomic(path: Path, text: str) -> bool:

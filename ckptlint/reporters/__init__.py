@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ckptlint.ftypes import Report
-from ckptlint.reporters import json, text
+from ckptlint.reporters import github, json, markdown, sarif, text
 from ckptlint.reporters.options import RenderOptions
 
 Renderer = Callable[[Report, RenderOptions], str]
@@ -16,6 +16,9 @@ Renderer = Callable[[Report, RenderOptions], str]
 REPORTERS: dict[str, Renderer] = {
     "text": text.render,
     "json": json.render,
+    "github": github.render,
+    "sarif": sarif.render,
+    "markdown": markdown.render,
 }
 
 __all__ = ["REPORTERS", "RenderOptions", "Renderer"]

@@ -1,0 +1,83 @@
+"""`--format github`: one GitHub Actions workflow command (`::error file=…::msg`) per finding.
+
+GitHub shows at most 10 annotations per level per step, so the most severe come first and one
+closing notice counts the findings that did not fit. The output is workflow commands only.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ckptlint.ftypes import Finding, Location, Report, Severity
+from ckptlint.reporters.options import RenderOptions
+
+PER_LEVEL = 10  # annotations GitHub displays per level (error, warning, notice) per step
+LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "notice"}
+ORDER = (Severity.ERROR, Severity.WARNING, Severity.NOTE)
+
+
+def escape_data(text: str) -> str:
+    """A command's message, escaped as @actions/core's `escapeData` does (`%` first)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """A property value, escaped as @actions/core's `escapeProperty` does."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(level: str, properties: Iterable[tuple[str, object]], message: str) -> str:
+    # Like the toolkit, leave out properties without a value rather than send `key=`.
+    props = ",".join(f"{k}={escape_property(str(v))}" for k, v in properties if v)
+    return f"::{level}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def location_properties(loc: Location | None) -> list[tuple[str, object]]:
+    """file/line/endLine, plus col/endColumn only on a one-line span (the runner rejects them
+    on a multi-line one). `end_column` is passed through exclusive, as ruff does."""
+    if loc is None:
+        return []
+    props: list[tuple[str, object]] = [("file", loc.file), ("line", loc.line),
+                                       ("endLine", loc.end_line)]
+    if loc.end_line is None or loc.end_line == loc.line:
+        props += [("col", loc.column), ("endColumn", loc.end_column)]
+    return props
+
+
+def title(f: Finding) -> str:
+    return f"{f.code} {f.kind.slug}" + (f" ({f.model})" if f.model else "")
+
+
+def annotation(f: Finding) -> str:
+    message = f"{f.message}\n\nhelp: {f.help}" if f.help else f.message
+    props = location_properties(f.location) + [("title", title(f))]
+    return command(LEVELS[f.severity], props, message)
+
+
+def budget(counts: dict[Severity, int]) -> dict[Severity, int]:
+    """How many findings of each level to annotate; the overflow notice takes one notice slot."""
+    shown = {sev: min(counts[sev], PER_LEVEL) for sev in ORDER}
+    if any(counts[sev] > shown[sev] for sev in ORDER):
+        shown[Severity.NOTE] = min(counts[Severity.NOTE], PER_LEVEL - 1)
+    return shown
+
+
+def overflow_notice(hidden: dict[Severity, int], options: RenderOptions) -> str:
+    total = sum(hidden.values())
+    words = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "note"}
+    parts = ", ".join(f"{n} {words[sev]}{'s' if n != 1 else ''}"
+                      for sev, n in hidden.items() if n)
+    verb = "finding is" if total == 1 else "findings are"
+    return command("notice", [("title", "More ckptlint findings")],
+                   f"{total} more {verb} not annotated ({parts}; GitHub shows {PER_LEVEL} "
+                   f"per level); run `{options.command} check` locally or read the job summary")
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    groups = {sev: [f for f in report.findings if f.severity is sev] for sev in ORDER}
+    shown = budget({sev: len(group) for sev, group in groups.items()})
+    lines = [annotation(f) for sev in ORDER for f in groups[sev][:shown[sev]]]
+    hidden = {sev: len(groups[sev]) - shown[sev] for sev in ORDER}
+    if any(hidden.values()):
+        lines.append(overflow_notice(hidden, options))
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,153 @@
+"""`--format sarif`: SARIF 2.1.0 for GitHub code scanning, one run, one rule per finding kind.
+
+Results carry `partialFingerprints` built from (code, model, key) only, so an alert keeps its
+identity when unrelated edits shift its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import quote
+
+import ckptlint
+from ckptlint.ftypes import Finding, Kind, Location, Report, Severity
+from ckptlint.reporters.options import RenderOptions
+from ckptlint.sigfile import format_spec
+
+SCHEMA_URI = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/"
+              "sarif-schema-2.1.0.json")
+FINGERPRINT = "ckptlint/v1"
+SRCROOT = "%SRCROOT%"
+LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "note"}
+# GitHub sorts and filters alerts by `problem.severity`, whose vocabulary differs from SARIF's.
+PROBLEM_SEVERITY = {Severity.ERROR: "error", Severity.WARNING: "warning",
+                    Severity.NOTE: "recommendation"}
+
+_ACCEPT = "If the change is intended, run `{cmd} update NAME` and commit the new signature file."
+HELP: dict[Kind, str] = {
+    Kind.MISSING_KEY: "Restore the layer in the code or map the key when loading. " + _ACCEPT,
+    Kind.UNEXPECTED_KEY: "Restore the layer, or drop/remap the key when loading old "
+                         "checkpoints. " + _ACCEPT,
+    Kind.SHAPE_MISMATCH: "Restore the old size (check the constructor arguments and kwargs in "
+                         "pyproject.toml). " + _ACCEPT,
+    Kind.DTYPE_MISMATCH: "Loading still works but casts the weights; make the dtype explicit "
+                         "if that is not wanted. " + _ACCEPT,
+    Kind.RENAMED_KEY: "Rename the attribute back, or remap the old key in a load hook "
+                      "(`_load_from_state_dict`) so old checkpoints load. " + _ACCEPT,
+    Kind.PREFIX_MISMATCH: "Strip the wrapper prefix (`module.`, `_orig_mod.`, `model.`) from the "
+                          "checkpoint's keys before loading, or save the unwrapped model.",
+    Kind.LOAD_ERROR: "Read torch's message: a load hook or `_version` metadata of the model "
+                     "rejects the committed signature. " + _ACCEPT,
+    Kind.BUILD_ERROR: "Fix the import or constructor error at the location shown; run "
+                      "`{cmd} check NAME` locally to see it. The other models were still checked.",
+    Kind.SIGNATURE_MISSING: "Record the signature with `{cmd} update NAME` and commit the file.",
+    Kind.SIGNATURE_ORPHANED: "Delete the file, or register the model it describes in "
+                             "[tool.ckptlint] in pyproject.toml.",
+    Kind.SIGNATURE_INVALID: "Restore the file from version control or rewrite it with "
+                            "`{cmd} update NAME`.",
+}
+
+
+def pascal(slug: str) -> str:
+    return "".join(word.capitalize() for word in slug.split("-"))
+
+
+def help_text(kind: Kind, options: RenderOptions) -> str:
+    """What breaks at load time, then how to fix or accept it (NAME is the model's name)."""
+    fix = HELP.get(kind, "").format(cmd=options.command)
+    return f"{kind.doc[:1].upper()}{kind.doc[1:]}. {fix}".strip()
+
+
+def rule(kind: Kind, options: RenderOptions) -> dict[str, Any]:
+    text = help_text(kind, options)
+    return {
+        "id": kind.code,
+        "name": pascal(kind.slug),
+        "shortDescription": {"text": kind.slug.replace("-", " ")},
+        "fullDescription": {"text": kind.doc},
+        "help": {"text": text, "markdown": text},
+        "defaultConfiguration": {"level": LEVELS[kind.severity]},
+        "properties": {"tags": ["architecture-drift"], "precision": "very-high",
+                       "problem.severity": PROBLEM_SEVERITY[kind.severity]},
+    }
+
+
+def fingerprint(f: Finding) -> str:
+    """Stable across line shifts: only what the finding is about, never where it is."""
+    return hashlib.sha256(f"{f.code}\0{f.model}\0{f.key}".encode()).hexdigest()[:32]
+
+
+def region(loc: Location) -> dict[str, int]:
+    # Location already uses SARIF's convention (1-based, end_column exclusive): no conversion.
+    out = {"startLine": loc.line, "startColumn": loc.column}
+    if loc.end_line is not None:
+        out["endLine"] = loc.end_line
+    if loc.end_column is not None:
+        out["endColumn"] = loc.end_column
+    return out
+
+
+def locations(f: Finding) -> list[dict[str, Any]]:
+    """A physical location when known, else a logical one naming the model.
+
+    GitHub code scanning rejects the whole upload if a result lacks a physical location, so the
+    engine should give every finding one; the logical location keeps the SARIF valid meanwhile.
+    """
+    if f.location is None:
+        return [{"logicalLocations": [{"name": f.model, "kind": "object"}]}] if f.model else []
+    # A relative URI reference: `:` in a path would otherwise read as a scheme.
+    uri = quote(f.location.file.replace("\\", "/"), safe="/")
+    return [{"physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": SRCROOT},
+                                  "region": region(f.location)}}]
+
+
+def message(f: Finding) -> str:
+    return f"{f.message}\nhelp: {f.help}" if f.help else f.message
+
+
+def properties(f: Finding) -> dict[str, Any]:
+    props: dict[str, Any] = {"model": f.model, "key": f.key, "count": len(f.keys)}
+    if f.new_key:
+        props["newKey"] = f.new_key
+    if f.old is not None:
+        props["old"] = format_spec(f.old)
+    if f.new is not None:
+        props["new"] = format_spec(f.new)
+    return props
+
+
+def result(f: Finding, index: dict[Kind, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ruleId": f.code, "ruleIndex": index[f.kind], "level": LEVELS[f.severity],
+        "message": {"text": message(f)},
+    }
+    if locs := locations(f):
+        out["locations"] = locs
+    out["partialFingerprints"] = {FINGERPRINT: fingerprint(f)}
+    out["properties"] = properties(f)
+    return out
+
+
+def notifications(report: Report) -> list[dict[str, Any]]:
+    notes = [n for m in report.models for n in m.notes] + list(report.notes)
+    return [{"message": {"text": n}, "level": "note"} for n in notes]
+
+
+def render(report: Report, options: RenderOptions) -> str:
+    # Every kind is a rule, in declaration order, so ruleIndex never depends on what was found.
+    kinds = list(Kind)
+    index = {kind: i for i, kind in enumerate(kinds)}
+    invocation: dict[str, Any] = {"executionSuccessful": True}
+    if notes := notifications(report):
+        invocation["toolExecutionNotifications"] = notes
+    run = {
+        "tool": {"driver": {"name": "ckptlint", "version": ckptlint.__version__,
+                            "rules": [rule(kind, options) for kind in kinds]}},
+        "invocations": [invocation],
+        "columnKind": "unicodeCodePoints",
+        "results": [result(f, index) for f in report.findings],
+    }
+    doc = {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,82 @@
+"""Signature files: deterministic text, strict reading, atomic writes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ckptlint.errors import SignatureFileError
+from ckptlint.ftypes import Signature, TensorSpec
+from ckptlint.sigfile import dumps, loads, read, write_atomic
+
+SIG = Signature(
+    tensors={"emb.weight": TensorSpec("float32", (10, 4), "parameter"),
+             **{f"h.{i}.w": TensorSpec("bfloat16", (4, 4), "parameter") for i in range(3)},
+             "bn.num_batches_tracked": TensorSpec("int64", (), "buffer"),
+             "head.weight": TensorSpec("float32", (10, 4), "parameter"),
+             "odd": TensorSpec("float8_e4m3fn", (2,), "parameter"),
+             "custom": TensorSpec("quint8", (1,), "buffer")},
+    versions={"bn": 2}, aliases={"head.weight": "emb.weight"},
+    model="m", target="pkg:M", torch_version="2.13.0")
+
+
+def test_round_trip():
+    assert loads(dumps(SIG), "m.toml") == SIG
+
+
+def test_text_is_deterministic_and_folded():
+    text = dumps(SIG)
+    assert text == dumps(Signature(**{**{f: getattr(SIG, f) for f in SIG.__slots__},
+                                      "tensors": dict(reversed(SIG.tensors.items()))}))
+    assert '"h.{0..2}.w" = "bf16[4, 4]"' in text
+    assert '"bn.num_batches_tracked" = "i64[] buffer"' in text
+    assert '"custom" = "quint8[1] buffer"' in text
+    assert "\n[versions]\n\"bn\" = 2\n" in text
+
+
+@pytest.mark.parametrize("text,sentence", [
+    ("[signature\n", "m.toml: is not valid TOML"),
+    ("[signature]\nformat = 9\n[tensors]\n", "m.toml: was written by a newer ckptlint (format 9; "
+                                             "this one reads format 1): upgrade ckptlint"),
+    ("[tensors]\n", "m.toml: has no [signature] table"),
+    ("[signature]\nformat = 1\n[tensors]\n\"a\" = \"f32(3)\"\n",
+     "m.toml: tensor `a` has value 'f32(3)', expected \"dtype[shape]\""),
+    ("[signature]\nformat = 1\ncolour = 1\n[tensors]\n",
+     "m.toml: has an unknown key in [signature] `colour`"),
+    ("[signature]\nformat = 1\n[tensors]\n\"h.{0..1}.w\" = \"f32[1]\"\n\"h.1.w\" = \"f32[1]\"\n",
+     "m.toml: lists tensor `h.1.w` twice"),
+])
+def test_broken_files_name_the_file(text, sentence):
+    with pytest.raises(SignatureFileError) as info:
+        loads(text, "m.toml")
+    assert str(info.value).startswith(sentence)
+
+
+def test_atomic_write_keeps_mode_leaves_no_temp_and_skips_equal_content(tmp_path):
+    path = tmp_path / "sigs" / "m.toml"
+    assert write_atomic(path, "a\n")
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    os.chmod(path, 0o664)
+    assert write_atomic(path, "b\n") and oct(path.stat().st_mode & 0o777) == oct(0o664)
+    assert not write_atomic(path, "b\n")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.toml"]
+
+
+def test_unreadable_file_is_a_signature_error(tmp_path):
+    (tmp_path / "m.toml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SignatureFileError, match="cannot be read"):
+        read(tmp_path / "m.toml")
+
+
+def test_hand_broken_committed_signature_is_a_finding_not_a_crash(project):
+    project.write("m.py", "from torch import nn\nclass M(nn.Linear):\n"
+                          "    def __init__(self):\n        super().__init__(2, 2)\n")
+    project.configure('name = "m"\ntarget = "m:M"', 'name = "n"\ntarget = "m:M"')
+    project.run("update")
+    (project.root / "signatures" / "m.toml").write_text("[signature]\nformat = 2\n")
+    run = project.run("check", "--color", "never")
+    assert run.code == 2
+    assert "signatures/m.toml:1:1: CKL204 signatures/m.toml: was written by a newer ckptlint" \
+        in run.out
+    assert "Checked 2 models: 1 could not be checked, 1 clean." in run.out
