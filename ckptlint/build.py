@@ -15,6 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ckptlint.creation import describe_modules, recording
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
 from ckptlint.keys import ancestors, natural_sorted
@@ -320,6 +321,7 @@ def forget_project_modules(config: Config) -> None:
         if directory.is_dir():
             names |= {p.stem if p.suffix == ".py" else p.name for p in directory.iterdir()
                       if p.suffix == ".py" or (p.is_dir() and p.name.isidentifier())}
+    names.discard(__name__.partition(".")[0])  # never ckptlint itself, e.g. in its own repo
     for name in [n for n in sys.modules if n.partition(".")[0] in names]:
         del sys.modules[name]
     importlib.invalidate_caches()
@@ -339,9 +341,11 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
     """
     with project_on_path(config):
         try:
-            module, notes = build_module(spec, config)
+            with recording(config.root) as recorder:
+                module, notes = build_module(spec, config)
         except BuildFailure as failure:
             return BuildResult(spec.name, error=str(failure), error_location=failure.location)
         signature = signature_of(module, spec.name, spec.target)
         load = dry_run_load(module, reference) if reference is not None else None
-    return BuildResult(spec.name, signature=signature, load=load, notes=notes)
+    return BuildResult(spec.name, signature=signature, load=load, notes=notes,
+                       sites=recorder.sites(module), modules=describe_modules(module, config.root))

@@ -30,7 +30,8 @@ _REGISTRARS = {
     "register_buffer": "tensor",
     "register_parameter": "param",
 }
-_CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"})
+_CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict", "ParameterList",
+                         "ParameterDict"})
 _DICT_BUILDERS = frozenset({"OrderedDict", "dict"})
 # torch.nn classes that are not Modules, so subclassing them does not make a Module
 _NN_NOT_MODULES = frozenset({"Parameter", "Buffer", "UninitializedParameter",
@@ -151,14 +152,27 @@ class SourceIndex:
 
     def __init__(self) -> None:
         self._files: dict[str, _Parsed | None] = {}
+        # a report asks about many keys of one class: walk each class once
+        self._hits: dict[tuple[str, str], list[_Hit]] = {}
         self.parses = 0
 
     def parsed(self, path: PathLike) -> _Parsed | None:
+        """The parsed file (its `.lines` are the source lines, for code frames), or None."""
         key = os.path.abspath(os.fspath(path))
         if key not in self._files:
             self.parses += 1
             self._files[key] = _parse(key)
         return self._files[key]
+
+    def _choose(self, path: PathLike, qualname: str, attr: str,
+                ) -> tuple[_Parsed | None, _Hit | None, list[_Hit]]:
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None, None, []
+        key = (os.path.abspath(os.fspath(path)), qualname)
+        if key not in self._hits:
+            self._hits[key] = _class_hits(parsed, qualname)
+        return (parsed, *_choose(self._hits[key], attr))
 
     def statement_at(self, path: PathLike, line: int) -> Span | None:
         """The whole simple statement containing `line` (the first, if several share the line);
@@ -179,11 +193,8 @@ class SourceIndex:
         A literal name wins; otherwise a statement whose computed name could be `attr` is
         returned with `dynamic=True`. None when the class (not its bases) creates no such name.
         """
-        parsed = self.parsed(path)
-        if parsed is None:
-            return None
-        hit, others = _choose(_class_hits(parsed, class_qualname), attr)
-        if hit is None:
+        parsed, hit, others = self._choose(path, class_qualname, attr)
+        if parsed is None or hit is None:
             return None
         value = parsed.span(hit.value) if hit.value is not None else None
         return Creation(parsed.span(hit.statement), hit.via, value, not isinstance(hit.name, str),
@@ -195,11 +206,8 @@ class SourceIndex:
         `nn.Sequential(a, b)`, `nn.ModuleList([a, b])`, `nn.ModuleDict({"k": v})`,
         `nn.Sequential(OrderedDict([("k", v)]))`. `index` is a position or key (digits as str
         work too), or a sequence of them for nested literal containers. None when not literal."""
-        parsed = self.parsed(path)
-        if parsed is None:
-            return None
-        hit, _ = _choose(_class_hits(parsed, class_qualname), attr)
-        if hit is None or not isinstance(hit.name, str) or hit.value is None:
+        parsed, hit, _ = self._choose(path, class_qualname, attr)
+        if parsed is None or hit is None or not isinstance(hit.name, str) or hit.value is None:
             return None
         node: cst.BaseExpression | None = hit.value
         for key in _keys(index):
@@ -248,7 +256,9 @@ def _parse(path: str) -> _Parsed | None:
     try:
         with open(path, "rb") as f:
             module = cst.parse_module(f.read())
-    except (OSError, UnicodeDecodeError, cst.ParserSyntaxError, RecursionError):
+    # undecodable text or a bad coding cookie surface as SyntaxError / LookupError
+    except (OSError, SyntaxError, LookupError, UnicodeDecodeError, cst.ParserSyntaxError,
+            RecursionError):
         return None
     # skip libcst's defensive deep copy: the tree is never mutated
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -52,8 +52,19 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
     results = builder(specs, config, [reference for reference, _ in read])
     reports = tuple(_model_report(config, spec, ref, problem, result)
                     for spec, (ref, problem), result in zip(specs, read, results))
+    if any(report.findings for report in reports):
+        reports = _located(config, specs, results, reports)
     return Report(models=reports, extra=tuple(orphans(config)) if not names else (),
                   root=config.root)
+
+
+def _located(config: Config, specs: Sequence[ModelSpec], results: Sequence[BuildResult],
+             reports: tuple[ModelReport, ...]) -> tuple[ModelReport, ...]:
+    from ckptlint.locate import Locator  # libcst is imported only when there is something to point at
+
+    locator = Locator(config)
+    return tuple(replace(report, findings=tuple(locator.locate(report.findings, spec, result)))
+                 for spec, result, report in zip(specs, results, reports))
 
 
 def _model_report(config: Config, spec: ModelSpec, reference: Signature | None,
@@ -63,7 +74,7 @@ def _model_report(config: Config, spec: ModelSpec, reference: Signature | None,
     if result.signature is None:
         findings.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
                                 location=result.error_location,
-                                help="fix the error above; the other models were still checked"))
+                                help="the other models were still checked"))
     elif reference is not None:
         findings += compare(spec.name, reference, result.signature, result.load)
     return ModelReport(

@@ -140,7 +140,8 @@ class Location:
     """A span in a file relative to the project root (`/` separators).
 
     Lines and columns are 1-based; `end_column` is exclusive (one past the last character),
-    as in SARIF. `note` says how the location was found when that is not obvious.
+    as in SARIF. `note` says how the location was found when that is not obvious; `source`
+    holds the located lines for code frames (not part of the location's identity).
     """
 
     file: str
@@ -149,6 +150,7 @@ class Location:
     end_line: int | None = None
     end_column: int | None = None
     note: str = ""
+    source: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +214,33 @@ class LoadReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Site:
+    """Where the build saw a submodule, parameter or buffer created: a project file and line."""
+
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """A live submodule as plain data: its type name and the project classes in its MRO.
+
+    `classes` holds (file relative to the project root, `__qualname__`) pairs, most derived
+    first, for the static search when the build recorded no site.
+    """
+
+    type_name: str
+    classes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class BuildResult:
     """Everything the build step learned about one model, as plain data.
 
     Either `signature` is set, or `error` (one sentence) with its `error_location`.
-    `load` holds torch's verdict on the committed signature, when one was given.
+    `load` holds torch's verdict on the committed signature, when one was given. `sites` maps
+    state-dict keys and module paths to where the build created them; `modules` describes every
+    submodule by path ("" is the root).
     """
 
     model: str
@@ -225,6 +249,8 @@ class BuildResult:
     error: str = ""
     error_location: Location | None = None
     notes: tuple[str, ...] = ()
+    sites: Mapping[str, Site] = field(default_factory=dict)
+    modules: Mapping[str, ModuleInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ckptlint.ftypes import Finding, ModelReport, Outcome, Report, Severity
+from ckptlint.ftypes import Finding, Location, ModelReport, Outcome, Report, Severity
 from ckptlint.reporters.options import RenderOptions
 
 _ANSI = {"bold": "1", "red": "31", "yellow": "33", "cyan": "36", "blue": "34", "dim": "2",
@@ -51,11 +51,39 @@ def _model_block(model: ModelReport, paint: Paint) -> list[str]:
 def _finding_lines(f: Finding, paint: Paint) -> list[str]:
     loc = f.location
     where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
-    code = paint(f.code, "bold", _SEVERITY_COLOR[f.severity])
-    lines = [f"{paint(where, 'bold') if where else ''}{code} {f.message}"]
+    color = _SEVERITY_COLOR[f.severity]
+    lines = [f"{paint(where, 'bold') if where else ''}{paint(f.code, 'bold', color)} {f.message}"]
+    if loc and loc.source:
+        lines += code_frame(loc, paint, color)
+    gutter = " " * (len(str(_last_line(loc))) + 1) if loc and loc.source else "  "
+    if loc and loc.note:
+        lines.append(f"{gutter}= {paint('note', 'bold')}: {loc.note}")
     if f.help:
-        lines.append(f"  {paint('help', 'bold', 'cyan')}: {f.help}")
+        lines.append(f"{gutter}= {paint('help', 'bold', 'cyan')}: {f.help}")
     return lines
+
+
+def _last_line(loc: Location) -> int:
+    return loc.line + len(loc.source) - 1
+
+
+def code_frame(loc: Location, paint: Paint, color: str) -> list[str]:
+    """The located lines with a gutter and a caret underline, ruff style."""
+    width = len(str(_last_line(loc)))
+    bar = paint(" " * width + " |", "bold", "blue")
+    frame = [bar]
+    end_line = loc.end_line or loc.line
+    for number, text in enumerate(loc.source, start=loc.line):
+        text = text.expandtabs(4) if "\t" in text else text
+        frame.append(paint(f"{number:>{width}} |", "bold", "blue") + f" {text}")
+        start = loc.column if number == loc.line else len(text) - len(text.lstrip()) + 1
+        stop = (loc.end_column or len(text) + 1) if number == end_line else len(text) + 1
+        if stop > start:
+            frame.append(f"{bar} {' ' * (start - 1)}{paint('^' * (stop - start), 'bold', color)}")
+    if end_line > _last_line(loc):
+        frame.append(f"{bar} ...")
+    frame.append(bar)
+    return frame
 
 
 def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
