@@ -310,6 +310,55 @@ def _torch_errors(text: str) -> list[str]:
     return [line.strip() for line in body.split("\n\t") if line.strip()]
 
 
+def import_closure(model: Any, spec: ModelSpec, config: Config) -> tuple[str, ...]:
+    """The project files a model's build depends on, following imports from its modules.
+
+    Starts from the target's module, `_target_` modules and the module of every class in the
+    model, then follows module globals (an `import x` binds a module, a `from x import y` binds
+    an object whose `__module__` is x) while they stay inside the project.
+    """
+    names = {spec.target.partition(":")[0]} | set(_nested_targets(spec.kwargs))
+    names |= {type(m).__module__ for m in model.modules()}
+    names |= {k.__module__ for m in model.modules() for k in type(m).__mro__}
+    files: set[str] = set()
+    seen: set[str] = set()
+    while names:
+        name = names.pop()
+        module = sys.modules.get(name)
+        source = getattr(module, "__file__", None)
+        if name in seen or module is None or not source or not is_project_file(source, config.root):
+            continue
+        seen.add(name)
+        files.add(relative(source, config.root))
+        names |= {name.rpartition(".")[0]} - seen - {""}  # the package's __init__ runs first
+        names |= {_module_of(value) for value in vars(module).values()
+                  if not _is_submodule(value, module)} - seen - {""}
+    return tuple(sorted(files))
+
+
+def _is_submodule(value: Any, package: types.ModuleType) -> bool:
+    # importing pkg.sub binds `sub` on pkg whoever imported it: not a dependency of pkg
+    return isinstance(value, types.ModuleType) and value.__name__.startswith(package.__name__ + ".")
+
+
+def _module_of(value: Any) -> str:
+    if isinstance(value, types.ModuleType):
+        return value.__name__
+    module = getattr(value, "__module__", None)
+    return module if isinstance(module, str) else ""
+
+
+def _nested_targets(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        if isinstance(value.get("_target_"), str):
+            yield value["_target_"].partition(":")[0]
+        for item in value.values():
+            yield from _nested_targets(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _nested_targets(item)
+
+
 def forget_project_modules(config: Config) -> None:
     """Drop cached imports of the project's own modules so a run sees the code as it is now.
 
@@ -347,5 +396,7 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
             return BuildResult(spec.name, error=str(failure), error_location=failure.location)
         signature = signature_of(module, spec.name, spec.target)
         load = dry_run_load(module, reference) if reference is not None else None
+        files = import_closure(module, spec, config)
     return BuildResult(spec.name, signature=signature, load=load, notes=notes,
-                       sites=recorder.sites(module), modules=describe_modules(module, config.root))
+                       sites=recorder.sites(module), modules=describe_modules(module, config.root),
+                       files=files)

@@ -37,6 +37,12 @@ def _sink(value: str) -> Sink:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _jobs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                        help="build models in N worker processes (0: one per CPU; default 1, "
+                             "which builds in this process)")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", "--debug", dest="debug", action="store_true",
                         help="show the full traceback when something fails")
@@ -63,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                         "FORCE_COLOR)")
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even when drift is found (errors still exit 2)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="rebuild every model instead of trusting .ckptlint_cache/ (also: "
+                        "CKPTLINT_NO_CACHE=1)")
+    _jobs(p)
     _common(p)
     p.set_defaults(run=check.run)
 
@@ -70,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Build each model and write signatures/<name>.toml. This is "
                                    "how an intended change is accepted: commit the diff.")
     p.add_argument("names", nargs="*", metavar="NAME", help="models to update (default: all)")
+    _jobs(p)
     _common(p)
     p.set_defaults(run=update.run)
     return parser

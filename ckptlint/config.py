@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOOL_KEYS = ("signatures", "pythonpath", "models")
+TOOL_KEYS = ("signatures", "pythonpath", "python", "models")
 MODEL_KEYS = ("name", "target", "kwargs")
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -60,6 +60,8 @@ def parse_config(pyproject: Path) -> Config:
         pyproject=str(pyproject),
         signatures=_string(table, "signatures", "tool.ckptlint", where, lines.tool, "signatures"),
         pythonpath=_string_list(table, "pythonpath", where, lines.tool),
+        python=_string(table, "python", "tool.ckptlint", where, lines.tool, "") if "python" in table
+        else "",
         models=specs,
         line=lines.tool,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ckptlint import sigfile
+from ckptlint.cache import Cache
 from ckptlint.config import model_key_line
 from ckptlint.diff import compare
 from ckptlint.errors import CkptlintError, SignatureFileError
@@ -40,22 +41,34 @@ def signature_path(config: Config, name: str) -> Path:
 
 def _default_builder(specs: Sequence[ModelSpec], config: Config,
                      references: Sequence[Signature | None]) -> list[BuildResult]:
-    from ckptlint.build import build_all  # torch is imported only when something must be built
+    from ckptlint.interpreter import in_process
 
-    return build_all(specs, config, references)
+    return in_process(specs, config, references)
 
 
-def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder) -> Report:
-    """Compare every selected model's current code with its committed signature."""
+def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder,
+          cache: Cache | None = None) -> Report:
+    """Compare every selected model's current code with its committed signature.
+
+    Models whose cached clean result still holds are not built; if none must be built, torch
+    is never imported.
+    """
     specs = select(config, names)
-    read = [_read_reference(config, spec) for spec in specs]
-    results = builder(specs, config, [reference for reference, _ in read])
-    reports = tuple(_model_report(config, spec, ref, problem, result)
-                    for spec, (ref, problem), result in zip(specs, read, results))
-    if any(report.findings for report in reports):
-        reports = _located(config, specs, results, reports)
-    return Report(models=reports, extra=tuple(orphans(config)) if not names else (),
-                  root=config.root)
+    cached = {s.name: cache.lookup(s, signature_path(config, s.name)) for s in specs} \
+        if cache else {}
+    todo = [s for s in specs if cached.get(s.name) is None]
+    read = [_read_reference(config, spec) for spec in todo]
+    results = builder(todo, config, [reference for reference, _ in read]) if todo else []
+    fresh = tuple(_model_report(config, spec, ref, problem, result)
+                  for spec, (ref, problem), result in zip(todo, read, results))
+    if any(report.findings for report in fresh):
+        fresh = _located(config, todo, results, fresh)
+    for spec, report, result in zip(todo, fresh, results):
+        if cache:
+            cache.store(spec, signature_path(config, spec.name), report, result)
+    by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
+    return Report(models=tuple(by_name[s.name] for s in specs),
+                  extra=tuple(orphans(config)) if not names else (), root=config.root)
 
 
 def _located(config: Config, specs: Sequence[ModelSpec], results: Sequence[BuildResult],

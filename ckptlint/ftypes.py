@@ -198,6 +198,7 @@ class Config:
     pythonpath: tuple[str, ...] = ()
     models: tuple[ModelSpec, ...] = ()
     line: int | None = None
+    python: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +241,8 @@ class BuildResult:
     Either `signature` is set, or `error` (one sentence) with its `error_location`.
     `load` holds torch's verdict on the committed signature, when one was given. `sites` maps
     state-dict keys and module paths to where the build created them; `modules` describes every
-    submodule by path ("" is the root).
+    submodule by path ("" is the root). `files` is the model's import closure within the
+    project (relative paths), what a cached result depends on.
     """
 
     model: str
@@ -251,6 +253,7 @@ class BuildResult:
     notes: tuple[str, ...] = ()
     sites: Mapping[str, Site] = field(default_factory=dict)
     modules: Mapping[str, ModuleInfo] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

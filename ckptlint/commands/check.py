@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ckptlint import engine
+from ckptlint import cache, engine
 from ckptlint.commands.output import emit
-from ckptlint.config import load_config
+from ckptlint.commands.setup import prepare
 from ckptlint.ftypes import Outcome
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(Path.cwd())
-    report = engine.check(config, args.names)
+    setup = prepare(args, use_cache=cache.enabled(args.no_cache))
+    report = engine.check(setup.config, args.names, setup.builder, setup.cache)
     emit(report, args.format, args.color)
     outcome = report.outcome
     if args.exit_zero:  # like ruff: drift no longer fails, a model we could not check still does

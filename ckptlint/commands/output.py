@@ -11,7 +11,7 @@ from typing import Sequence, TextIO
 from ckptlint import sigfile
 from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Report
-from ckptlint.reporters import REPORTERS, RenderOptions
+from ckptlint.reporters import REPORTERS, RenderOptions, renderer
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ def use_color(choice: str, stream: TextIO) -> bool:
 def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | None = None) -> None:
     stdout = stdout or sys.stdout
     for sink in sinks or (Sink("text"),):
-        render = REPORTERS[sink.format]
+        render = renderer(sink.format)
         if sink.path is None:
             stdout.write(render(report, RenderOptions(color=use_color(color, stdout))))
         else:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ckptlint import engine
-from ckptlint.config import load_config
+from ckptlint.commands.setup import prepare
 from ckptlint.ftypes import Outcome
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(Path.cwd())
-    result = engine.update(config, args.names)
+    setup = prepare(args, use_cache=False)
+    result = engine.update(setup.config, args.names, setup.builder)
     out = sys.stdout
     for path in result.written:
         out.write(f"wrote {path}\n")

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Report
-from ckptlint.reporters import REPORTERS, RenderOptions
+from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.github import escape_data, escape_property, render
 
 OPTIONS = RenderOptions()
@@ -18,7 +18,7 @@ def test_golden(report, golden):
 
 
 def test_registered():
-    assert REPORTERS["github"] is render
+    assert renderer("github") is render
 
 
 def test_only_workflow_commands(report):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Report, TensorSpec
-from ckptlint.reporters import REPORTERS, RenderOptions
+from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.markdown import MAX_BYTES, cell, code, inline, parameters, render
 
 OPTIONS = RenderOptions()
@@ -21,7 +21,7 @@ def test_golden(report, golden):
 
 
 def test_registered():
-    assert REPORTERS["markdown"] is render
+    assert renderer("markdown") is render
 
 
 def test_clean_report():

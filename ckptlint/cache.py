@@ -1,0 +1,92 @@
+"""The no-op cache: a model whose inputs are unchanged since a clean check is not rebuilt.
+
+An entry is keyed by the model's config entry, its committed signature, the ckptlint, torch and
+Python versions, and holds the content hash of every project file in the model's import closure.
+Only clean results are stored, so a failing state is always recomputed and printed. A corrupt or
+foreign entry is ignored (and later overwritten), never trusted. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from ckptlint import __version__, sigfile
+from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
+
+DIRECTORY = ".ckptlint_cache"
+ENV_DISABLE = "CKPTLINT_NO_CACHE"
+_FORMAT = 1
+_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+        "# This file is a cache directory tag created by ckptlint.\n"
+        "# For information about cache directory tags see https://bford.info/cachedir/\n")
+
+
+def enabled(no_cache_flag: bool) -> bool:
+    return not no_cache_flag and os.environ.get(ENV_DISABLE, "") in ("", "0")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return _digest(path.read_bytes())
+    except OSError:
+        return None
+
+
+class Cache:
+    """Entries under `<project>/.ckptlint_cache/`, one JSON file per model."""
+
+    def __init__(self, config: Config, environment: str):
+        self.root = Path(config.root)
+        self.directory = self.root / DIRECTORY / f"v{_FORMAT}"
+        self.config = config
+        self.environment = environment  # the build interpreter and its torch version
+
+    def _key(self, spec: ModelSpec, signature: Path) -> str:
+        parts = {
+            "ckptlint": __version__, "python": sys.version, "environment": self.environment,
+            "spec": asdict(spec) | {"line": None}, "pythonpath": list(self.config.pythonpath),
+            "signature": _file_digest(signature),
+        }
+        return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
+
+    def _entry(self, spec: ModelSpec) -> Path:
+        return self.directory / f"{spec.name}.json"
+
+    def lookup(self, spec: ModelSpec, signature: Path) -> ModelReport | None:
+        """The cached clean report, if every input still hashes the same."""
+        try:
+            doc = json.loads(self._entry(spec).read_text(encoding="utf-8"))
+            if doc["key"] != self._key(spec, signature):
+                return None
+            if any(_file_digest(self.root / f) != h for f, h in doc["files"].items()):
+                return None
+            return ModelReport(name=spec.name, signature_file=doc["signature_file"],
+                               old_parameters=doc["parameters"], new_parameters=doc["parameters"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def store(self, spec: ModelSpec, signature: Path, report: ModelReport,
+              result: BuildResult) -> None:
+        if report.findings or report.notes or result.signature is None:
+            return
+        doc = {"key": self._key(spec, signature), "signature_file": report.signature_file,
+               "parameters": report.new_parameters,
+               "files": {f: _file_digest(self.root / f) for f in result.files}}
+        self._prepare()
+        sigfile.write_atomic(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+    def _prepare(self) -> None:
+        top = self.root / DIRECTORY
+        if not (top / "CACHEDIR.TAG").exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            sigfile.write_atomic(top / ".gitignore", "# created by ckptlint\n*\n")
+            sigfile.write_atomic(top / "CACHEDIR.TAG", _TAG)

@@ -1,0 +1,98 @@
+"""Which Python builds the models, and how: in this process, or in worker processes.
+
+Order: the `python` key of [tool.ckptlint], the CKPTLINT_PYTHON environment variable, the
+project's `.venv` or `venv`, and finally the interpreter running ckptlint. A pre-commit hook's
+isolated environment has no torch and no user code; the project's own interpreter has both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+from ckptlint.errors import CkptlintError
+from ckptlint.ftypes import BuildResult, Config, ModelSpec, Signature
+
+ENV_PYTHON = "CKPTLINT_PYTHON"
+_VENVS = (".venv", "venv")
+
+
+@dataclass(frozen=True, slots=True)
+class Interpreter:
+    python: str
+    reason: str
+    external: bool
+
+    def fingerprint(self) -> str:
+        """What identifies the build environment for the cache, without importing torch."""
+        return f"{self.python} torch={torch_version(self)}"
+
+
+def _bin(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def choose(config: Config) -> Interpreter:
+    root = Path(config.root)
+    if config.python:
+        path = (root / config.python).expanduser()
+        return _checked(str(path), "tool.ckptlint.python", config)
+    if os.environ.get(ENV_PYTHON):
+        return _checked(os.environ[ENV_PYTHON], ENV_PYTHON, config)
+    for name in _VENVS:
+        venv = root / name
+        if _bin(venv).exists() and not _is_current(venv):
+            return Interpreter(str(_bin(venv)), f"the project's {name}", True)
+    return Interpreter(sys.executable, "this interpreter", False)
+
+
+def _is_current(venv: Path) -> bool:
+    try:
+        return Path(sys.prefix).resolve() == venv.resolve()
+    except OSError:
+        return False
+
+
+def _checked(python: str, source: str, config: Config) -> Interpreter:
+    path = Path(python)
+    if path.is_dir():
+        path = _bin(path)
+    if not path.exists():
+        raise CkptlintError(f"{source} names {python}, which does not exist; point it at the "
+                            "Python of the environment that has torch and your models")
+    return Interpreter(str(path), source, not _is_current(path.parent.parent))
+
+
+def torch_version(interpreter: Interpreter) -> str:
+    """The installed torch's version from its dist-info folder name (importlib.metadata and
+    torch itself are both too slow to import for a cached run)."""
+    if interpreter.external:
+        prefix = Path(interpreter.python).parent.parent
+        places = list(prefix.glob("lib/python*/site-packages")) + [prefix / "Lib/site-packages"]
+    else:
+        places = [Path(p) for p in sys.path if p]
+    for place in places:
+        found = sorted(place.glob("torch-*.dist-info")) if place.is_dir() else []
+        if found:
+            return found[-1].name.split("-")[1]
+    return "none"
+
+
+def builder(interpreter: Interpreter, jobs: int):  # -> engine.Builder
+    """In-process for one job in this interpreter; worker processes otherwise."""
+    if not interpreter.external and jobs <= 1:
+        return in_process
+    from ckptlint.worker import build_in_workers
+
+    return partial(build_in_workers, interpreter.python, jobs)
+
+
+def in_process(specs: Sequence[ModelSpec], config: Config,
+                references: Sequence[Signature | None]) -> list[BuildResult]:
+    from ckptlint.build import build_all  # torch is imported only when something must be built
+
+    return build_all(specs, config, references)

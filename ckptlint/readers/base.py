@@ -1,0 +1,98 @@
+"""What every checkpoint reader returns and the small protocol each reader module satisfies.
+
+Also the shared limits: checkpoints are untrusted input, so every size read from a file is
+checked against a bound before anything is allocated for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from ckptlint.errors import CheckpointError
+from ckptlint.ftypes import Signature
+from ckptlint.keys import natural_sorted
+
+MAX_PICKLE_BYTES = 256 * 2**20  # a 70B model's data.pkl is ~100 kB; this leaves room for hparams
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit for its JSON header
+MAX_TEXT_BYTES = 64 * 2**20  # index JSON and signature TOML files
+HEAD_BYTES = 512  # enough to recognise every format by its magic bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRead:
+    """The signature read from one checkpoint, which format it was, and how it was found.
+
+    `note` says which entry of a nested checkpoint was used (and the alternatives), empty for a
+    plain state dict. `tied` lists keys the writer left out because they share a kept tensor
+    (dropped key -> kept key), as safetensors' `save_model` records in its metadata.
+    """
+
+    signature: Signature
+    format: str
+    note: str = ""
+    tied: Mapping[str, str] = field(default_factory=dict)
+
+
+class Reader(Protocol):
+    """A reader module: `sniff` recognises its format from the first bytes, `read` reads it."""
+
+    def sniff(self, path: Path, head: bytes) -> bool: ...
+
+    def read(self, path: Path, state_dict_key: str | None = None) -> CheckpointRead: ...
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The checkpoint's pickle calls something ckptlint refuses to run; names that global."""
+
+    def __init__(self, path: str, global_name: str, member: str, message: str = ""):
+        self.global_name = global_name
+        super().__init__(path, message or (
+            f"refuses to run `{global_name}`, which the pickle in {member} calls: the file may "
+            "be malicious (torch.load with weights_only=False would execute it)"))
+
+
+def read_head(path: Path, size: int = HEAD_BYTES) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def read_small(path: Path, limit: int, what: str) -> bytes:
+    """The whole of a file that must be small (an index, a pickle), refused beyond `limit`."""
+    try:
+        size = os.path.getsize(path)
+        if size > limit:
+            raise CheckpointError(str(path), f"is {size} bytes, more than the {limit >> 20} MiB "
+                                             f"ckptlint accepts for {what}")
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise CheckpointError(str(path), f"cannot be read ({exc.strerror or exc})") from None
+
+
+def with_tied(sig: Signature, tied: Mapping[str, str]) -> Signature:
+    """Add keys a writer dropped because they alias a kept tensor (dropped -> kept).
+
+    `tied` is `CheckpointRead.tied`, or the code signature's `aliases` (which keys the model
+    ties): a tied key missing from the checkpoint is then no "missing key" but an alias of the
+    kept tensor, exactly as loading the model re-ties it.
+    """
+    groups: dict[str, set[str]] = {}
+    for dropped, kept in tied.items():
+        root = sig.aliases.get(kept, kept)
+        groups.setdefault(root, set()).add(dropped)
+    tensors, aliases = dict(sig.tensors), dict(sig.aliases)
+    for root, dropped in groups.items():
+        members = dropped | {root} | {k for k, r in aliases.items() if r == root}
+        present = natural_sorted(k for k in members if k in tensors)
+        if not present:
+            continue
+        for key in members - tensors.keys():
+            tensors[key] = tensors[present[0]]
+        first, *rest = natural_sorted(members)
+        for key in members:
+            aliases.pop(key, None)
+        aliases.update(dict.fromkeys(rest, first))
+    return replace(sig, tensors=tensors, aliases=aliases)

@@ -1,0 +1,100 @@
+"""`torch.distributed.checkpoint` folders: only the `.metadata` pickle is read.
+
+It pickles a `Metadata` dataclass: `state_dict_metadata` maps each flattened key to a
+`TensorStorageMetadata` (dtype in `properties`, `size`) or a `BytesStorageMetadata`, and
+`planner_data` keeps each key's path in the nested dict that was saved. The dataclasses come
+back as inert placeholders from the restricted unpickler; the `.distcp` shards are never opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from ckptlint.errors import CheckpointError
+from ckptlint.readers import statedict, unpickler
+from ckptlint.readers.base import (
+    MAX_PICKLE_BYTES,
+    CheckpointRead,
+    UnsafeCheckpointError,
+    read_small,
+)
+from ckptlint.readers.unpickler import DType, Opaque, TensorRecord
+
+FORMAT = "torch-dcp"
+METADATA = ".metadata"
+_MODULE = "torch.distributed.checkpoint.metadata."
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    return path.name == METADATA or (path.is_dir() and (path / METADATA).is_file())
+
+
+def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
+    file = path / METADATA if path.is_dir() else path
+    where = str(file)
+    data = read_small(file, MAX_PICKLE_BYTES, "a .metadata pickle")
+    try:
+        root = unpickler.loads(data, storages=False)
+    except unpickler.PickleRefused as exc:
+        raise UnsafeCheckpointError(where, exc.name, METADATA) from None
+    except unpickler.PickleInvalid as exc:
+        raise CheckpointError(where, f"{exc}") from None
+    fields = _fields(root, "Metadata", where)
+    tree = _tree(_records(fields.get("state_dict_metadata"), where), fields.get("planner_data"))
+    state, note = statedict.locate(tree, where, state_dict_key)
+    return CheckpointRead(statedict.signature(state, where), FORMAT, note)
+
+
+def _fields(node: Any, cls: str, where: str) -> dict:
+    if not (isinstance(node, Opaque) and node.global_name == _MODULE + cls
+            and isinstance(node.state, dict)):
+        raise CheckpointError(where, f"is not a torch.distributed.checkpoint {cls} pickle")
+    return node.state
+
+
+def _records(table: Any, where: str) -> dict[str, Any]:
+    """Flattened key -> TensorRecord (tensors) or None (pickled bytes such as `epoch`)."""
+    if not isinstance(table, dict):
+        raise CheckpointError(where, "has no state_dict_metadata table")
+    records: dict[str, Any] = {}
+    for key, meta in table.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(meta, Opaque) and meta.global_name == _MODULE + "TensorStorageMetadata":
+            records[key] = _tensor(key, meta, where)
+        else:
+            records[key] = None
+    return records
+
+
+def _tensor(key: str, meta: Opaque, where: str) -> TensorRecord:
+    fields = meta.state if isinstance(meta.state, dict) else {}
+    props = fields.get("properties")
+    state = props.state if isinstance(props, Opaque) else None
+    # TensorProperties pickles its fields as a tuple through __setstate__, dtype first
+    dtype = state[0] if isinstance(state, tuple) and state else (
+        state.get("dtype") if isinstance(state, dict) else None)
+    size = fields.get("size")
+    if not isinstance(dtype, DType) or not isinstance(size, tuple) or not all(
+            type(d) is int and d >= 0 for d in size):
+        raise CheckpointError(where, f"has malformed metadata for tensor `{key}`")
+    return TensorRecord(dtype.name, size)
+
+
+def _tree(records: Mapping[str, Any], planner_data: Any) -> dict[str, Any]:
+    """The nested dict that was saved, rebuilt from each key's planner path when known."""
+    tree: dict[str, Any] = {}
+    paths = planner_data if isinstance(planner_data, dict) else {}
+    for key, record in records.items():
+        path = paths.get(key)
+        parts = [str(p) for p in path] if isinstance(path, tuple) and path else [key]
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        if record is not None:
+            node[parts[-1]] = record
+    return tree

@@ -1,0 +1,141 @@
+"""The legacy `torch.save` format (`_use_new_zipfile_serialization=False`, torch < 1.6).
+
+The file is a run of pickles — magic number, protocol version, system info, the object, the
+list of storage keys — followed by each storage as an 8-byte element count and its bytes. The
+pickles go through the restricted unpickler; of the storages only the counts are read (seeking
+over the bytes), to refuse a truncated file or one whose counts contradict its pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import IO, Any
+
+from ckptlint.errors import CheckpointError
+from ckptlint.readers import statedict, unpickler
+from ckptlint.readers.base import MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError
+from ckptlint.readers.unpickler import StorageRef, TensorRecord
+
+FORMAT = "torch-legacy"
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION = 1001
+_MAGIC_PICKLE = b"\x80\x02\x8a\x0a" + MAGIC_NUMBER.to_bytes(10, "little")
+_TAR_MAGIC = b"ustar"
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    # torch pickles its magic number first, as a 10-byte LONG1, whatever the protocol
+    return head[:1] == b"\x80" and head[2:14] == _MAGIC_PICKLE[2:] or is_tar(head)
+
+
+def is_tar(head: bytes) -> bool:
+    return head[257:262] == _TAR_MAGIC
+
+
+class _Bounded:
+    """A read-only view of a file that refuses to go more than `limit` bytes past its start."""
+
+    def __init__(self, handle: IO[bytes], limit: int):
+        self._handle, self._left = handle, limit
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._handle.read(size)
+        self._left -= len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._handle.readline(size)
+        self._left -= len(data)
+        return data
+
+
+def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
+    where = str(path)
+    if is_tar(_head(path)):
+        raise CheckpointError(where, "is a torch checkpoint in the pre-1.0 tar format, which "
+                                     "ckptlint does not read: re-save it with a current torch")
+    try:
+        with open(path, "rb") as handle:
+            root, keys = _pickles(handle, where)
+            _check_storages(handle, keys, _storages(root), os.fstat(handle.fileno()).st_size,
+                            where)
+    except OSError as exc:
+        raise CheckpointError(where, f"cannot be read ({exc.strerror or exc})") from None
+    state, note = statedict.locate(root, where, state_dict_key)
+    return CheckpointRead(statedict.signature(state, where), FORMAT, note)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(512)
+
+
+def _pickles(handle: IO[bytes], where: str) -> tuple[Any, list]:
+    """The saved object and its storage keys, read pickle by pickle."""
+    stream = _Bounded(handle, MAX_PICKLE_BYTES)
+    header = [_load(stream, where, "header", storages=False) for _ in range(3)]
+    magic, protocol, sys_info = header
+    if magic != MAGIC_NUMBER or protocol != PROTOCOL_VERSION or not isinstance(sys_info, dict):
+        raise CheckpointError(where, "has a legacy torch.save header ckptlint does not know "
+                                     f"(protocol {protocol!r})")
+    if sys_info.get("little_endian") is False:
+        raise CheckpointError(where, "was saved on a big-endian machine, which ckptlint does "
+                                     "not read")
+    root = _load(stream, where, "object pickle", storages=True)
+    keys = _load(stream, where, "storage list", storages=False)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CheckpointError(where, "has a malformed storage list after its object pickle")
+    return root, keys
+
+
+def _load(stream: _Bounded, where: str, what: str, storages: bool) -> Any:
+    try:
+        return unpickler.load(stream, storages=storages)  # type: ignore[arg-type]
+    except unpickler.PickleRefused as exc:
+        raise UnsafeCheckpointError(where, exc.name, f"its {what}") from None
+    except unpickler.PickleInvalid as exc:
+        raise CheckpointError(where, f"its {what} {exc}") from None
+
+
+def _storages(root: Any) -> dict[str, StorageRef]:
+    """Every storage the object pickle points to, by key (tensors anywhere in the tree)."""
+    found: dict[str, StorageRef] = {}
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, TensorRecord) and node.storage is not None:
+            found.setdefault(node.storage.key, node.storage)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, unpickler.Opaque):
+            stack.extend([node.state, node.items, node.elements])
+    return found
+
+
+def _check_storages(handle: IO[bytes], keys: list, refs: dict[str, StorageRef], size: int,
+                    where: str) -> None:
+    """Walk the storage section by its counts only; it must fit the file and the pickle."""
+    for key in keys:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise CheckpointError(where, f"is truncated: storage `{key}` is missing")
+        (count,) = struct.unpack("<q", head)
+        ref = refs.get(key)
+        nbytes = count if ref is None or ref.untyped else count * (ref.nbytes // max(ref.numel, 1))
+        if count < 0 or (ref is not None and ref.numel and count != ref.numel):
+            raise CheckpointError(where, f"storage `{key}` holds {count} elements but the pickle "
+                                         "declares another count: the file lies about its data")
+        if handle.tell() + nbytes > size:
+            raise CheckpointError(where, f"is truncated: storage `{key}` runs past the end of "
+                                         "the file")
+        handle.seek(nbytes, os.SEEK_CUR)

@@ -1,0 +1,224 @@
+"""Find the state dict inside whatever a checkpoint holds, and turn it into a `Signature`.
+
+A checkpoint is a tree of plain containers, `Opaque` placeholders and `TensorRecord`s. The
+state dict is the tree itself when it maps keys to tensors, else a well-known entry
+(`state_dict`, `model`, `module`, an EMA copy, ...) or the one named by `state_dict_key`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from ckptlint.errors import CheckpointError
+from ckptlint.ftypes import Signature, TensorSpec
+from ckptlint.keys import natural_sorted
+from ckptlint.readers.unpickler import Opaque, PickledDict, TensorRecord
+
+# entries that hold the model's weights, most preferred first; EMA copies only when alone
+PRIMARY = ("state_dict", "model_state_dict", "model", "module", "net", "network")
+EMA = ("state_dict_ema", "model_ema", "ema_state_dict", "ema", "ema_model", "module_ema")
+# entries whose tensors are never the model's (optimizer moments, scaler state)
+NOT_MODELS = ("optimizer", "optimizer_states", "optimizer_state_dict", "optim", "optimizers",
+              "lr_scheduler", "lr_schedulers", "scheduler", "scaler", "callbacks", "loops")
+_MAX_DEPTH = 4  # how deep an unnamed state dict is looked for
+_MAX_MODULE_DEPTH = 64  # nesting of a pickled whole nn.Module
+
+
+def entries(node: Any) -> Mapping[Any, Any] | None:
+    """The key -> value view of a mapping-like node, or None if it is not one."""
+    if isinstance(node, dict):
+        return node
+    if isinstance(node, Opaque):
+        if isinstance(node.state, dict) and "_modules" in node.state:
+            return module_state_dict(node)
+        if node.items:
+            return node.items
+        if isinstance(node.state, dict):
+            return node.state
+    return None
+
+
+def module_state_dict(module: Opaque) -> dict[str, Any]:
+    """The state dict of a whole pickled `nn.Module`, from its `_parameters`/`_buffers`."""
+    state: dict[str, Any] = {}
+    stack: list[tuple[str, Any, int]] = [("", module, 0)]
+    seen: set[int] = set()
+    while stack:
+        prefix, node, depth = stack.pop()
+        attrs = node.state if isinstance(node, Opaque) else None
+        if not isinstance(attrs, dict) or id(node) in seen or depth > _MAX_MODULE_DEPTH:
+            continue
+        seen.add(id(node))
+        skip = attrs.get("_non_persistent_buffers_set")
+        skip = skip if isinstance(skip, (set, frozenset)) else set()
+        for table in ("_parameters", "_buffers"):
+            for name, value in _dict_items(attrs.get(table)):
+                if isinstance(value, TensorRecord) and name not in skip:
+                    state[prefix + name] = value
+        children = list(_dict_items(attrs.get("_modules")))
+        stack.extend((f"{prefix}{name}.", child, depth + 1) for name, child in reversed(children))
+    return state
+
+
+def _dict_items(value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        yield from ((k, v) for k, v in value.items() if isinstance(k, str))
+
+
+def _has_tensors(node: Any) -> bool:
+    found = entries(node)
+    return found is not None and any(isinstance(v, TensorRecord) for v in found.values())
+
+
+def _holds_tensors(node: Any, depth: int = _MAX_DEPTH) -> bool:
+    """Whether tensors sit within `depth` levels; each node is looked at once (pickles share)."""
+    seen: set[int] = set()
+    frontier = [node]
+    for _ in range(depth):
+        below: list[Any] = []
+        for item in frontier:
+            found = entries(item) if id(item) not in seen else None
+            seen.add(id(item))
+            for value in (found or {}).values():
+                if isinstance(value, TensorRecord):
+                    return True
+                below.append(value)
+        frontier = below
+    return False
+
+
+def locate(root: Any, path: str, state_dict_key: str | None) -> tuple[Mapping[str, Any], str]:
+    """The state dict and a note saying which entry it is (empty for a plain state dict)."""
+    if state_dict_key:
+        node = follow(root, state_dict_key, path)
+        if not _has_tensors(node):
+            raise CheckpointError(path, f"entry `{state_dict_key}` holds no tensors, so it is "
+                                        "not a state dict")
+        return _mapping(node), f"using the `{state_dict_key}` entry (as asked)"
+    return _choose(root, path, "", 0)
+
+
+def _mapping(node: Any) -> Mapping[str, Any]:
+    found = entries(node)
+    assert found is not None  # callers checked _has_tensors
+    return found
+
+
+def _choose(node: Any, path: str, where: str, depth: int) -> tuple[Mapping[str, Any], str]:
+    found = entries(node)
+    if found is None:
+        raise CheckpointError(path, f"holds a {_kind(node)}, not a state dict")
+    named = [k for k in (*PRIMARY, *EMA) if k in found and _holds_tensors(found[k])]
+    if named and depth < _MAX_DEPTH:
+        chosen = named[0]
+        inner, note = _choose(found[chosen], path, f"{where}{chosen}.", depth + 1)
+        note = note or f"using the `{where}{chosen}` entry"
+        others = ", ".join(f"`{where}{k}`" for k in named[1:])
+        return inner, note + (f" (also present: {others}; choose with state_dict_key)"
+                              if others else "")
+    if _has_tensors(node):
+        if isinstance(node, Opaque) and "_modules" in (node.state or {}):
+            return found, f"the file pickles a whole `{node.global_name}`; read its parameters"
+        return found, ""
+    return _search(found, path, where)
+
+
+def _search(found: Mapping[Any, Any], path: str, where: str) -> tuple[Mapping[str, Any], str]:
+    """An unnamed entry holding tensors, when exactly one (optimizer state aside) does."""
+    candidates = [k for k, v in found.items()
+                  if isinstance(k, str) and k not in NOT_MODELS and _holds_tensors(v)]
+    if len(candidates) == 1:
+        key = candidates[0]
+        inner, note = _choose(found[key], path, f"{where}{key}.", _MAX_DEPTH)
+        return inner, note or f"using the `{where}{key}` entry"
+    if not candidates:
+        keys = ", ".join(f"`{k}`" for k in list(found)[:8] if isinstance(k, str))
+        raise CheckpointError(path, "holds no state dict (no entry maps keys to tensors"
+                                    + (f"; its entries are {keys})" if keys else ")"))
+    names = ", ".join(f"`{where}{k}`" for k in candidates[:8])
+    raise CheckpointError(path, f"holds several tensor dicts ({names}); choose one with "
+                                "state_dict_key")
+
+
+def follow(root: Any, dotted: str, path: str) -> Any:
+    """The entry at a dotted path; a key may itself contain dots (`a.b` as one key)."""
+    node, rest = root, dotted
+    while rest:
+        found = entries(node)
+        if found is None:
+            raise CheckpointError(path, f"has no entry `{dotted}`: `{dotted[:-len(rest)]}` "
+                                        f"is a {_kind(node)}")
+        parts = rest.split(".")
+        for n in range(len(parts), 0, -1):
+            head = ".".join(parts[:n])
+            if head in found:
+                node, rest = found[head], ".".join(parts[n:])
+                break
+        else:
+            keys = ", ".join(f"`{k}`" for k in list(found)[:12] if isinstance(k, str))
+            raise CheckpointError(path, f"has no entry `{dotted}` (entries there: {keys})")
+    return node
+
+
+def _kind(node: Any) -> str:
+    if isinstance(node, Opaque):
+        return f"`{node.global_name}` object"
+    return type(node).__name__
+
+
+def signature(state: Mapping[str, Any], path: str, metadata: Any = None) -> Signature:
+    """The signature of a state dict of `TensorRecord`s; non-tensors are skipped."""
+    tensors: dict[str, TensorSpec] = {}
+    views: dict[tuple, list[str]] = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(value, TensorRecord):
+            if not value.fits():
+                raise CheckpointError(path, f"tensor `{key}` {list(value.shape)} runs past the "
+                                            "end of its storage: the file lies about its data")
+            tensors[key] = TensorSpec(value.dtype, value.shape)
+            if value.storage is not None:
+                views.setdefault(value.view, []).append(key)
+        elif key.endswith("_extra_state"):
+            tensors[key] = TensorSpec("object", ())
+    if metadata is None and isinstance(state, PickledDict):
+        metadata = state.metadata
+    return Signature(tensors=tensors, versions=versions(metadata), aliases=aliases(views),
+                     has_metadata=isinstance(metadata, Mapping), source="checkpoint")
+
+
+def versions(metadata: Any) -> dict[str, int]:
+    """Module prefix -> `_version`, for the versions that differ from 1 (as the build records)."""
+    if not isinstance(metadata, Mapping):
+        return {}
+    found: dict[str, int] = {}
+    for prefix, meta in metadata.items():
+        version = meta.get("version") if isinstance(meta, Mapping) else None
+        if isinstance(prefix, str) and type(version) is int and version != 1:
+            found[prefix] = version
+    return found
+
+
+def aliases(views: Mapping[tuple, list[str]]) -> dict[str, str]:
+    """Each tied key -> the naturally first key viewing the same storage bytes the same way."""
+    tied: dict[str, str] = {}
+    for keys in views.values():
+        first, *rest = natural_sorted(keys)
+        tied.update(dict.fromkeys(rest, first))
+    return tied
+
+
+def under(tensors: Mapping[str, Any], prefix: str, path: str) -> dict[str, Any]:
+    """The entries of a flat key space below `prefix.`, with that prefix stripped."""
+    head = prefix.rstrip(".") + "."
+    found = {key[len(head):]: value for key, value in tensors.items() if key.startswith(head)}
+    if not found:
+        raise CheckpointError(path, f"has no keys under `{head}` (state_dict_key `{prefix}`)")
+    return found
+
+
+def under_tied(tied: Mapping[str, str], prefix: str) -> dict[str, str]:
+    head = prefix.rstrip(".") + "."
+    return {k[len(head):]: v[len(head):] for k, v in tied.items()
+            if k.startswith(head) and v.startswith(head)}

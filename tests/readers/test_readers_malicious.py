@@ -1,0 +1,124 @@
+"""Hostile pickles are refused by name, and their payload never runs."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ckptlint.errors import CheckpointError
+from ckptlint.readers import UnsafeCheckpointError, read_checkpoint
+
+
+class Payload:
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple:
+        return self.func, self.args
+
+
+def payloads(marker: Path) -> dict[str, Any]:
+    command = f"touch {marker}"
+    return {
+        "system": Payload(os.system, command),
+        "exec": Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+        "eval": Payload(builtins.eval, f"open({str(marker)!r}, 'w')"),
+        "popen": Payload(subprocess.Popen, ["touch", str(marker)]),
+    }
+
+
+def _zip_with_pickle(tmp_path: Path, data: bytes) -> Path:
+    """A genuine torch.save archive whose data.pkl is replaced by `data`."""
+    src = tmp_path / "genuine.pt"
+    torch.save({"w": torch.zeros(2)}, src)
+    out = tmp_path / "hostile.pt"
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(out, "w") as b:
+        for info in a.infolist():
+            b.writestr(info, data if info.filename.endswith("/data.pkl") else a.read(info))
+    return out
+
+
+@pytest.mark.parametrize("name", ["system", "exec", "eval", "popen"])
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_reduce_payload_in_torch_save(tmp_path: Path, name: str, zip_format: bool) -> None:
+    marker = tmp_path / "pwned"
+    state = {"w": torch.zeros(3), "evil": payloads(marker)[name]}
+    path = tmp_path / "evil.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refuses to run `")
+    expected = {"system": ("posix.system", "os.system"), "exec": ("builtins.exec",),
+                "eval": ("builtins.eval",), "popen": ("subprocess.Popen",)}[name]
+    assert any(f"`{g}`" in message for g in expected)
+    assert not marker.exists()
+
+
+RAW = {
+    "global-reduce": (b"\x80\x02cposix\nsystem\nX\x0c\x00\x00\x00touch /tmp/x\x85R.",
+                      "posix.system"),
+    "stack-global": (b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93\x8c\x04pass\x85R.",
+                     "builtins.exec"),
+    "getattr": (b"\x80\x02c__builtin__\ngetattr\n.", "builtins.getattr"),
+    "import": (b"\x80\x02cbuiltins\n__import__\nX\x02\x00\x00\x00os\x85R.", "builtins.__import__"),
+    "unknown-function": (b"\x80\x02cmypkg.tools\nwipe_disk\n)R.", "mypkg.tools.wipe_disk"),
+    "inst": (b"(S'ls'\nios\nsystem\n.", "os.system"),
+    "nested": (b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01cshutil\nrmtree\nX\x01\x00\x00\x00/\x85Rs.",
+               "shutil.rmtree"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW))
+def test_raw_opcode_pickles_in_zip(tmp_path: Path, case: str) -> None:
+    data, name = RAW[case]
+    path = _zip_with_pickle(tmp_path, data)
+    with pytest.raises(UnsafeCheckpointError, match=f"`{name}`") as info:
+        read_checkpoint(path)
+    assert info.value.global_name == name
+
+
+def test_legacy_file_with_raw_payload(tmp_path: Path) -> None:
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (
+        0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}))
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(header + RAW["global-reduce"][0])
+    with pytest.raises(UnsafeCheckpointError, match="`posix.system`"):
+        read_checkpoint(path)
+
+
+def test_dcp_metadata_with_payload(tmp_path: Path) -> None:
+    folder = tmp_path / "dcp"
+    folder.mkdir()
+    (folder / ".metadata").write_bytes(pickle.dumps(Payload(os.system, "true"), protocol=4))
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        read_checkpoint(folder)
+
+
+def test_huge_memo_index_is_harmless(tmp_path: Path) -> None:
+    # the C unpickler would preallocate a 32 GB memo for this LONG_BINPUT
+    path = _zip_with_pickle(tmp_path, b"\x80\x02}r\xff\xff\xff\x7f.")
+    with pytest.raises(CheckpointError, match="no state dict"):
+        read_checkpoint(path)
+
+
+def test_plain_data_classes_are_inert(tmp_path: Path) -> None:
+    import argparse
+    import collections
+    import datetime
+
+    state = {"state_dict": {"w": torch.zeros(1)},
+             "hparams": {"ns": argparse.Namespace(a=1), "when": datetime.datetime(2024, 1, 1),
+                         "counts": collections.Counter("aab"), "dd": collections.defaultdict(list),
+                         "b": b"\x00\xff", "s": {1, 2}, "c": 1 + 2j}}
+    path = tmp_path / "hp.pt"
+    torch.save(state, path)
+    assert set(read_checkpoint(path).signature.tensors) == {"w"}
