@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 from ckptlint import __version__, sigfile
 from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
@@ -34,6 +35,18 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _input_digest(path: Path) -> str | None:
+    """Signature files by content; checkpoints (possibly many GB) by size and mtime."""
+    if path.suffix == ".toml":
+        return _file_digest(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    try:
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    except OSError:
+        return None
+    return _digest(json.dumps(stats).encode())
+
+
 def _file_digest(path: Path) -> str | None:
     try:
         return _digest(path.read_bytes())
@@ -50,22 +63,22 @@ class Cache:
         self.config = config
         self.environment = environment  # the build interpreter and its torch version
 
-    def _key(self, spec: ModelSpec, signature: Path) -> str:
+    def _key(self, spec: ModelSpec, inputs: Sequence[Path]) -> str:
         parts = {
             "ckptlint": __version__, "python": sys.version, "environment": self.environment,
             "spec": asdict(spec) | {"line": None}, "pythonpath": list(self.config.pythonpath),
-            "signature": _file_digest(signature),
+            "inputs": [[str(p), _input_digest(p)] for p in inputs],
         }
         return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
 
     def _entry(self, spec: ModelSpec) -> Path:
         return self.directory / f"{spec.name}.json"
 
-    def lookup(self, spec: ModelSpec, signature: Path) -> ModelReport | None:
+    def lookup(self, spec: ModelSpec, inputs: Sequence[Path]) -> ModelReport | None:
         """The cached clean report, if every input still hashes the same."""
         try:
             doc = json.loads(self._entry(spec).read_text(encoding="utf-8"))
-            if doc["key"] != self._key(spec, signature):
+            if doc["key"] != self._key(spec, inputs):
                 return None
             if any(_file_digest(self.root / f) != h for f, h in doc["files"].items()):
                 return None
@@ -74,11 +87,11 @@ class Cache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def store(self, spec: ModelSpec, signature: Path, report: ModelReport,
+    def store(self, spec: ModelSpec, inputs: Sequence[Path], report: ModelReport,
               result: BuildResult) -> None:
         if report.findings or report.notes or result.signature is None:
             return
-        doc = {"key": self._key(spec, signature), "signature_file": report.signature_file,
+        doc = {"key": self._key(spec, inputs), "signature_file": report.signature_file,
                "parameters": report.new_parameters,
                "files": {f: _file_digest(self.root / f) for f in result.files}}
         self._prepare()

@@ -8,7 +8,7 @@ import traceback
 from typing import Sequence
 
 from ckptlint import __version__
-from ckptlint.commands import check, update
+from ckptlint.commands import check, diff, inspect, update
 from ckptlint.commands.output import Sink, parse_sink
 from ckptlint.errors import CkptlintError
 
@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
     p.add_argument("--format", action="append", type=_sink, default=[],
                    metavar="FORMAT[:PATH]",
-                   help="output format: text (default) or json; repeat to write several, "
-                        "e.g. --format text --format json:report.json")
+                   help="output format: text (default), json, github, sarif or markdown; "
+                        "repeat to write several, e.g. --format text --format sarif:out.sarif")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the text output (default: auto, honouring NO_COLOR and "
                         "FORCE_COLOR)")
@@ -76,14 +76,54 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run=check.run)
 
+    p.add_argument("--against", metavar="FILE",
+                   help="compare with this checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, a "
+                        "sharded or DCP folder) or signature file instead of the committed one")
+
     p = sub.add_parser("update", help="write signatures from the current code",
                        description="Build each model and write signatures/<name>.toml. This is "
                                    "how an intended change is accepted: commit the diff.")
     p.add_argument("names", nargs="*", metavar="NAME", help="models to update (default: all)")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="record the signature of this checkpoint file instead of the code's "
+                        "(one NAME)")
     _jobs(p)
     _common(p)
     p.set_defaults(run=update.run)
+    p = sub.add_parser("inspect", help="print the signature of a checkpoint or signature file",
+                       description="Read a checkpoint's structure (no tensor data, no pickle "
+                                   "code run) and print its signature. Inside a configured "
+                                   "project, also say which registered models it fits.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=("text", "json", "toml"), default="text",
+                   help="text (default), json, or toml (a signature file)")
+    p.add_argument("--no-fits", dest="fits", action="store_false",
+                   help="do not build the registered models to see which ones the file fits")
+    _state_dict_key(p)
+    _jobs(p)
+    _common(p)
+    p.set_defaults(run=inspect.run)
+
+    p = sub.add_parser("diff", help="compare two checkpoint or signature files",
+                       description="Compare OLD (in the role of the checkpoint) with NEW (in the "
+                                   "role of the model), with the same findings and formats as "
+                                   "check.")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+    p.add_argument("--format", action="append", type=_sink, default=[], metavar="FORMAT[:PATH]",
+                   help="output format, as for check")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--exit-zero", action="store_true", help="exit 0 even when they differ")
+    _state_dict_key(p)
+    _common(p)
+    p.set_defaults(run=diff.run)
     return parser
+
+
+def _state_dict_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dict-key", metavar="KEY",
+                        help="the entry holding the state dict in a nested checkpoint, e.g. "
+                             "state_dict or model.ema (default: found automatically)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

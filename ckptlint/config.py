@@ -18,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOOL_KEYS = ("signatures", "pythonpath", "python", "models")
-MODEL_KEYS = ("name", "target", "kwargs")
+MODEL_KEYS = ("name", "target", "kwargs", "checkpoints", "state_dict_key")
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MODELS_HEADER = re.compile(r"^\s*\[\[\s*tool\s*\.\s*ckptlint\s*\.\s*models\s*\]\]")
@@ -91,7 +91,12 @@ def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> M
     if not isinstance(kwargs, dict):
         raise ConfigError(where, f"`{path}.kwargs` must be a table", line=line)
     _check_nested_targets(kwargs, f"{path}.kwargs", where, lines.model_key(index, "kwargs"))
-    return ModelSpec(name=name, target=target, kwargs=kwargs, index=index, line=line)
+    checkpoints = _string_list(table, "checkpoints", where, lines.model_key(index, "checkpoints"),
+                               f"{path}.checkpoints")
+    key = _string(table, "state_dict_key", path, where, lines.model_key(index, "state_dict_key"),
+                  "") if "state_dict_key" in table else None
+    return ModelSpec(name=name, target=target, kwargs=kwargs, index=index, line=line,
+                     checkpoints=checkpoints, state_dict_key=key)
 
 
 def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], path: str, where: str,
@@ -116,13 +121,14 @@ def _string(table: Mapping[str, Any], key: str, path: str, where: str, line: int
     return value
 
 
-def _string_list(table: Mapping[str, Any], key: str, where: str, line: int | None) -> tuple:
+def _string_list(table: Mapping[str, Any], key: str, where: str, line: int | None,
+                 path: str = "") -> tuple:
     value = table.get(key, [])
+    path = path or f"tool.ckptlint.{key}"
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(where, f"`tool.ckptlint.{key}` must be a list of paths",
-                          key=f"tool.ckptlint.{key}", line=line)
+        raise ConfigError(where, f"`{path}` must be a list of paths", key=path, line=line)
     return tuple(value)
 
 

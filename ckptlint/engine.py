@@ -10,10 +10,10 @@ from ckptlint import sigfile
 from ckptlint.cache import Cache
 from ckptlint.config import model_key_line
 from ckptlint.diff import compare
-from ckptlint.errors import CkptlintError, SignatureFileError
+from ckptlint.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, ModelReport, ModelSpec,
                              Report, Signature)
-from ckptlint.paths import relative
+from ckptlint.paths import display, relative
 
 # builds models and returns plain data; in-process by default, swappable for a worker pool
 Builder = Callable[[Sequence[ModelSpec], Config, Sequence["Signature | None"]], list[BuildResult]]
@@ -46,73 +46,153 @@ def _default_builder(specs: Sequence[ModelSpec], config: Config,
     return in_process(specs, config, references)
 
 
-def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder,
-          cache: Cache | None = None) -> Report:
-    """Compare every selected model's current code with its committed signature.
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A state dict the model must keep loading: its committed signature or a checkpoint file.
 
-    Models whose cached clean result still holds are not built; if none must be built, torch
-    is never imported.
+    Either `signature` is set or `problem` says why it could not be read.
+    """
+
+    label: str
+    path: Path
+    signature: Signature | None = None
+    problem: Finding | None = None
+    notes: tuple[str, ...] = ()
+    committed: bool = True
+
+
+def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder,
+          cache: Cache | None = None, against: Path | None = None) -> Report:
+    """Compare every selected model's current code with the state dicts it must keep loading.
+
+    Those are its committed signature and the `checkpoints` of its entry, or only `against`
+    when given. Models whose cached clean result still holds are not built; if none must be
+    built, torch is never imported.
     """
     specs = select(config, names)
-    cached = {s.name: cache.lookup(s, signature_path(config, s.name)) for s in specs} \
-        if cache else {}
+    inputs = {s.name: _inputs(config, s, against) for s in specs}
+    cached = {s.name: cache.lookup(s, inputs[s.name]) for s in specs} if cache else {}
     todo = [s for s in specs if cached.get(s.name) is None]
-    read = [_read_reference(config, spec) for spec in todo]
-    results = builder(todo, config, [reference for reference, _ in read]) if todo else []
-    fresh = tuple(_model_report(config, spec, ref, problem, result)
-                  for spec, (ref, problem), result in zip(todo, read, results))
-    if any(report.findings for report in fresh):
-        fresh = _located(config, todo, results, fresh)
-    for spec, report, result in zip(todo, fresh, results):
+    plans = [(spec, references(config, spec, against)) for spec in todo]
+    jobs = [(spec, ref) for spec, refs in plans for ref in _buildable(refs)]
+    built = iter(builder([j[0] for j in jobs], config, [j[1] for j in jobs]) if jobs else [])
+    fresh, locators = [], {}  # one Locator per run: each source file is parsed once
+    for spec, refs in plans:
+        results = [next(built) for _ in _buildable(refs)]
+        report = _model_report(config, spec, refs, results)
+        if report.findings:
+            report = _located(config, spec, results[0], report, locators)
         if cache:
-            cache.store(spec, signature_path(config, spec.name), report, result)
+            cache.store(spec, inputs[spec.name], report, results[0])
+        fresh.append(report)
     by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
     return Report(models=tuple(by_name[s.name] for s in specs),
-                  extra=tuple(orphans(config)) if not names else (), root=config.root)
+                  extra=tuple(orphans(config)) if not (names or against) else (),
+                  root=config.root, against=display(against) if against else "")
 
 
-def _located(config: Config, specs: Sequence[ModelSpec], results: Sequence[BuildResult],
-             reports: tuple[ModelReport, ...]) -> tuple[ModelReport, ...]:
+def _inputs(config: Config, spec: ModelSpec, against: Path | None) -> list[Path]:
+    if against is not None:
+        return [against]
+    return [signature_path(config, spec.name)] + [Path(config.root) / p for p in spec.checkpoints]
+
+
+def _buildable(refs: Sequence[Reference]) -> list[Signature | None]:
+    """One build per readable reference (each gets torch's dry run), or one plain build."""
+    return [r.signature for r in refs if r.signature is not None] or [None]
+
+
+def references(config: Config, spec: ModelSpec, against: Path | None = None) -> list[Reference]:
+    if against is not None:
+        return [read_reference(config, spec, against, committed=False)]
+    return [_committed(config, spec)] + [
+        read_reference(config, spec, Path(config.root) / p, committed=False)
+        for p in spec.checkpoints]
+
+
+def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool) -> Reference:
+    """Read a checkpoint (or signature) file the model must load; unreadable is a finding."""
+    from ckptlint.readers import read_checkpoint
+
+    label = relative(path, config.root)
+    try:
+        read = read_checkpoint(path, spec.state_dict_key)
+    except CheckpointError as exc:
+        return Reference(label, path, problem=Finding(
+            Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
+            location=model_line(config, spec, "checkpoints")), committed=committed)
+    notes = (f"{spec.name}: {label}: {read.note}",) if read.note else ()
+    return Reference(label, path, read.signature, notes=notes, committed=committed)
+
+
+def _located(config: Config, spec: ModelSpec, result: BuildResult, report: ModelReport,
+             locators: dict) -> ModelReport:
     from ckptlint.locate import Locator  # libcst is imported only when there is something to point at
 
-    locator = Locator(config)
-    return tuple(replace(report, findings=tuple(locator.locate(report.findings, spec, result)))
-                 for spec, result, report in zip(specs, results, reports))
+    if "run" not in locators:
+        locators["run"] = Locator(config)
+    findings = locators["run"].locate(report.findings, spec, result)
+    return replace(report, findings=tuple(findings))
 
 
-def _model_report(config: Config, spec: ModelSpec, reference: Signature | None,
-                  problem: Finding | None, result: BuildResult) -> ModelReport:
-    shown = relative(signature_path(config, spec.name), config.root)
-    findings = [problem] if problem else []
-    if result.signature is None:
-        findings.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
-                                location=result.error_location,
+def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
+                  results: Sequence[BuildResult]) -> ModelReport:
+    findings = [r.problem for r in refs if r.problem]
+    current = results[0].signature
+    if current is None:
+        findings.append(Finding(Kind.BUILD_ERROR, spec.name, results[0].error,
+                                location=results[0].error_location,
                                 help="the other models were still checked"))
-    elif reference is not None:
-        findings += compare(spec.name, reference, result.signature, result.load)
+    else:
+        readable = [r for r in refs if r.signature is not None]
+        for ref, result in zip(readable, results):
+            found = compare(spec.name, *_tied(ref.signature, result))
+            findings += [f if ref.committed else replace(f, against=ref.label) for f in found]
+    primary = refs[0].signature
     return ModelReport(
-        name=spec.name, findings=tuple(findings), signature_file=shown,
-        old_parameters=reference.num_parameters if reference else None,
-        new_parameters=result.signature.num_parameters if result.signature else None,
-        notes=result.notes + _torch_note(reference, result, findings),
+        name=spec.name, findings=tuple(findings),
+        signature_file=relative(signature_path(config, spec.name), config.root),
+        old_parameters=primary.num_parameters if primary else None,
+        new_parameters=current.num_parameters if current else None,
+        notes=results[0].notes + tuple(n for r in refs for n in r.notes)
+        + _torch_note(primary, results[0], findings),
     )
 
 
-def _read_reference(config: Config, spec: ModelSpec) -> tuple[Signature | None, Finding | None]:
+def restore_ties(reference: Signature, current: Signature) -> Signature:
+    """A checkpoint that saved tied weights once (safetensors' `save_model`) still loads them:
+    give it back the keys the code ties to a tensor it has."""
+    from ckptlint.readers import with_tied
+
+    dropped = {k: v for k, v in current.aliases.items()
+               if (k in reference.tensors) != (v in reference.tensors)}
+    return with_tied(reference, dropped) if dropped else reference
+
+
+def _tied(reference: Signature, result: BuildResult) -> tuple:
+    current = result.signature
+    restored = restore_ties(reference, current)
+    load = result.load
+    if load is not None and restored is not reference:
+        load = replace(load, missing=tuple(k for k in load.missing if k not in restored.tensors))
+    return restored, current, load
+
+
+def _committed(config: Config, spec: ModelSpec) -> Reference:
     path = signature_path(config, spec.name)
-    where = Location(relative(config.pyproject, config.root), spec.line or 1)
+    label = relative(path, config.root)
     if not path.exists():
-        return None, Finding(
-            Kind.SIGNATURE_MISSING, spec.name,
-            f"no committed signature {relative(path, config.root)} for model `{spec.name}`",
-            location=where, help=f"run `ckptlint update {spec.name}` and commit the file")
+        return Reference(label, path, problem=Finding(
+            Kind.SIGNATURE_MISSING, spec.name, f"no committed signature {label} for model "
+                                               f"`{spec.name}`",
+            location=model_line(config, spec, "name"),
+            help=f"run `ckptlint update {spec.name}` and commit the file"))
     try:
-        return sigfile.read(path, relative(path, config.root)), None
+        return Reference(label, path, sigfile.read(path, label))
     except SignatureFileError as exc:
-        return None, Finding(Kind.SIGNATURE_INVALID, spec.name, str(exc),
-                             location=Location(relative(path, config.root), 1),
-                             help=f"restore it from version control or run "
-                                  f"`ckptlint update {spec.name}`")
+        return Reference(label, path, problem=Finding(
+            Kind.SIGNATURE_INVALID, spec.name, str(exc), location=Location(label, 1),
+            help=f"restore it from version control or run `ckptlint update {spec.name}`"))
 
 
 def _torch_note(reference: Signature | None, result: BuildResult,
@@ -162,6 +242,67 @@ def update(config: Config, names: Sequence[str] = (),
         (written if changed else unchanged).append(relative(path, config.root))
     return UpdateResult(tuple(written), tuple(unchanged), tuple(failed),
                         tuple(orphans(config)), tuple(notes))
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """How well a checkpoint fits one registered model; lower `rank` is better."""
+
+    model: str
+    verdict: str
+    detail: str = ""
+    rank: tuple = ()
+
+
+def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder) -> list[Fit]:
+    """Every registered model's verdict on loading `checkpoint`, best match first."""
+    refs = [read_reference(config, spec, checkpoint, committed=False) for spec in config.models]
+    jobs = [(spec, ref) for spec, ref in zip(config.models, refs) if ref.signature is not None]
+    results = builder([j[0] for j in jobs], config, [j[1].signature for j in jobs]) if jobs else []
+    found = [_fit(spec, _model_report(config, spec, [ref], [result]))
+             for (spec, ref), result in zip(jobs, results)]
+    return sorted(found, key=lambda f: f.rank)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _fit(spec: ModelSpec, report: ModelReport) -> Fit:
+    kinds = [f.kind for f in report.findings]
+    count = lambda kind: sum(len(f.keys) or 1 for f in report.findings if f.kind is kind)  # noqa: E731
+    if Kind.BUILD_ERROR in kinds:
+        return Fit(spec.name, "could not be built", report.findings[0].message, (4, 0))
+    broken = count(Kind.SHAPE_MISMATCH) + count(Kind.LOAD_ERROR)
+    missing, unexpected = count(Kind.MISSING_KEY), count(Kind.UNEXPECTED_KEY)
+    if broken:
+        return Fit(spec.name, "does not load", f"{plural(broken, 'tensor')} cannot be loaded, "
+                                               "even with strict=False",
+                   (3, broken + missing + unexpected))
+    if missing or unexpected:
+        detail = ", ".join(part for part in (
+            f"{plural(missing, 'tensor')} would stay randomly initialised" if missing else "",
+            f"{plural(unexpected, 'checkpoint tensor')} would be ignored" if unexpected else "")
+            if part)
+        return Fit(spec.name, "loads only with strict=False", detail, (2, missing + unexpected))
+    casts = count(Kind.DTYPE_MISMATCH)
+    return Fit(spec.name, "loads strictly", f"{plural(casts, 'tensor')} cast" if casts else "",
+               (1, casts))
+
+
+def update_from(config: Config, name: str, checkpoint: Path) -> UpdateResult:
+    """Record a model's signature from a real checkpoint file instead of the code."""
+    from ckptlint.readers import read_checkpoint
+
+    spec, = select(config, [name])
+    read = read_checkpoint(checkpoint, spec.state_dict_key)
+    signature = replace(read.signature, model=spec.name, target=spec.target, source="checkpoint")
+    path = signature_path(config, spec.name)
+    changed = sigfile.write_atomic(path, sigfile.dumps(signature))
+    shown = (relative(path, config.root),)
+    notes = (f"{relative(checkpoint, config.root)}: {read.note}",) if read.note else ()
+    return UpdateResult(written=shown if changed else (), unchanged=() if changed else shown,
+                        notes=notes)
 
 
 def model_line(config: Config, spec: ModelSpec, key: str = "target") -> Location:

@@ -38,5 +38,7 @@ class TorchMissingError(CkptlintError):
     def __init__(self) -> None:
         super().__init__(
             "torch is not installed in this environment; ckptlint builds models with your own "
-            "torch: install it (`pip install torch`, or `pip install \"ckptlint[torch]\"`)"
+            "torch: install it (`pip install torch`, or `pip install \"ckptlint[torch]\"`), or "
+            "point ckptlint at the Python that has it (CKPTLINT_PYTHON, [tool.ckptlint] python, "
+            "or a .venv in the project)"
         )

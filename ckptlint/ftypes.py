@@ -82,6 +82,10 @@ class Kind(enum.Enum):
         "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
         "the committed signature file cannot be read, so the model was not checked",
     )
+    CHECKPOINT_UNREADABLE = (
+        "CKL206", "checkpoint-unreadable", Severity.ERROR, Outcome.UNCHECKED,
+        "a checkpoint the model must keep loading cannot be read safely, so it was not checked",
+    )
 
     def __init__(self, code: str, slug: str, severity: Severity, outcome: Outcome, doc: str):
         self.code = code
@@ -155,7 +159,10 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One coded problem with one model (or one signature file)."""
+    """One coded problem with one model (or one signature file).
+
+    `against` names the checkpoint file compared with, when it is not the committed signature.
+    """
 
     kind: Kind
     model: str
@@ -167,6 +174,7 @@ class Finding:
     new: TensorSpec | None = None
     location: Location | None = None
     help: str = ""
+    against: str = ""
 
     @property
     def code(self) -> str:
@@ -186,6 +194,8 @@ class ModelSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     index: int = 0
     line: int | None = None
+    checkpoints: tuple[str, ...] = ()
+    state_dict_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,12 +293,18 @@ class ModelReport:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Everything one `check` (or `diff`) run found, in output order."""
+    """Everything one `check` (or `diff`) run found, in output order.
+
+    `against` names the file the models were checked against instead of their committed
+    signatures; `compared` is set by `diff` (the two files' names).
+    """
 
     models: tuple[ModelReport, ...] = ()
     extra: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = ()
     root: str = "."
+    against: str = ""
+    compared: tuple[str, str] | None = None
 
     @property
     def findings(self) -> tuple[Finding, ...]:

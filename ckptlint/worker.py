@@ -93,7 +93,11 @@ def serve() -> None:
     specs, config, refs = decode_request(sys.stdin.read())
     stdout = sys.stdout
     sys.stdout = sys.stderr  # user code that prints must not corrupt the reply
-    results = build_all(specs, config, refs)
+    try:
+        results = build_all(specs, config, refs)
+    except CkptlintError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
     stdout.write(json.dumps([encode_result(r) for r in results]))
     stdout.flush()
 

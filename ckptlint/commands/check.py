@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ckptlint import cache, engine
 from ckptlint.commands.output import emit
 from ckptlint.commands.setup import prepare
+from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Outcome
 
 
 def run(args: argparse.Namespace) -> int:
     setup = prepare(args, use_cache=cache.enabled(args.no_cache))
-    report = engine.check(setup.config, args.names, setup.builder, setup.cache)
+    against = Path(args.against).resolve() if args.against else None
+    if against is not None and not against.exists():
+        raise CkptlintError(f"{args.against}: no such checkpoint or signature file")
+    report = engine.check(setup.config, args.names, setup.builder, setup.cache, against)
     emit(report, args.format, args.color)
     outcome = report.outcome
     if args.exit_zero:  # like ruff: drift no longer fails, a model we could not check still does

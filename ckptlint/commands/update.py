@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ckptlint import engine
 from ckptlint.commands.setup import prepare
+from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Outcome
 
 
 def run(args: argparse.Namespace) -> int:
     setup = prepare(args, use_cache=False)
-    result = engine.update(setup.config, args.names, setup.builder)
+    if args.from_file is not None:
+        if len(args.names) != 1:
+            raise CkptlintError("`ckptlint update --from FILE` records one model: name it, "
+                                "e.g. `ckptlint update resnet18 --from resnet18.pt`")
+        result = engine.update_from(setup.config, args.names[0], Path(args.from_file).resolve())
+    else:
+        result = engine.update(setup.config, args.names, setup.builder)
     out = sys.stdout
     for path in result.written:
         out.write(f"wrote {path}\n")

@@ -41,8 +41,8 @@ def _model_block(model: ModelReport, paint: Paint) -> list[str]:
     if not model.findings:
         return []
     count = len(model.findings)
-    lines = [paint(f"{model.name}", "bold") +
-             f" ({model.signature_file}): {count} finding{'s' if count != 1 else ''}"]
+    source = f" ({model.signature_file})" if model.signature_file else ""
+    lines = [paint(f"{model.name}", "bold") + f"{source}: {plural(count, 'finding')}"]
     for finding in model.findings:
         lines += _finding_lines(finding, paint)
     return lines
@@ -86,23 +86,43 @@ def code_frame(loc: Location, paint: Paint, color: str) -> list[str]:
     return frame
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
     """The closing lines: how many models were checked, drifted, and what to run next."""
+    if report.compared:
+        return _diff_summary(report, paint)
     total = len(report.models)
     drifted = [m for m in report.models if m.status == "drift"]
     broken = [m for m in report.models if m.status == "error"]
     if not (report.outcome & (Outcome.DRIFT | Outcome.UNCHECKED)):
-        noun = "model matches its" if total == 1 else f"models match their"
-        return [paint(f"All clear: {total} {noun} committed signature{'s' if total != 1 else ''}.",
-                      "bold", "green")]
+        if report.against:
+            text = f"All clear: {report.against} loads into {plural(total, 'model')}."
+        else:
+            verb = "matches its" if total == 1 else "match their"
+            text = f"All clear: {plural(total, 'model')} {verb} committed " \
+                   f"signature{'s' if total != 1 else ''}."
+        return [paint(text, "bold", "green")]
     parts = [f"{len(drifted)} drifted"] if drifted else []
     parts += [f"{len(broken)} could not be checked"] if broken else []
     parts.append(f"{total - len(drifted) - len(broken)} clean")
-    lines = [paint(f"Checked {total} model{'s' if total != 1 else ''}: {', '.join(parts)}.",
-                   "bold")]
-    if drifted:
+    against = f" against {report.against}" if report.against else ""
+    lines = [paint(f"Checked {plural(total, 'model')}{against}: {', '.join(parts)}.", "bold")]
+    if drifted and not report.against:
         names = " ".join(m.name for m in drifted)
         files = " ".join(m.signature_file for m in drifted)
         lines.append(f"If the drift is intended, accept it with `{options.command} update {names}` "
                      f"and commit {files}; otherwise fix the code.")
     return lines
+
+
+def _diff_summary(report: Report, paint: Paint) -> list[str]:
+    old, new = report.compared or ("", "")
+    count = len(report.findings)
+    if not count:
+        return [paint(f"No differences: {old} and {new} have the same signature.",
+                      "bold", "green")]
+    return [paint(f"{old} -> {new}: {plural(count, 'difference')} "
+                  f"({old} in the role of the checkpoint, {new} of the model).", "bold")]

@@ -1,0 +1,69 @@
+"""`ckptlint inspect FILE`: the signature of any checkpoint or signature file, and what it fits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ckptlint import engine, sigfile
+from ckptlint.commands.setup import prepare
+from ckptlint.errors import ConfigError
+from ckptlint.ftypes import Signature
+from ckptlint.keys import fold
+from ckptlint.readers import CheckpointRead, read_checkpoint
+from ckptlint.reporters.json import spec_dict
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    read = read_checkpoint(path, args.state_dict_key)
+    fits = _fits(args, path) if args.fits else []
+    out = sys.stdout
+    if args.format == "toml":
+        out.write(sigfile.dumps(read.signature))
+    elif args.format == "json":
+        out.write(json.dumps(_document(args.file, read, fits), indent=2) + "\n")
+    else:
+        out.write(_text(args.file, read, fits))
+    return 0
+
+
+def _fits(args: argparse.Namespace, path: Path) -> list[engine.Fit]:
+    """Inside a configured project: which registered models this file would load into."""
+    try:
+        setup = prepare(args, use_cache=False)
+    except ConfigError:
+        return []
+    return engine.fits(setup.config, path.resolve(), setup.builder)
+
+
+def _document(name: str, read: CheckpointRead, fits: list[engine.Fit]) -> dict:
+    sig = read.signature
+    return {
+        "file": name, "format": read.format, "note": read.note or None,
+        "parameters": sig.num_parameters,
+        "tensors": {k: spec_dict(v) for k, v in sig.tensors.items()},
+        "versions": dict(sig.versions), "aliases": dict(sig.aliases),
+        "fits": [{"model": f.model, "verdict": f.verdict, "detail": f.detail} for f in fits],
+    }
+
+
+def _text(name: str, read: CheckpointRead, fits: list[engine.Fit]) -> str:
+    sig: Signature = read.signature
+    lines = [f"{name}: {read.format}, {len(sig.tensors)} tensors, "
+             f"{sig.num_parameters:,} parameters"]
+    if read.note:
+        lines.append(f"note: {read.note}")
+    entries = {k: sigfile.format_spec(v) for k, v in sig.tensors.items()}
+    folded = fold(entries)
+    width = min(max((len(k) for k, _ in folded), default=0), 72)
+    lines += [f"  {key:<{width}}  {spec}" for key, spec in folded]
+    if sig.aliases:
+        lines += [f"  {k} = {v} (tied)" for k, v in sorted(sig.aliases.items())]
+    if fits:
+        lines += ["", "Fits the registered models (best first):"]
+        lines += [f"  {f.model}: {f.verdict}" + (f" ({f.detail})" if f.detail else "")
+                  for f in fits]
+    return "\n".join(lines) + "\n"
