@@ -103,8 +103,11 @@ def _buildable(refs: Sequence[Reference]) -> list[Signature | None]:
 
 
 def references(config: Config, spec: ModelSpec, against: Path | None = None) -> list[Reference]:
-    if against is not None:
-        return [read_reference(config, spec, against, committed=False)]
+    if against is not None:  # named on the command line: unreadable is an error, not a finding
+        reference = read_reference(config, spec, against, committed=False)
+        if reference.problem is not None:
+            raise CheckpointError(str(against), reference.problem.message.partition(": ")[2])
+        return [reference]
     return [_committed(config, spec)] + [
         read_reference(config, spec, Path(config.root) / p, committed=False)
         for p in spec.checkpoints]
@@ -122,7 +125,7 @@ def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool)
             Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
             location=model_line(config, spec, "checkpoints")), committed=committed)
     notes = (f"{spec.name}: {label}: {read.note}",) if read.note else ()
-    return Reference(label, path, read.signature, notes=notes, committed=committed)
+    return Reference(label, path, read.full_signature, notes=notes, committed=committed)
 
 
 def _located(config: Config, spec: ModelSpec, result: BuildResult, report: ModelReport,
@@ -296,7 +299,7 @@ def update_from(config: Config, name: str, checkpoint: Path) -> UpdateResult:
 
     spec, = select(config, [name])
     read = read_checkpoint(checkpoint, spec.state_dict_key)
-    signature = replace(read.signature, model=spec.name, target=spec.target, source="checkpoint")
+    signature = replace(read.full_signature, model=spec.name, target=spec.target, source="checkpoint")
     path = signature_path(config, spec.name)
     changed = sigfile.write_atomic(path, sigfile.dumps(signature))
     shown = (relative(path, config.root),)

@@ -49,3 +49,22 @@ def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | Non
             stdout.write(render(report, RenderOptions(color=use_color(color, stdout))))
         else:
             sigfile.write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))
+
+
+def append_job_summary(report: Report, sinks: Sequence[Sink]) -> None:
+    """On GitHub Actions, add the markdown summary to the job's summary page by itself.
+
+    GitHub gives each step its own $GITHUB_STEP_SUMMARY file and expects appends to it.
+    """
+    target = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if os.environ.get("GITHUB_ACTIONS") != "true" or not target:
+        return
+    if any(s.path and Path(s.path).resolve() == Path(target).resolve() for s in sinks):
+        return
+    text = renderer("markdown")(report, RenderOptions(color=False))
+    try:
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        print(f"ckptlint: warning: cannot append the job summary to {target}: {exc.strerror}",
+              file=sys.stderr)

@@ -35,6 +35,11 @@ class CheckpointRead:
     note: str = ""
     tied: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def full_signature(self) -> Signature:
+        """The signature with the dropped tied keys restored, as loading re-ties them."""
+        return with_tied(self.signature, self.tied) if self.tied else self.signature
+
 
 class Reader(Protocol):
     """A reader module: `sniff` recognises its format from the first bytes, `read` reads it."""

@@ -23,7 +23,7 @@ def finding_dict(f: Finding) -> dict[str, Any]:
         "model": f.model, "code": f.code, "kind": f.kind.slug, "severity": f.severity.value,
         "key": f.key, "count": len(f.keys), "new_key": f.new_key or None,
         "old": spec_dict(f.old), "new": spec_dict(f.new), "message": f.message,
-        "help": f.help or None,
+        "help": f.help or None, "against": f.against or None,
         "file": loc.file if loc else None, "line": loc.line if loc else None,
         "column": loc.column if loc else None, "end_line": loc.end_line if loc else None,
         "end_column": loc.end_column if loc else None,
