@@ -22,6 +22,7 @@ from ckptlint.keys import ancestors, natural_sorted
 from ckptlint.paths import is_project_file, relative
 
 _SIZE_MISMATCH = "size mismatch for "
+_TORCH_LOAD_ERROR = "Error(s) in loading state_dict"
 
 
 def import_torch() -> Any:
@@ -76,12 +77,19 @@ def instantiate(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Everything a meta build needs: the meta device, no pointless init, no dynamo import."""
+    torch = import_torch()
+    with torch.device("meta"), _skip_meta_init(), _no_dynamo_import():
+        yield
+
+
 def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]:
     """Instantiate the model on meta (CPU as a fallback, with a note); raise `BuildFailure`."""
-    torch = import_torch()
     factory = _factory(spec, config)
     try:
-        with torch.device("meta"), _skip_meta_init(), _no_dynamo_import(), _stdout_to_stderr():
+        with on_meta(), _stdout_to_stderr():
             return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
     except BuildFailure:
         raise
@@ -285,12 +293,16 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
 
     handle = module.register_load_state_dict_post_hook(capture)
     errors: list[str] = []
+    hook_errors: list[str] = []
     try:
         module.load_state_dict(meta_state_dict(sig), strict=False, assign=True)
     except RuntimeError as exc:
-        errors = _torch_errors(str(exc))
+        if str(exc).startswith(_TORCH_LOAD_ERROR):
+            errors = _torch_errors(str(exc))
+        else:  # raised inside a load hook, not by torch's own checks
+            hook_errors = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
     except Exception as exc:  # a load hook that needs real values raises on meta
-        errors = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
+        hook_errors = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
     finally:
         handle.remove()
     mismatched = [e[len(_SIZE_MISMATCH):].partition(":")[0] for e in errors
@@ -300,6 +312,7 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
         unexpected=tuple(seen.get("unexpected", ())),
         mismatched=tuple(mismatched),
         errors=tuple(e for e in errors if not e.startswith(_SIZE_MISMATCH)),
+        hook_errors=tuple(hook_errors),
     )
 
 
@@ -395,8 +408,24 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
         except BuildFailure as failure:
             return BuildResult(spec.name, error=str(failure), error_location=failure.location)
         signature = signature_of(module, spec.name, spec.target)
-        load = dry_run_load(module, reference) if reference is not None else None
+        load = dry_run_load(module, _unwrapped(reference, signature)) \
+            if reference is not None else None
         files = import_closure(module, spec, config)
     return BuildResult(spec.name, signature=signature, load=load, notes=notes,
                        sites=recorder.sites(module), modules=describe_modules(module, config.root),
-                       files=files)
+                       files=files, nonpersistent=nonpersistent_buffers(module))
+
+
+def _unwrapped(reference: Signature, signature: Signature) -> Signature:
+    """The reference re-keyed past a wrapper prefix, as `diff.compare` will read it."""
+    from ckptlint import prefix
+
+    wrapper = prefix.detect(reference, signature)
+    return prefix.rekey(reference, wrapper.mapping) if wrapper else reference
+
+
+def nonpersistent_buffers(module: Any) -> tuple[str, ...]:
+    """State-dict names of the buffers registered with persistent=False."""
+    return tuple(natural_sorted(f"{path}.{name}" if path else name
+                                for path, sub in module.named_modules()
+                                for name in getattr(sub, "_non_persistent_buffers_set", ())))

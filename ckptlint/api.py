@@ -1,0 +1,90 @@
+"""The Python API for a project's own tests: one line to prove a model still loads a checkpoint.
+
+    import ckptlint
+    from mypkg.models import GPT, GPTConfig
+
+    def test_gpt_still_loads_the_release_checkpoint():
+        ckptlint.assert_loads(GPT, "checkpoints/gpt-v1.safetensors", GPTConfig(n_layer=12))
+
+Models are built on the meta device (no weights allocated) and checked with torch's own
+`load_state_dict` on meta tensors, so it takes milliseconds and needs no weights in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ckptlint.diff import compare
+from ckptlint.engine import restore_ties
+from ckptlint.ftypes import Finding, Kind, Signature
+
+ModelOrFactory = Any  # an nn.Module, or a class / callable returning one
+
+
+def build(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Any:
+    """An nn.Module as given, or built by calling `target(*args, **kwargs)` on meta."""
+    from ckptlint.build import import_torch, on_meta
+
+    torch = import_torch()
+    if isinstance(target, torch.nn.Module):
+        return target
+    with on_meta():
+        return target(*args, **kwargs)
+
+
+def signature(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Signature:
+    """The state-dict signature of a model (built on meta when given a class or factory)."""
+    from ckptlint.build import signature_of
+
+    return signature_of(build(target, *args, **kwargs))
+
+
+def read(path: str | os.PathLike[str], state_dict_key: str | None = None) -> Signature:
+    """The signature of a checkpoint or signature file, read without tensor data or pickle code."""
+    from ckptlint.readers import read_checkpoint
+
+    return read_checkpoint(Path(path), state_dict_key).full_signature
+
+
+def check(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature, *args: Any,
+          state_dict_key: str | None = None, **kwargs: Any) -> list[Finding]:
+    """Every finding of loading `checkpoint` (a file or a Signature) into the model."""
+    from ckptlint.build import dry_run_load, signature_of
+
+    model = build(target, *args, **kwargs)
+    old = checkpoint if isinstance(checkpoint, Signature) else read(checkpoint, state_dict_key)
+    new = signature_of(model)
+    old = restore_ties(old, new)
+    return compare(_name(target), old, new, dry_run_load(model, old))
+
+
+_STRICT_ONLY = {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.DTYPE_MISMATCH}
+
+
+def assert_loads(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature,
+                 *args: Any, strict: bool = True, state_dict_key: str | None = None,
+                 **kwargs: Any) -> None:
+    """Fail (AssertionError) unless the checkpoint loads into the model.
+
+    `strict=False` tolerates missing and unexpected keys, as `load_state_dict(strict=False)`
+    does; dtype changes never fail (torch casts them).
+    """
+    findings = [f for f in check(target, checkpoint, *args, state_dict_key=state_dict_key,
+                                 **kwargs)
+                if f.kind is not Kind.DTYPE_MISMATCH and (strict or f.kind not in _STRICT_ONLY)]
+    if findings:
+        lines = "\n".join(f"  {f.code} {f.message}" for f in findings)
+        raise AssertionError(f"{_name(target)} does not load {_shown(checkpoint)}:\n{lines}")
+
+
+def _name(target: Any) -> str:
+    return getattr(target, "__qualname__", None) or type(target).__name__
+
+
+def _shown(checkpoint: Any) -> str:
+    return "the signature" if isinstance(checkpoint, Signature) else os.fspath(checkpoint)
+
+
+__all__ = ["assert_loads", "build", "check", "read", "signature"]
