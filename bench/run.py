@@ -1,0 +1,279 @@
+"""ckptlint benchmarks: every figure is measured beside its baseline in the same run.
+
+    python bench/run.py            # everything (writes ~8 GB of checkpoints to a temp dir)
+    python bench/run.py --quick    # skip the 2 GB checkpoint readers
+
+Prints one table per question with the ratio that answers it. Timings are medians of several
+runs; the machine is noisy, so read ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _time_command(argv: list[str], cwd: Path, runs: int = 5, env: dict | None = None) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, check=False, capture_output=True,
+                       env={**os.environ, **(env or {})})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _child(code: str, cwd: Path = REPO) -> dict:
+    """Run `code` in a fresh interpreter; it prints one JSON object on its last line."""
+    out = subprocess.run([PY, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _row(label: str, seconds: float, note: str = "") -> str:
+    return f"  {label:<58} {seconds * 1000:>10.1f} ms  {note}"
+
+
+# -- 1. warm no-op check vs cold, 10 models --------------------------------------------------------
+
+def bench_cache(tmp: Path) -> None:
+    project = tmp / "ten"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "__init__.py").write_text("")
+    entries = []
+    for i in range(10):
+        (project / "models" / f"m{i}.py").write_text(textwrap.dedent(f'''
+            from torch import nn
+
+
+            class M{i}(nn.Module):
+                def __init__(self, width={32 + i}):
+                    super().__init__()
+                    self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range({2 + i}))
+                    self.norm = nn.LayerNorm(width)
+            '''))
+        entries.append(f'[[tool.ckptlint.models]]\nname = "m{i}"\ntarget = "models.m{i}:M{i}"\n')
+    (project / "pyproject.toml").write_text("[tool.ckptlint]\n\n" + "\n".join(entries))
+    ckptlint = [PY, "-m", "ckptlint"]
+    subprocess.run(ckptlint + ["update"], cwd=project, check=True, capture_output=True)
+    cold = _time_command(ckptlint + ["check", "--no-cache"], project, runs=3)
+    subprocess.run(ckptlint + ["check"], cwd=project, check=True, capture_output=True)
+    warm = _time_command(ckptlint + ["check"], project, runs=7)
+    floor = _time_command([PY, "-c", "pass"], project, runs=7)
+    parse = _time_command([PY, "-c", "import tomllib; tomllib.load(open('pyproject.toml','rb'))"],
+                          project, runs=7)
+    parallel = _time_command(ckptlint + ["check", "--no-cache", "-j", "2"], project, runs=3)
+    print("1. A repeated `ckptlint check` on unchanged code (10 models)")
+    print(_row("cold check (--no-cache, builds all 10 on meta)", cold))
+    print(_row("cold check, 2 worker processes (-j 2)", parallel, f"{parallel / cold:.2f}x cold"))
+    print(_row("warm check (cache hit, no torch import)", warm, f"{cold / warm:.1f}x faster"))
+    print(_row("floor: python -c pass", floor))
+    print(_row("floor: python -c pass + parse pyproject.toml", parse,
+               f"warm = {warm / parse:.2f}x of it"))
+
+
+# -- 2. 7B signature on meta vs naive CPU instantiation ---------------------------------------------
+
+def bench_meta(quick: bool) -> None:
+    meta = _child('''
+        import json, resource, sys, time
+        t0 = time.perf_counter()
+        import torch
+        t1 = time.perf_counter()
+        sys.path.insert(0, ".")
+        from pathlib import Path
+        from ckptlint.build import build
+        from ckptlint.config import parse_config
+        from ckptlint.ftypes import ModelSpec
+        config = parse_config(Path("pyproject.toml"))
+        t2 = time.perf_counter()
+        result = build(ModelSpec("llama_7b", "examples.llama:Llama"), config)
+        t3 = time.perf_counter()
+        print(json.dumps({"import": t1 - t0, "build": t3 - t2,
+                          "params": result.signature.num_parameters,
+                          "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        ''')
+    size = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22 if not quick else 4)
+    cpu = _child(f'''
+        import json, resource, sys, time
+        import torch
+        sys.path.insert(0, ".")
+        from examples.llama import Llama
+        t = time.perf_counter()
+        model = Llama(**{size!r})
+        elapsed = time.perf_counter() - t
+        print(json.dumps({{"build": elapsed, "params": sum(p.numel() for p in model.parameters()),
+                          "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+        ''')
+    per_param = cpu["build"] / cpu["params"]
+    scaled = per_param * meta["params"]
+    whole = _time_command([PY, "-m", "ckptlint", "check", "llama_7b", "--no-cache"], REPO, runs=3)
+    torch_floor = _time_command([PY, "-c", "import torch"], REPO, runs=3)
+    print("2. Signature of a 7B-parameter Llama without allocating its weights")
+    print(_row(f"meta build + signature, {meta['params'] / 1e9:.2f}B params", meta["build"],
+               f"peak RSS {meta['rss']:.0f} MB"))
+    print(_row(f"naive: CPU instantiation, {cpu['params'] / 1e9:.2f}B params", cpu["build"],
+               f"peak RSS {cpu['rss']:.0f} MB"))
+    print(_row("naive scaled per parameter to 7B", scaled, f"meta is {scaled / meta['build']:.0f}x "
+               "faster"))
+    print(_row("whole `ckptlint check llama_7b --no-cache` process", whole,
+               f"= {whole / (torch_floor + 1):.2f}x of (import torch + 1 s)"))
+    print(_row("floor: python -c 'import torch'", torch_floor))
+
+
+# -- 3. check --against a GPT-2-small checkpoint vs the naive unit test -----------------------------
+
+GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, d_model=768, block_size=1024)
+
+
+def bench_against(tmp: Path) -> None:
+    project = tmp / "gpt2"
+    project.mkdir()
+    shutil.copytree(REPO / "examples", project / "examples")
+    kwargs = ", ".join(f"{k} = {v}" for k, v in GPT2_SMALL.items())
+    (project / "pyproject.toml").write_text(
+        f'[tool.ckptlint]\n[[tool.ckptlint.models]]\nname = "gpt2"\n'
+        f'target = "examples.gpt:TinyGPT"\nkwargs = {{ {kwargs} }}\n')
+    ckpt = project / "gpt2.pt"
+    figures = _child(f'''
+        import json, sys, time
+        t0 = time.perf_counter()
+        import torch
+        imported = time.perf_counter() - t0
+        sys.path.insert(0, ".")
+        from examples.gpt import TinyGPT
+        torch.save(TinyGPT(**{GPT2_SMALL!r}).state_dict(), {str(ckpt)!r})
+
+        from pathlib import Path
+        from ckptlint import engine
+        from ckptlint.config import parse_config
+        config = parse_config(Path("pyproject.toml"))
+        def ours():
+            t = time.perf_counter()
+            report = engine.check(config, ["gpt2"], against=Path({str(ckpt)!r}))
+            assert not report.findings, report.findings
+            return time.perf_counter() - t
+        def naive():
+            t = time.perf_counter()
+            model = TinyGPT(**{GPT2_SMALL!r})
+            model.load_state_dict(torch.load({str(ckpt)!r}, weights_only=True), strict=True)
+            return time.perf_counter() - t
+        ours(); naive()  # warm both: first-call imports are not what we compare
+        a = sorted(ours() for _ in range(5))[2]
+        b = sorted(naive() for _ in range(3))[1]
+        print(json.dumps({{"ours": a, "naive": b, "import": imported}}))
+        ''', cwd=project)
+    whole_ours = _time_command([PY, "-m", "ckptlint", "check", "gpt2", "--no-cache", "--against",
+                                str(ckpt)],
+                               project, runs=3)
+    naive_script = project / "naive.py"
+    naive_script.write_text(textwrap.dedent(f'''
+        import sys, torch
+        sys.path.insert(0, ".")
+        from examples.gpt import TinyGPT
+        TinyGPT(**{GPT2_SMALL!r}).load_state_dict(torch.load({str(ckpt)!r}, weights_only=True))
+        '''))
+    whole_naive = _time_command([PY, str(naive_script)], project, runs=3)
+    print("3. `ckptlint check --against` a GPT-2-small checkpoint vs the naive unit test")
+    print(_row("ckptlint (read header, meta build, torch dry run, diff)", figures["ours"]))
+    print(_row("naive (CPU instantiate + torch.load + load_state_dict)", figures["naive"],
+               f"ckptlint is {figures['naive'] / figures['ours']:.0f}x faster"))
+    print(_row("whole process: ckptlint check --against", whole_ours))
+    print(_row("whole process: naive test script", whole_naive,
+               f"{whole_naive / whole_ours:.1f}x"))
+    print(_row("both pay: import torch", figures["import"]))
+
+
+# -- 4. reading a >= 2 GB checkpoint in each format ------------------------------------------------
+
+def bench_readers(tmp: Path) -> None:
+    folder = tmp / "big"
+    folder.mkdir()
+    _child(f'''
+        import json, torch
+        from safetensors.torch import save_file
+        import torch.distributed.checkpoint as dcp
+        state = {{f"layers.{{i}}.weight": torch.zeros(4096, 4096) for i in range(34)}}  # 2.3 GB
+        torch.save(state, "{folder}/big.pt")
+        torch.save(state, "{folder}/big_legacy.pt", _use_new_zipfile_serialization=False)
+        save_file(state, "{folder}/big.safetensors")
+        dcp.save(state, checkpoint_id="{folder}/big_dcp")
+        print(json.dumps({{}}))
+        ''')
+    print("4. Reading the signature of a 2.3 GB checkpoint vs torch.load(weights_only=True)")
+    for name in ("big.pt", "big_legacy.pt", "big.safetensors", "big_dcp"):
+        path = folder / name
+        ours = _child(f'''
+            import json, resource, time
+            from ckptlint.readers import read_checkpoint
+            t = time.perf_counter()
+            read = read_checkpoint({str(path)!r})
+            print(json.dumps({{"t": time.perf_counter() - t, "n": len(read.signature.tensors),
+                              "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+            ''')
+        if name.endswith("_dcp"):
+            load = "torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
+            theirs_code = f'''
+                import json, resource, time, torch, torch.distributed.checkpoint.format_utils as f
+                t = time.perf_counter()
+                f.dcp_to_torch_save({str(path)!r}, {str(folder / "dcp_as_pt.pt")!r})
+                elapsed = time.perf_counter() - t
+                print(json.dumps({{"t": elapsed,
+                       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                '''
+        elif name.endswith(".safetensors"):
+            load = "safetensors.torch.load_file"
+            theirs_code = f'''
+                import json, resource, time
+                from safetensors.torch import load_file
+                t = time.perf_counter()
+                state = load_file({str(path)!r})
+                print(json.dumps({{"t": time.perf_counter() - t,
+                       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                '''
+        else:
+            load = "torch.load(weights_only=True)"
+            theirs_code = f'''
+                import json, resource, time, torch
+                t = time.perf_counter()
+                state = torch.load({str(path)!r}, weights_only=True)
+                print(json.dumps({{"t": time.perf_counter() - t,
+                       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                '''
+        theirs = _child(theirs_code)
+        print(_row(f"{name}: ckptlint reader ({ours['n']} tensors)", ours["t"],
+                   f"peak RSS {ours['rss']:.0f} MB"))
+        print(_row(f"{name}: {load}", theirs["t"],
+                   f"peak RSS {theirs['rss']:.0f} MB; ckptlint {theirs['t'] / ours['t']:.0f}x "
+                   "faster"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 2 GB checkpoints")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, {platform.platform()}")
+    with tempfile.TemporaryDirectory(prefix="ckptlint-bench-") as tmp:
+        bench_cache(Path(tmp))
+        bench_meta(args.quick)
+        bench_against(Path(tmp))
+        if not args.quick:
+            bench_readers(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
