@@ -29,9 +29,12 @@ class CreationRecorder:
         self.root = root
         self._records: dict[int, tuple[Any, dict[str, Site]]] = {}
         self._project_file = lru_cache(maxsize=None)(self._is_project)
+        # resolving a path costs syscalls; a build notes thousands of sites from a few files
+        self._relative = lru_cache(maxsize=None)(lambda filename: relative(filename, root))
 
     def _is_project(self, filename: str) -> bool:
-        return not filename.startswith(_OWN_PACKAGE) and is_project_file(filename, self.root)
+        resolved = str(Path(filename).resolve())  # the worker imports ckptlint via a symlink
+        return not resolved.startswith(_OWN_PACKAGE) and is_project_file(resolved, self.root)
 
     def note(self, module: Any, name: str) -> None:
         frame = sys._getframe(2)
@@ -39,7 +42,7 @@ class CreationRecorder:
             frame = frame.f_back
         if frame is None:
             return
-        site = Site(relative(frame.f_code.co_filename, self.root), frame.f_lineno)
+        site = Site(self._relative(frame.f_code.co_filename), frame.f_lineno)
         # keep the module alive so its id() cannot be reused by another object mid-build
         self._records.setdefault(id(module), (module, {}))[1][name] = site
 

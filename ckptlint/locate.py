@@ -8,18 +8,30 @@ code outside the project is never annotated. Imported, and libcst with it, only 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from ckptlint.cst import SourceIndex, Span
 from ckptlint.ftypes import BuildResult, Config, Finding, Kind, Location, ModelSpec, Site
-from ckptlint.keys import ancestors, parent
+from ckptlint.keys import ancestors, first_key, parent
 from ckptlint.paths import relative
+from ckptlint.sigfile import format_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
-_EXISTING = {Kind.MISSING_KEY, Kind.SHAPE_MISMATCH, Kind.DTYPE_MISMATCH}
+# kinds whose key the current code still creates (or registers), so its own statement is the answer
+_EXISTING = {Kind.MISSING_KEY, Kind.SHAPE_MISMATCH, Kind.DTYPE_MISMATCH} | {
+    kind for kind in Kind if kind.slug in ("role-changed", "buffer-not-persistent")}
 _MAX_SOURCE_LINES = 12
+_UNSET = object()  # a kwarg absent on one side
 
 
 class Locator:
@@ -29,6 +41,7 @@ class Locator:
         self.config = config
         self.root = Path(config.root)
         self.index = SourceIndex()
+        self._kwargs_causes: dict[str, Location | None] = {}
 
     def locate(self, findings: Sequence[Finding], spec: ModelSpec,
                result: BuildResult | None) -> list[Finding]:
@@ -39,20 +52,25 @@ class Locator:
         if location is None and result is not None and result.signature is not None:
             key = (finding.keys or (finding.key,))[0]
             if finding.kind is Kind.RENAMED_KEY and finding.new_key:
-                location = self.existing(finding.new_key, result)
+                location = self.existing(first_key(finding.new_key), result)
             elif finding.kind in _EXISTING and key:
                 location = self.existing(key, result)
             elif finding.kind is Kind.UNEXPECTED_KEY and key:
                 location = self.removed(key, result)
+            if key and not finding.against:
+                location = self._kwargs_cause(spec, result, location) or location
         location = location or self.entry(spec, "outside the project" if finding.key else "")
-        return replace(finding, location=self.with_source(location))
+        return replace(finding, location=self.with_source(location),
+                       help=finding.help or advice(finding, spec.name))
 
     def existing(self, key: str, result: BuildResult) -> Location | None:
-        """The statement that creates `key` in the current code."""
+        """The statement that creates `key` (or, for `module.*`, the module) in the current code."""
+        if key.endswith(".*"):
+            return self.module(key[:-2], result)
         for path in [key] + ancestors(key)[:-1]:
             site = result.sites.get(path)
             if site is not None:
-                return self._at_site(site, key, result)
+                return self._at_site(site, parent(key), result)
         return self._static(key, result)
 
     def removed(self, key: str, result: BuildResult) -> Location | None:
@@ -61,9 +79,13 @@ class Locator:
         note = f"`{key}` was created under {f'`{survivor}`' if survivor else 'the model'}"
         if survivor == "":
             return self._root_class(result, note)
-        site = result.sites.get(survivor)
-        location = self._at_site(site, survivor, result) if site else self._static(survivor, result)
+        location = self.module(survivor, result)
         return replace(location, note=note) if location else None
+
+    def module(self, path: str, result: BuildResult) -> Location | None:
+        """The statement that creates the submodule `path`."""
+        site = result.sites.get(path)
+        return self._at_site(site, path, result) if site else self._static(path, result)
 
     def entry(self, spec: ModelSpec, why: str) -> Location:
         """The model's `[[tool.ckptlint.models]]` entry in pyproject.toml."""
@@ -73,28 +95,47 @@ class Locator:
         note = f"created by code {why}; pointing at the model's entry" if why else ""
         return Location(relative(self.config.pyproject, self.root), line, note=note)
 
-    def _at_site(self, site: Site, key: str, result: BuildResult) -> Location:
+    def _kwargs_cause(self, spec: ModelSpec, result: BuildResult,
+                      code: Location | None) -> Location | None:
+        """The kwargs line of pyproject.toml when git shows that only the model's kwargs changed
+        since its signature was committed (see `kwargs_change`); None when that is not certain."""
+        if spec.name not in self._kwargs_causes:
+            current = result.signature.torch_version if result.signature else ""
+            change = kwargs_change(self.config, spec, current)
+            self._kwargs_causes[spec.name] = None if change is None else self._kwargs_line(
+                spec, change)
+        cause = self._kwargs_causes[spec.name]
+        if cause is None or code is None:
+            return cause
+        return replace(cause, note=f"{cause.note}; the code creating it is at "
+                                  f"{code.file}:{code.line}")
+
+    def _kwargs_line(self, spec: ModelSpec, change: str) -> Location:
+        from ckptlint.config import model_key_line
+
+        line = model_key_line(self.config, spec, "kwargs") or spec.line or 1
+        return Location(relative(self.config.pyproject, self.root), line, note=change)
+
+    def _at_site(self, site: Site, module: str, result: BuildResult) -> Location:
+        """The statement on a recorded line, narrowed to the element holding `module`."""
         span = self.index.statement_at(self.root / site.file, site.line)
         if span is None:
             return Location(site.file, site.line)
-        element = self._element(span, key, result)
+        element = self._element(site.file, span, module, result)
         return (element or span).location(site.file)
 
-    def _element(self, span: Span, key: str, result: BuildResult) -> Span | None:
-        """Narrow a container's statement to the literal element that holds `key`."""
-        for owner in ancestors(key)[:-1]:
-            container = parent(owner)
-            info = result.modules.get(container)
+    def _element(self, file: str, span: Span, module: str, result: BuildResult) -> Span | None:
+        """Narrow a statement creating a literal container to the element that is or holds
+        `module`, outermost container first so nested literals narrow all the way."""
+        for container in reversed(ancestors(module)[:-1]) if module else ():
             site = result.sites.get(container)
-            if not (info and site and info.type_name in _CONTAINERS):
+            if site is None or site.file != file or \
+                    self.index.statement_at(self.root / file, site.line) != span:
                 continue
-            if self.index.statement_at(self.root / site.file, site.line) != span:
-                continue
-            index = owner.rpartition(".")[2]
-            for file, qualname in self._classes(parent(container), result):
-                found = self.index.find_element(self.root / file, qualname,
-                                                container.rpartition(".")[2], index)
-                if found:
+            for klass_file, qualname in self._classes(parent(container), result):
+                found = self._literal_element(klass_file, qualname, container, module, result) \
+                    if klass_file == file else None
+                if found and span.line <= found.line and found.end_line <= span.end_line:
                     return found
         return None
 
@@ -112,8 +153,23 @@ class Locator:
                 if creation is not None:
                     note = "the name is computed at run time; closest statement" \
                         if creation.dynamic else ""
-                    return creation.span.location(file, note)
+                    span = self._literal_element(file, qualname, path, key, result)
+                    return (span or creation.span).location(file, note)
             path = owner
+        return None
+
+    def _literal_element(self, file: str, qualname: str, path: str, key: str,
+                         result: BuildResult) -> Span | None:
+        """Below a container created at `path`, the innermost literal element holding `key`."""
+        info = result.modules.get(path)
+        if info is None or info.type_name not in _CONTAINERS or not key.startswith(path + "."):
+            return None
+        rest = key[len(path) + 1:].split(".")
+        for depth in range(len(rest), 0, -1):
+            span = self.index.find_element(self.root / file, qualname,
+                                           path.rpartition(".")[2], rest[:depth])
+            if span is not None:
+                return span
         return None
 
     def _root_class(self, result: BuildResult, note: str) -> Location | None:
@@ -137,3 +193,102 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return []
+
+
+def advice(finding: Finding, model: str) -> str:
+    """The `help:` line of a drift finding: what to do at the located statement."""
+    update = f"`ckptlint update {model}`"
+    old, new = finding.old, finding.new
+    if finding.kind is Kind.MISSING_KEY:
+        return (f"old checkpoints have no `{finding.key}`: remove what creates it here, or accept "
+                f"it with {update} and let it initialise when loading them")
+    if finding.kind is Kind.UNEXPECTED_KEY:
+        return (f"restore what created `{finding.key}` here, or accept the removal with {update} "
+                "and drop the key when loading old checkpoints")
+    if finding.kind is Kind.SHAPE_MISMATCH and old and new:
+        return (f"restore {format_spec(old)} here, or accept {format_spec(new)} with {update} "
+                "and convert old checkpoints")
+    if finding.kind is Kind.DTYPE_MISMATCH and old and new:
+        return f"restore {old.dtype} here, or accept {new.dtype} with {update}"
+    if finding.kind is Kind.RENAMED_KEY and finding.new_key:
+        return (f"accept the rename with {update} and remap `{finding.key}` to "
+                f"`{finding.new_key}` when loading old checkpoints")
+    return ""
+
+
+# -- kwargs-only drift ---------------------------------------------------------------------------
+# The signature file records no kwargs, so the only witness of "what the code was built with"
+# is version control: the commit that last wrote the signature file. When no Python file of the
+# project differs from that commit (tracked or untracked), torch is the same version, and the
+# model's kwargs in pyproject.toml did change, the kwargs are the one input that changed, so
+# they caused the drift. Anything less certain (no git, an uncommitted signature, any .py edit)
+# keeps the code location: a kwargs line is claimed only when it cannot be wrong.
+
+
+def kwargs_change(config: Config, spec: ModelSpec, torch_version: str) -> str | None:
+    """`"kwargs changed since …: a: 1 → 2"` when only the model's kwargs changed, else None."""
+    from ckptlint.engine import signature_path
+
+    root = Path(config.root)
+    signature = relative(signature_path(config, spec.name), root)
+    commit = _git(root, "log", "-1", "--format=%H", "--", signature)
+    if not commit or _git(root, "status", "--porcelain", "--", signature) != "":
+        return None  # not committed, or rewritten since: the commit is not its origin
+    if _git(root, "diff", "--name-only", commit, "--", "*.py") != "" or \
+            _git(root, "ls-files", "--others", "--exclude-standard", "--", "*.py") != "":
+        return None
+    if _committed_torch(root / signature) not in ("", torch_version):
+        return None
+    old = _committed_entry(root, commit, relative(config.pyproject, root), spec.name)
+    if old is None or old.get("target") != spec.target:
+        return None
+    changes = _changes(_flat(old.get("kwargs", {})), _flat(spec.kwargs))
+    if not changes:
+        return None
+    return (f"only the kwargs changed since {signature} was committed ({commit[:7]}): "
+            + ", ".join(changes[:3]) + (", …" if len(changes) > 3 else ""))
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """Git's stripped output, or None when git is missing, fails, or root is no work tree."""
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _committed_entry(root: Path, commit: str, pyproject: str,
+                     name: str) -> Mapping[str, Any] | None:
+    text = _git(root, "show", f"{commit}:./{pyproject}")
+    try:
+        models = tomllib.loads(text or "").get("tool", {}).get("ckptlint", {}).get("models", [])
+    except tomllib.TOMLDecodeError:
+        return None
+    found = [m for m in models if isinstance(m, dict) and m.get("name") == name]
+    return found[0] if found else None
+
+
+def _committed_torch(path: Path) -> str:
+    try:
+        header = tomllib.loads(path.read_text(encoding="utf-8")).get("signature", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "?"
+    return str(header.get("torch", ""))
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and (value or not prefix):
+        return {k: v for key, item in value.items()
+                for k, v in _flat(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+    return {prefix: value}
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [f"{key}: {_shown(old.get(key, _UNSET))} → {_shown(new.get(key, _UNSET))}"
+            for key in sorted(set(old) | set(new)) if old.get(key, _UNSET) != new.get(key, _UNSET)]
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is _UNSET else json.dumps(value, default=str)
