@@ -392,6 +392,7 @@ def forget_project_modules(config: Config) -> None:
 def build_all(specs: Sequence[ModelSpec], config: Config,
               references: Sequence[Signature | None]) -> list[BuildResult]:
     """Build every model in this process, in order, after forgetting stale project imports."""
+    import_torch()  # one clear sentence when torch is missing, before anything touches it
     forget_project_modules(config)
     return [build(spec, config, ref) for spec, ref in zip(specs, references)]
 

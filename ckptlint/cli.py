@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Sequence
+from typing import Any, Sequence
 
 from ckptlint import __version__
-from ckptlint.commands import check, diff, inspect, update
+from ckptlint.commands import check, diff, init, inspect, update
 from ckptlint.commands.output import Sink, parse_sink
 from ckptlint.errors import CkptlintError
 
@@ -117,7 +117,45 @@ def _parser() -> argparse.ArgumentParser:
     _state_dict_key(p)
     _common(p)
     p.set_defaults(run=diff.run)
+
+    p = sub.add_parser("init", help="register the project's models and record their signatures",
+                       description="Find the project's nn.Module classes without importing "
+                                   "them, append [[tool.ckptlint.models]] entries for the "
+                                   "top-level ones to pyproject.toml (nothing else in it "
+                                   "changes), then run the first `update`. On a terminal, asks "
+                                   "for required __init__ arguments; otherwise such entries are "
+                                   "written commented out with a TODO.")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="ask nothing: write what was found, commenting out entries that need "
+                        "arguments")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be appended to pyproject.toml; write nothing")
+    _jobs(p)
+    _common(p)
+    p.set_defaults(run=init.run)
+    _diagnose_commands(sub)
     return parser
+
+
+def _diagnose_commands(sub: Any) -> None:
+    from ckptlint.commands import remap, rules
+
+    p = sub.add_parser("remap", help="print a key remap that loads an old checkpoint, proven",
+                       description="Turn the renames and wrapper prefixes ckptlint finds into a "
+                                   "load_state_dict pre-hook (text) or a key mapping (json), "
+                                   "and prove it with torch's own load_state_dict on meta "
+                                   "tensors. Exits 1 when the remapped checkpoint still does "
+                                   "not load strictly.")
+    p.add_argument("name", metavar="NAME", help="the model to remap for")
+    p.add_argument("--against", metavar="FILE",
+                   help="a checkpoint (or signature) file instead of the committed signature")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    _jobs(p)
+    _common(p)
+    p.set_defaults(run=remap.run)
+    p = sub.add_parser("rules", help="list every finding code, what breaks and how to fix it")
+    _common(p)
+    p.set_defaults(run=rules.run)
 
 
 def _state_dict_key(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOOL_KEYS = ("signatures", "pythonpath", "python", "models")
-MODEL_KEYS = ("name", "target", "kwargs", "checkpoints", "state_dict_key")
+MODEL_KEYS = ("name", "target", "kwargs", "checkpoints", "state_dict_key", "strip_prefix",
+              "ignore")
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MODELS_HEADER = re.compile(r"^\s*\[\[\s*tool\s*\.\s*ckptlint\s*\.\s*models\s*\]\]")
@@ -95,8 +96,30 @@ def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> M
                                f"{path}.checkpoints")
     key = _string(table, "state_dict_key", path, where, lines.model_key(index, "state_dict_key"),
                   "") if "state_dict_key" in table else None
+    strip = _string(table, "strip_prefix", path, where, lines.model_key(index, "strip_prefix"),
+                    "") if "strip_prefix" in table else ""
+    ignore = _ignore(table.get("ignore", {}), f"{path}.ignore", where,
+                     lines.model_key(index, "ignore"))
     return ModelSpec(name=name, target=target, kwargs=kwargs, index=index, line=line,
-                     checkpoints=checkpoints, state_dict_key=key)
+                     checkpoints=checkpoints, state_dict_key=key, strip_prefix=strip,
+                     ignore=ignore)
+
+
+def _ignore(value: Any, path: str, where: str, line: int | None) -> dict[str, tuple[str, ...]]:
+    """`ignore = { "head.*" = ["CKL103"] }`: key pattern (fnmatch) -> codes it may ignore."""
+    from ckptlint.ftypes import Kind
+
+    codes = {k.code for k in Kind}
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"`{path}` must be a table of key pattern = [codes], e.g. "
+                                 "ignore = { \"head.*\" = [\"CKL103\"] }", key=path, line=line)
+    for pattern, listed in value.items():
+        if not isinstance(listed, list) or not listed or \
+                not all(isinstance(c, str) and c in codes for c in listed):
+            raise ConfigError(where, f"`{path}.\"{pattern}\"` must be a non-empty list of "
+                                     f"finding codes such as \"CKL103\" (see `ckptlint rules`), "
+                                     f"not {listed!r}", key=f"{path}.{pattern}", line=line)
+    return {pattern: tuple(listed) for pattern, listed in value.items()}
 
 
 def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], path: str, where: str,

@@ -9,20 +9,56 @@ findings. No I/O, no printing, no torch.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
+from ckptlint import prefix, renames
 from ckptlint.ftypes import Finding, Kind, LoadReport, Signature, TensorSpec
-from ckptlint.keys import expand, fold, natural_key, natural_sorted
+from ckptlint.keys import expand, fold, natural_key, natural_sorted, segments
 from ckptlint.sigfile import format_spec
 
+_WRAPPED_BY = {
+    "module.": "nn.DataParallel / DistributedDataParallel", "_orig_mod.": "torch.compile",
+    "model.": "a Lightning-style wrapper module", "base_model.model.": "PEFT",
+    prefix.CHECKPOINT_WRAPPER: "activation checkpointing",
+}
 
-def compare(model: str, old: Signature, new: Signature,
-            load: LoadReport | None = None) -> list[Finding]:
-    """Findings of loading `old` into code that now produces `new`, folded across layers."""
-    return fold_findings(_raw(model, old, new, load))
+
+def compare(model: str, old: Signature, new: Signature, load: LoadReport | None = None,
+            nonpersistent: Iterable[str] = ()) -> list[Finding]:
+    """Findings of loading `old` into code that now produces `new`, folded across layers.
+
+    `nonpersistent` names the code's buffers registered with persistent=False, which explain
+    keys that left the state dict although the module still holds them.
+    """
+    return fold_findings(_raw(model, old, new, load, frozenset(nonpersistent)))
 
 
-def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None) -> Iterator[Finding]:
+def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
+         nonpersistent: frozenset[str]) -> Iterator[Finding]:
+    wrapper = prefix.detect(old, new)
+    if wrapper is not None:  # the build re-keyed the dry run's state dict the same way
+        yield _prefix_finding(model, wrapper)
+        old = prefix.rekey(old, wrapper.mapping)
+    old_t, new_t = old.tensors, new.tensors
+    if load is not None and load.hook_errors:
+        yield _hook_finding(model, load)
+    else:
+        yield from _keys(model, old, new, load, nonpersistent)
+    common = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape]
+    for key in natural_sorted(common):
+        if old_t[key].dtype != new_t[key].dtype:
+            yield _finding(Kind.DTYPE_MISMATCH, model, key, old_t[key], new_t[key])
+        elif None not in (old_t[key].role, new_t[key].role) and \
+                old_t[key].role != new_t[key].role:
+            yield _finding(Kind.ROLE_CHANGED, model, key, old_t[key], new_t[key])
+    yield from _ties(model, old, new)
+    for error in load.errors if load else ():
+        yield Finding(Kind.LOAD_ERROR, model, f"torch's load_state_dict failed: {error}")
+
+
+def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
+          nonpersistent: frozenset[str]) -> Iterator[Finding]:
+    """Missing, unexpected, renamed and mismatched keys: torch's verdict, explained."""
     old_t, new_t = old.tensors, new.tensors
     missing = set(new_t) - set(old_t) if load is None else set(load.missing)
     unexpected = set(old_t) - set(new_t) if load is None else set(load.unexpected)
@@ -30,17 +66,148 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None) ->
     mismatched = {k for k in common if old_t[k].shape != new_t[k].shape}
     if load is not None:
         mismatched = mismatched & set(load.mismatched) | (set(load.mismatched) - set(common))
-    for key in natural_sorted(missing):
+    for key in natural_sorted(unexpected & nonpersistent):
+        yield _finding(Kind.BUFFER_NOT_PERSISTENT, model, key, old_t.get(key), None)
+    unexpected -= nonpersistent
+    pairs = _pairs(old, new, missing, unexpected)
+    moved = renames.expand_pairs(pairs, unexpected)
+    yield from _rename_findings(model, pairs, moved, old_t, new_t)
+    for key in natural_sorted(missing - set(moved.values())):
         yield _finding(Kind.MISSING_KEY, model, key, None, new_t.get(key))
-    for key in natural_sorted(unexpected):
+    for key in natural_sorted(unexpected - set(moved)):
         yield _finding(Kind.UNEXPECTED_KEY, model, key, old_t.get(key), None)
     for key in natural_sorted(mismatched):
         yield _finding(Kind.SHAPE_MISMATCH, model, key, old_t.get(key), new_t.get(key))
-    for key in natural_sorted(common):
-        if key not in mismatched and old_t[key].dtype != new_t[key].dtype:
-            yield _finding(Kind.DTYPE_MISMATCH, model, key, old_t[key], new_t[key])
-    for error in load.errors if load else ():
-        yield Finding(Kind.LOAD_ERROR, model, f"torch's load_state_dict failed: {error}")
+
+
+def _pairs(old: Signature, new: Signature, missing: set[str],
+           unexpected: set[str]) -> dict[str, str]:
+    old_t, new_t = old.tensors, new.tensors
+    return renames.find({k: old_t[k] for k in unexpected if k in old_t},
+                        {k: new_t[k] for k in missing if k in new_t}, old_t, new_t)
+
+
+def rename_pairs(old: Signature, new: Signature, load: LoadReport | None = None,
+                 nonpersistent: Iterable[str] = ()) -> dict[str, str]:
+    """The renames `compare` reports, as subtree prefixes (`fc.`) or keys, old -> new.
+
+    `old` must already be re-keyed past any wrapper prefix.
+    """
+    missing = set(new.tensors) - set(old.tensors) if load is None else set(load.missing)
+    unexpected = set(old.tensors) - set(new.tensors) if load is None else set(load.unexpected)
+    return _pairs(old, new, missing, unexpected - set(nonpersistent))
+
+
+def _prefix_finding(model: str, wrapper: prefix.Wrapper) -> Finding:
+    p, n = wrapper.prefix, len(wrapper.mapping)
+    by = _WRAPPED_BY.get(p.partition(".")[0] + ".", "a wrapper module")
+    if wrapper.side == "checkpoint":
+        message = (f"every key of the checkpoint sits under `{p}` (saved through {by}): "
+                   f"loading it into the bare model matches none of its {n} keys; the keys "
+                   "below were compared with the prefix stripped")
+    else:
+        message = (f"every key of the code sits under `{p}` ({by}) but the checkpoint's keys do "
+                   f"not: loading matches none of its {n} keys; the keys below were compared "
+                   "with the prefix added")
+    return Finding(Kind.PREFIX_MISMATCH, model, message, key=p,
+                   keys=tuple(natural_sorted(wrapper.mapping)), help=wrapper.help)
+
+
+def _hook_finding(model: str, load: LoadReport) -> Finding:
+    return Finding(Kind.NEEDS_REAL_LOAD, model,
+                   f"a load hook of the model raised on meta tensors ({load.hook_errors[0]}): "
+                   "the dry run cannot say whether the checkpoint loads",
+                   help="load the checkpoint once for real (CPU, strict=True), or make the hook "
+                        "skip meta tensors")
+
+
+def _rename_findings(model: str, pairs: Mapping[str, str], moved: Mapping[str, str],
+                     old_t: Mapping[str, TensorSpec],
+                     new_t: Mapping[str, TensorSpec]) -> Iterator[Finding]:
+    for old_pattern, new_pattern, subtree in fold_renames(pairs):
+        keys = tuple(k for old in expand(old_pattern) for k in moved
+                     if k == old or (subtree and k.startswith(old + ".")))
+        key, new_key = (f"{old_pattern}.*", f"{new_pattern}.*") if subtree \
+            else (old_pattern, new_pattern)
+        old_spec = None if subtree else old_t.get(keys[0])
+        new_spec = None if subtree else new_t.get(moved[keys[0]])
+        what = f"{len(keys)} tensors" if subtree else _spec(old_spec)
+        yield Finding(
+            Kind.RENAMED_KEY, model,
+            f"`{key}` ({what}) moved to `{new_key}`: strict loading of an old checkpoint fails "
+            "with \"Missing/Unexpected key(s)\", and with strict=False the moved weights stay "
+            "randomly initialised", key=key, keys=keys, new_key=new_key, old=old_spec,
+            new=new_spec, help=f"`ckptlint remap {model}` prints a key mapping and a load hook, "
+                               "proven to load old checkpoints")
+
+
+def fold_renames(pairs: Mapping[str, str]) -> list[tuple[str, str, bool]]:
+    """Fold per-layer renames into `(old pattern, new pattern, is subtree)`, in natural order.
+
+    `blocks.3.fc.` -> `blocks.3.up.` for every block becomes `blocks.{0..11}.fc` ->
+    `blocks.{0..11}.up`: an index of the new key that repeats one of the old key is a reference.
+    """
+    templates = {old.rstrip("."): (_template(old, new), old.endswith("."))
+                 for old, new in pairs.items()}
+    folded = []
+    for pattern, (template, subtree) in fold(templates):
+        parts = segments(pattern)
+        new = ".".join(parts[int(t[1:])] if t.startswith("\0") else t for t in template)
+        folded.append((pattern, new, subtree))
+    return folded
+
+
+def _template(old: str, new: str) -> tuple[str, ...]:
+    a, b = old.rstrip(".").split("."), new.rstrip(".").split(".")
+    used: set[int] = set()
+    out = []
+    for j, seg in enumerate(b):
+        same = [i for i in (j, len(a) - len(b) + j) if 0 <= i < len(a) and i not in used
+                and a[i] == seg and seg.isdigit()]
+        if same:
+            used.add(same[0])
+            out.append(f"\0{same[0]}")
+        else:
+            out.append(seg)
+    return tuple(out)
+
+
+def _ties(model: str, old: Signature, new: Signature) -> Iterator[Finding]:
+    """Tied groups that differ, among keys both sides have (a file may not record ties)."""
+    if not old.aliases and old.source != "code":
+        return
+    both = set(old.tensors) & set(new.tensors)
+    before, after = _groups(old.aliases, both), _groups(new.aliases, both)
+    for group in sorted(before - after, key=_group_order):
+        keys = tuple(natural_sorted(group))
+        yield Finding(Kind.TIE_CHANGED, model,
+                      f"{_listed(keys)} share one tensor in the checkpoint but the code no longer "
+                      "ties them: they load as separate copies and drift apart in training",
+                      key=keys[0], keys=keys, help="tie them again (e.g. "
+                      f"`self.{keys[-1].rpartition('.')[0] or 'x'}.weight = "
+                      f"self.{keys[0].rpartition('.')[0] or 'y'}.weight`), or accept the change")
+    for group in sorted(after - before, key=_group_order):
+        keys = tuple(natural_sorted(group))
+        yield Finding(Kind.TIE_CHANGED, model,
+                      f"{_listed(keys)} share one tensor in the code but are separate in the "
+                      "checkpoint: loading copies each into the same tensor, the last one wins",
+                      key=keys[0], keys=keys, help="check which of the checkpoint's copies "
+                                                   "should survive, or untie them")
+
+
+def _groups(aliases: Mapping[str, str], keys: set[str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = {}
+    for key, first in aliases.items():
+        groups.setdefault(first, {first}).add(key)
+    return {frozenset(g & keys) for g in groups.values() if len(g & keys) > 1}
+
+
+def _group_order(group: frozenset[str]) -> tuple:
+    return natural_key(natural_sorted(group)[0])
+
+
+def _listed(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"`{k}`" for k in keys)
 
 
 def _spec(spec: TensorSpec | None) -> str:
@@ -63,6 +230,15 @@ def describe(kind: Kind, key: str, old: TensorSpec | None, new: TensorSpec | Non
     if kind is Kind.DTYPE_MISMATCH:
         return (f"`{key}` is {old.dtype if old else '?'} in the checkpoint but "
                 f"{new.dtype if new else '?'} in the code: loading casts it silently")
+    if kind is Kind.ROLE_CHANGED:
+        return (f"`{key}` was a {old.role if old else '?'} in the checkpoint and is a "
+                f"{new.role if new else '?'} in the code: it still loads, but optimizers and "
+                "`parameters()` now see it differently")
+    if kind is Kind.BUFFER_NOT_PERSISTENT:
+        return (f"`{key}` ({_spec(old)}) is in the checkpoint but the code registers it with "
+                "persistent=False: strict loading fails with \"Unexpected key(s)\"; with "
+                "strict=False the checkpoint's value is dropped and the buffer keeps its "
+                "initial value")
     return kind.doc
 
 
@@ -91,8 +267,54 @@ def fold_findings(findings: Iterable[Finding]) -> list[Finding]:
                                   message=describe(kind, pattern, old, new)
                                   if first.message == describe(kind, first.key, old, new)
                                   else first.message))
-    return sorted(folded, key=_order) + unfoldable
+    return sorted(folded + unfoldable, key=_order)
+
+
+_FIRST = (Kind.PREFIX_MISMATCH, Kind.NEEDS_REAL_LOAD)  # they explain every finding after them
 
 
 def _order(f: Finding) -> tuple:
-    return (f.model, natural_key(f.keys[0] if f.keys else f.key), f.kind.code)
+    rank = 0 if f.kind in _FIRST else 1 if f.key else 2
+    return (f.model, rank, natural_key(f.keys[0] if f.keys and rank else f.key), f.kind.code)
+
+
+# what loading the checkpoint does, worst first: (verdict, kinds that decide it)
+_VERDICTS = (
+    ("needs-real-load", {Kind.NEEDS_REAL_LOAD}),
+    ("does-not-load", {Kind.SHAPE_MISMATCH, Kind.LOAD_ERROR, Kind.PREFIX_MISMATCH}),
+    ("loads-non-strict", {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY,
+                          Kind.BUFFER_NOT_PERSISTENT}),
+)
+VERDICT_TEXT = {
+    "loads": "loads strictly",
+    "loads-non-strict": "loads only with strict=False",
+    "does-not-load": "does not load",
+    "needs-real-load": "needs a real load to tell",
+}
+
+
+def verdict(findings: Iterable[Finding]) -> tuple[str, str]:
+    """Whether the checkpoint loads into the code (see `VERDICT_TEXT`), and what to know."""
+    findings = list(findings)
+    kinds = {f.kind for f in findings}
+    name = next((v for v, deciding in _VERDICTS if kinds & deciding), "loads")
+    if name == "does-not-load":
+        keys = [f.key for f in findings if f.kind is Kind.SHAPE_MISMATCH]
+        prefixes = [f.key for f in findings if f.kind is Kind.PREFIX_MISMATCH]
+        why = ([f"size mismatch for {_few(keys)}"] if keys else []) + \
+            [f"no key matches without handling the `{p}` prefix" for p in prefixes]
+        return name, "; ".join(why) or "torch's load_state_dict raises"
+    if name == "loads-non-strict":
+        random = [f.key for f in findings if f.kind is Kind.MISSING_KEY] + \
+            [f.new_key for f in findings if f.kind is Kind.RENAMED_KEY]
+        dropped = [f.key for f in findings
+                   if f.kind in (Kind.UNEXPECTED_KEY, Kind.BUFFER_NOT_PERSISTENT)]
+        parts = ([f"stays randomly initialised: {_few(random)}"] if random else []) + \
+            ([f"dropped: {_few(dropped)}"] if dropped else [])
+        return name, "; ".join(parts)
+    return name, ""
+
+
+def _few(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ckptlint import sigfile
+from ckptlint import diff, history, prefix, sigfile, suppress
 from ckptlint.cache import Cache
 from ckptlint.config import model_key_line
 from ckptlint.diff import compare
@@ -107,10 +107,17 @@ def references(config: Config, spec: ModelSpec, against: Path | None = None) -> 
         reference = read_reference(config, spec, against, committed=False)
         if reference.problem is not None:
             raise CheckpointError(str(against), reference.problem.message.partition(": ")[2])
-        return [reference]
-    return [_committed(config, spec)] + [
+        return [_stripped(spec, reference)]
+    return [_stripped(spec, r) for r in [_committed(config, spec)] + [
         read_reference(config, spec, Path(config.root) / p, committed=False)
-        for p in spec.checkpoints]
+        for p in spec.checkpoints]]
+
+
+def _stripped(spec: ModelSpec, reference: Reference) -> Reference:
+    """The reference with the entry's `strip_prefix` taken off its keys."""
+    if not (spec.strip_prefix and reference.signature):
+        return reference
+    return replace(reference, signature=prefix.strip(reference.signature, spec.strip_prefix))
 
 
 def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool) -> Reference:
@@ -135,6 +142,7 @@ def _located(config: Config, spec: ModelSpec, result: BuildResult, report: Model
     if "run" not in locators:
         locators["run"] = Locator(config)
     findings = locators["run"].locate(report.findings, spec, result)
+    findings = suppress.inline(findings, config.root, locators["run"].index)
     return replace(report, findings=tuple(findings))
 
 
@@ -146,11 +154,17 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         findings.append(Finding(Kind.BUILD_ERROR, spec.name, results[0].error,
                                 location=results[0].error_location,
                                 help="the other models were still checked"))
-    else:
+    compared: list[Finding] = []
+    if current is not None:
         readable = [r for r in refs if r.signature is not None]
         for ref, result in zip(readable, results):
-            found = compare(spec.name, *_tied(ref.signature, result))
-            findings += [f if ref.committed else replace(f, against=ref.label) for f in found]
+            found = compare(spec.name, *_tied(ref.signature, result), result.nonpersistent)
+            compared += [f if ref.committed else replace(f, against=ref.label) for f in found]
+    verdict, verdict_note = diff.verdict(compared) if _readable(refs, current) else ("", "")
+    kept, unused = suppress.by_pattern(compared, spec.ignore)
+    findings += kept
+    if _readable(refs, current):
+        findings += suppress.unused_patterns(spec.name, unused, model_line(config, spec, "ignore"))
     primary = refs[0].signature
     return ModelReport(
         name=spec.name, findings=tuple(findings),
@@ -158,8 +172,13 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         old_parameters=primary.num_parameters if primary else None,
         new_parameters=current.num_parameters if current else None,
         notes=results[0].notes + tuple(n for r in refs for n in r.notes)
-        + _torch_note(primary, results[0], findings),
+        + _torch_note(primary, results[0], findings, config, refs[0]),
+        verdict=verdict, verdict_note=verdict_note,
     )
+
+
+def _readable(refs: Sequence[Reference], current: Signature | None) -> bool:
+    return current is not None and any(r.signature is not None for r in refs)
 
 
 def restore_ties(reference: Signature, current: Signature) -> Signature:
@@ -198,14 +217,21 @@ def _committed(config: Config, spec: ModelSpec) -> Reference:
             help=f"restore it from version control or run `ckptlint update {spec.name}`"))
 
 
-def _torch_note(reference: Signature | None, result: BuildResult,
-                findings: list[Finding]) -> tuple[str, ...]:
+def _torch_note(reference: Signature | None, result: BuildResult, findings: list[Finding],
+                config: Config, ref: Reference) -> tuple[str, ...]:
     current = result.signature
     if not (reference and current and findings and reference.torch_version
             and reference.torch_version != current.torch_version):
         return ()
-    return (f"{result.model}: the signature was written with torch {reference.torch_version} and "
-            f"this is torch {current.torch_version}; part of this drift may come from the upgrade",)
+    said = (f"{result.model}: the signature was written with torch {reference.torch_version} "
+            f"and this is torch {current.torch_version}")
+    files = [*result.files, relative(config.pyproject, config.root)]
+    commit = history.unchanged_since(Path(config.root), ref.label, files) \
+        if ref.committed else None
+    if commit:
+        return (f"{said}; the project's files are unchanged since the signature was committed "
+                f"({commit[:7]}), so this drift comes from the torch upgrade",)
+    return (f"{said}; part of this drift may come from the upgrade",)
 
 
 def orphans(config: Config) -> list[Finding]:

@@ -82,6 +82,30 @@ class Kind(enum.Enum):
         "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
         "the committed signature file cannot be read, so the model was not checked",
     )
+    ROLE_CHANGED = (
+        "CKL108", "role-changed", Severity.WARNING, Outcome.DRIFT,
+        "a parameter became a buffer or a buffer a parameter: the weights still load, but "
+        "the optimizer, `parameters()` and weight decay now see it differently",
+    )
+    BUFFER_NOT_PERSISTENT = (
+        "CKL109", "buffer-not-persistent", Severity.ERROR, Outcome.DRIFT,
+        "the buffer is now registered with persistent=False: it left the state dict, so "
+        "strict loading fails with \"Unexpected key(s)\" and the checkpoint's value is dropped",
+    )
+    TIE_CHANGED = (
+        "CKL110", "tie-changed", Severity.WARNING, Outcome.DRIFT,
+        "weights that shared one tensor are now separate, or the other way round: the load "
+        "succeeds, but tied copies silently overwrite each other or drift apart in training",
+    )
+    NEEDS_REAL_LOAD = (
+        "CKL111", "needs-real-load", Severity.WARNING, Outcome.DRIFT,
+        "a load hook of the model needs real tensor values, so the dry run on meta tensors "
+        "cannot tell whether the checkpoint loads: load it for real once",
+    )
+    UNUSED_SUPPRESSION = (
+        "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
+        "a suppression (an `ignore` pattern or a `# ckptlint: ignore` comment) matched no finding",
+    )
     CHECKPOINT_UNREADABLE = (
         "CKL206", "checkpoint-unreadable", Severity.ERROR, Outcome.UNCHECKED,
         "a checkpoint the model must keep loading cannot be read safely, so it was not checked",
@@ -194,6 +218,9 @@ class ModelSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     index: int = 0
     line: int | None = None
+    strip_prefix: str = ""
+    # key pattern (fnmatch) -> codes it may ignore, in config order
+    ignore: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     checkpoints: tuple[str, ...] = ()
     state_dict_key: str | None = None
 
@@ -222,6 +249,8 @@ class LoadReport:
     unexpected: tuple[str, ...] = ()
     mismatched: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    # a load hook raised (it needs real values, which meta tensors lack): no verdict
+    hook_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +293,8 @@ class BuildResult:
     sites: Mapping[str, Site] = field(default_factory=dict)
     modules: Mapping[str, ModuleInfo] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    # state-dict names of buffers registered with persistent=False
+    nonpersistent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +307,10 @@ class ModelReport:
     old_parameters: int | None = None
     new_parameters: int | None = None
     notes: tuple[str, ...] = ()
+    # what loading the checkpoint into the code does: "loads", "loads-non-strict",
+    # "does-not-load", "needs-real-load", or "" when it was not checked
+    verdict: str = ""
+    verdict_note: str = ""
 
     @property
     def outcome(self) -> Outcome:

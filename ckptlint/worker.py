@@ -64,6 +64,7 @@ def encode_result(result: BuildResult) -> dict[str, Any]:
         "modules": {k: [m.type_name, [list(c) for c in m.classes]]
                     for k, m in result.modules.items()},
         "files": list(result.files),
+        "nonpersistent": list(result.nonpersistent),
     }
 
 
@@ -81,6 +82,7 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
         modules={k: ModuleInfo(t, tuple(tuple(c) for c in classes))
                  for k, (t, classes) in doc["modules"].items()},
         files=tuple(doc["files"]),
+        nonpersistent=tuple(doc.get("nonpersistent", ())),
     )
 
 

@@ -209,8 +209,11 @@ def _independent_expectation(**overrides) -> set[tuple[str, str]]:
     mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     with safe_open(str(MINILM / "model.safetensors"), "pt") as handle:
         theirs = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    quiet = {f"{p}.{b}" if p else b for p, m in model.named_modules()
+             for b in m._non_persistent_buffers_set}  # the module has them, the state dict not
     return ({("missing-key", k) for k in mine.keys() - theirs.keys()}
-            | {("unexpected-key", k) for k in theirs.keys() - mine.keys()}
+            | {("buffer-not-persistent" if k in quiet else "unexpected-key", k)
+               for k in theirs.keys() - mine.keys()}
             | {("shape-mismatch", k) for k in mine.keys() & theirs.keys() if mine[k] != theirs[k]})
 
 

@@ -34,7 +34,8 @@ def model_dict(m: ModelReport) -> dict[str, Any]:
     return {"name": m.name, "status": m.status, "signature": m.signature_file or None,
             "findings": len(m.findings), "parameters": {"old": m.old_parameters,
                                                         "new": m.new_parameters},
-            "notes": list(m.notes)}
+            "notes": list(m.notes), "verdict": m.verdict or None,
+            "verdict_note": m.verdict_note or None}
 
 
 def render(report: Report, options: RenderOptions) -> str:

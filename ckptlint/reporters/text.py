@@ -45,7 +45,19 @@ def _model_block(model: ModelReport, paint: Paint) -> list[str]:
     lines = [paint(f"{model.name}", "bold") + f"{source}: {plural(count, 'finding')}"]
     for finding in model.findings:
         lines += _finding_lines(finding, paint)
+    if model.verdict:
+        lines.append(verdict_line(model, paint))
     return lines
+
+
+def verdict_line(model: ModelReport, paint: Paint) -> str:
+    """`net: loads only with strict=False (stays randomly initialised: head.*)`."""
+    from ckptlint.diff import VERDICT_TEXT
+
+    color = {"loads": "green", "does-not-load": "red"}.get(model.verdict, "yellow")
+    note = f" ({model.verdict_note})" if model.verdict_note else ""
+    return f"{paint('verdict', 'bold')}: {model.name} " \
+           f"{paint(VERDICT_TEXT.get(model.verdict, model.verdict), 'bold', color)}{note}"
 
 
 def _finding_lines(f: Finding, paint: Paint) -> list[str]:

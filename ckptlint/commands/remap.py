@@ -1,0 +1,233 @@
+"""`ckptlint remap NAME`: what loads an old checkpoint into the current code, proven first.
+
+The key renames ckptlint found (wrapper prefixes, moved layers) become regex rules inside a
+ready-to-paste load-state-dict pre-hook. ckptlint runs that very hook over the checkpoint's keys
+and loads the result with torch's own `load_state_dict` on meta tensors: only a strict, clean
+load counts as proof. Otherwise it says what still fails and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ckptlint import diff, engine, prefix, sigfile
+from ckptlint.commands.setup import prepare
+from ckptlint.errors import CkptlintError
+from ckptlint.ftypes import BuildResult, Config, LoadReport, ModelSpec, Signature
+from ckptlint.keys import expand, natural_sorted, segments
+from ckptlint.paths import relative
+
+_RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Remap:
+    """The rules, the snippet that applies them, the mapping it produced, and torch's verdict."""
+
+    rules: tuple[tuple[str, str], ...]
+    snippet: str
+    mapping: Mapping[str, str]
+    proof: LoadReport | None
+
+    @property
+    def proved(self) -> bool:
+        p = self.proof
+        return p is not None and not (p.missing or p.unexpected or p.mismatched or p.errors
+                                      or p.hook_errors)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup = prepare(args, use_cache=False)
+    spec = engine.select(setup.config, [args.name])[0]
+    raw, label = _reference(setup.config, spec, args.against)
+    aligned = prefix.strip(raw, spec.strip_prefix)
+    [first] = setup.builder([spec], setup.config, [aligned])
+    current = _built(first, spec)
+    rules = tuple(_rules(spec, raw, aligned, current, first))
+    snippet = hook_snippet(spec, rules)
+    mapping = run_snippet(snippet, hook_name(spec), list(raw.tensors), list(current.tensors))
+    [proof] = setup.builder([spec], setup.config, [prefix.rekey(raw, mapping)])
+    remap = Remap(rules, snippet, mapping, proof.load)
+    out = sys.stdout
+    out.write(_json(spec, label, remap) if args.format == "json" else _text(spec, label, remap))
+    return 0 if remap.proved else 1
+
+
+def _reference(config: Config, spec: ModelSpec, against: str | None) -> tuple[Signature, str]:
+    if against:
+        ref = engine.read_reference(config, spec, Path(against), committed=False)
+        if ref.signature is None:
+            raise CkptlintError(ref.problem.message if ref.problem else f"cannot read {against}")
+        return ref.signature, ref.label
+    path = engine.signature_path(config, spec.name)
+    label = relative(path, config.root)
+    if not path.exists():
+        raise CkptlintError(f"no committed signature {label} for model `{spec.name}`: run "
+                            f"`ckptlint update {spec.name}` first, or pass --against FILE")
+    return sigfile.read(path, label), label
+
+
+def _built(result: BuildResult, spec: ModelSpec) -> Signature:
+    if result.signature is None:
+        raise CkptlintError(f"model `{spec.name}` could not be built: {result.error}")
+    return result.signature
+
+
+def _rules(spec: ModelSpec, raw: Signature, aligned: Signature, current: Signature,
+           result: BuildResult) -> list[tuple[str, str]]:
+    """Regex rules (pattern, replacement), applied in order, each at most once per key."""
+    rules = []
+    if spec.strip_prefix:
+        rules.append(_strip_rule(spec.strip_prefix))
+    wrapper = prefix.detect(aligned, current)
+    if wrapper is not None:
+        rules += _wrapper_rules(wrapper)
+        aligned = prefix.rekey(aligned, wrapper.mapping)
+    pairs = diff.rename_pairs(aligned, current, result.load, result.nonpersistent)
+    for old, new, subtree in diff.fold_renames(pairs):
+        rules += _pair_rules(old, new, subtree)
+    return rules
+
+
+def _strip_rule(p: str) -> tuple[str, str]:
+    if p == prefix.CHECKPOINT_WRAPPER:
+        return rf"(^|\.){re.escape(p)}", r"\g<1>"
+    return f"^{re.escape(p)}", ""
+
+
+def _wrapper_rules(wrapper: prefix.Wrapper) -> list[tuple[str, str]]:
+    inner = prefix.CHECKPOINT_WRAPPER
+    if wrapper.side == "checkpoint":
+        rules = [_strip_rule(wrapper.prefix)] if wrapper.prefix != inner else []
+        if any(inner in f".{k}" for k in wrapper.mapping):
+            rules.append(_strip_rule(inner))
+        return rules
+    if wrapper.prefix != inner:
+        return [("^", wrapper.prefix)]
+    return [(f"^{re.escape(old)}$", new) for old, new in wrapper.mapping.items()]
+
+
+def _pair_rules(old: str, new: str, subtree: bool) -> list[tuple[str, str]]:
+    """One rule for a folded pair, its ranges as groups; exact rules when that cannot work."""
+    end = r"\." if subtree else "$"
+    tail = "." if subtree else ""
+    groups: list[str] = []
+    pattern = []
+    for seg in segments(old):
+        if _RANGE.match(seg):
+            groups.append(seg)
+            pattern.append("(" + "|".join(expand(seg)) + ")")
+        else:
+            pattern.append(re.escape(seg))
+    replacement, free = [], list(range(len(groups)))
+    for seg in segments(new):
+        if _RANGE.match(seg):
+            match = next((i for i in free if groups[i] == seg), None)
+            if match is None:
+                return [(f"^{re.escape(o)}{end}", n + tail)
+                        for o, n in zip(expand(old), expand(new))]
+            free.remove(match)
+            replacement.append(f"\\g<{match + 1}>")
+        else:
+            replacement.append(seg.replace("\\", "\\\\"))
+    return [("^" + r"\.".join(pattern) + end, ".".join(replacement) + tail)]
+
+
+def hook_name(spec: ModelSpec) -> str:
+    return "_remap_" + re.sub(r"\W", "_", spec.name) + "_checkpoint"
+
+
+def hook_snippet(spec: ModelSpec, rules: tuple[tuple[str, str], ...]) -> str:
+    name = hook_name(spec)
+    table = "".join(f"    ({_raw_string(p)}, {_raw_string(r)}),\n" for p, r in rules)
+    cls = spec.target.rpartition(":")[2].rpartition(".")[2]
+    return f'''import re
+
+# Written by `ckptlint remap {spec.name}`: renames the keys of checkpoints saved before the
+# refactor, so they load with strict=True. Rules apply in order, each at most once per key;
+# keys the model already expects are left alone, so new checkpoints load unchanged.
+_RENAMES = [
+{table}]
+
+
+def {name}(module, state_dict, prefix, *args):
+    expected = set(module.state_dict())
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rel = key[len(prefix):]
+        if rel in expected:
+            continue
+        new = rel
+        for pattern, replacement in _RENAMES:
+            new = re.sub(pattern, replacement, new, count=1)
+        if new != rel:
+            state_dict[prefix + new] = state_dict.pop(key)
+
+
+# and at the end of {cls}.__init__:
+#     self._register_load_state_dict_pre_hook({name}, with_module=True)
+'''
+
+
+def _raw_string(text: str) -> str:
+    if "'" not in text and not text.endswith("\\"):
+        return f"r'{text}'"
+    return repr(text)
+
+
+class _KeysOnly:
+    """Stands in for the model inside the hook: its `state_dict()` keys are all the hook reads."""
+
+    def __init__(self, keys: list[str]):
+        self._keys = keys
+
+    def state_dict(self) -> dict[str, None]:
+        return dict.fromkeys(self._keys)
+
+
+def run_snippet(snippet: str, name: str, old_keys: list[str],
+                new_keys: list[str]) -> dict[str, str]:
+    """Run the emitted hook over the checkpoint's keys: old key -> new key, for keys it moves."""
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "<ckptlint remap>", "exec"), namespace)  # noqa: S102 - our own text
+    state = {k: k for k in old_keys}
+    namespace[name](_KeysOnly(new_keys), state, "", {}, True, [], [], [])
+    return {old: new for new, old in state.items() if new != old}
+
+
+def _failures(proof: LoadReport | None) -> list[str]:
+    if proof is None:
+        return ["torch's dry run did not run"]
+    return ([f"missing: {', '.join(natural_sorted(proof.missing))}"] if proof.missing else []) + \
+        ([f"unexpected: {', '.join(natural_sorted(proof.unexpected))}"]
+         if proof.unexpected else []) + \
+        ([f"size mismatch: {', '.join(proof.mismatched)}"] if proof.mismatched else []) + \
+        list(proof.errors) + list(proof.hook_errors)
+
+
+def _json(spec: ModelSpec, label: str, remap: Remap) -> str:
+    doc = {
+        "model": spec.name, "reference": label, "proved": remap.proved,
+        "mapping": {k: remap.mapping[k] for k in natural_sorted(remap.mapping)},
+        "rules": [list(r) for r in remap.rules], "snippet": remap.snippet,
+        "still_failing": _failures(remap.proof) if not remap.proved else [],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _text(spec: ModelSpec, label: str, remap: Remap) -> str:
+    if remap.proved and not remap.mapping:
+        return f"{label} already loads into `{spec.name}` with strict=True: nothing to remap.\n"
+    lines = [f"# {len(remap.mapping)} keys of {label} move; "]
+    if remap.proved:
+        lines[0] += (f"with this hook the checkpoint loads into `{spec.name}` with strict=True "
+                     "(checked with torch's load_state_dict on meta tensors).")
+        return "\n".join(lines) + "\n\n" + remap.snippet
+    lines[0] += f"even with these renames it does not load into `{spec.name}`:"
+    lines += [f"#   {failure}" for failure in _failures(remap.proof)]
+    return "\n".join(lines) + "\n\n" + remap.snippet

@@ -1,0 +1,78 @@
+"""Suppressions: per-model `ignore` key patterns from pyproject.toml, and inline
+`# ckptlint: ignore[CODE]` comments on the statement a finding points at.
+
+A suppressed finding leaves the report and the exit code; a pattern that suppressed nothing
+is reported (CKL205) so stale suppressions do not pile up.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ckptlint.diff import describe, fold_findings
+from ckptlint.ftypes import Finding, Kind, Location
+
+
+def by_pattern(findings: Sequence[Finding], ignore: Mapping[str, Sequence[str]]
+               ) -> tuple[list[Finding], list[str]]:
+    """The findings no pattern ignores, and the patterns that ignored nothing (config order).
+
+    A pattern ignores the keys of a finding it matches (fnmatch, `*` crosses dots) when the
+    finding's code is listed for it; a folded finding whose keys match only in part keeps the
+    rest, refolded.
+    """
+    used: set[str] = set()
+    kept: list[Finding] = []
+    for finding in findings:
+        keys = finding.keys or ((finding.key,) if finding.key else ())
+        rest = [k for k in keys if not _ignored(k, finding.code, ignore, used)]
+        if not keys or len(rest) == len(keys):
+            kept.append(finding)
+        elif rest:
+            kept += _narrowed(finding, rest)
+    return kept, [p for p in ignore if p not in used]
+
+
+def _ignored(key: str, code: str, ignore: Mapping[str, Sequence[str]], used: set[str]) -> bool:
+    hits = [p for p, codes in ignore.items() if code in codes and fnmatch.fnmatchcase(key, p)]
+    used.update(hits)
+    return bool(hits)
+
+
+def _narrowed(finding: Finding, keys: list[str]) -> list[Finding]:
+    """The part of a folded finding that was not ignored, or all of it if it cannot be split."""
+    kind, old, new = finding.kind, finding.old, finding.new
+    if finding.new_key or finding.message != describe(kind, finding.key, old, new):
+        return [finding]
+    return fold_findings(replace(finding, key=k, keys=(k,), message=describe(kind, k, old, new))
+                         for k in keys)
+
+
+def unused_patterns(model: str, patterns: Iterable[str], where: Location) -> list[Finding]:
+    return [Finding(Kind.UNUSED_SUPPRESSION, model,
+                    f"the `ignore` pattern \"{p}\" of model `{model}` matched no finding",
+                    key=p, location=where,
+                    help="remove it: the drift it silenced is gone") for p in patterns]
+
+
+def inline(findings: Sequence[Finding], root: str, index: Any) -> list[Finding]:
+    """The findings whose located statement carries no `# ckptlint: ignore[...]` for their code.
+
+    `index` is the locator's `cst.SourceIndex`, so no file is parsed twice.
+    """
+    from ckptlint.cst import Span
+
+    kept = []
+    for finding in findings:
+        loc = finding.location
+        if loc is None or not loc.file.endswith(".py"):
+            kept.append(finding)
+            continue
+        span = Span(loc.line, loc.column, loc.end_line or loc.line, loc.end_column or 1)
+        codes = index.suppressions(Path(root) / loc.file, span)
+        if not (finding.code in codes or "*" in codes):
+            kept.append(finding)
+    return kept
