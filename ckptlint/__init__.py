@@ -1,46 +1,39 @@
 """ckptlint: catch PyTorch architecture drift before it breaks a checkpoint.
 
-The API for a project's own tests (`assert_loads`, `check`, `signature`, `read`) imports torch
-only when called; `import ckptlint` stays cheap.
+Every public name loads on first use (PEP 562), so `import ckptlint` costs nothing and the test
+API (`assert_loads`, `check`, `signature`, `read`) imports torch only when called.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from ckptlint.errors import CkptlintError  # noqa: E402
-from ckptlint.ftypes import (  # noqa: E402
-    Finding,
-    Kind,
-    Location,
-    Report,
-    Severity,
-    Signature,
-    TensorSpec,
-)
+_HOMES = {
+    "CkptlintError": "ckptlint.errors",
+    "Finding": "ckptlint.ftypes",
+    "Kind": "ckptlint.ftypes",
+    "Location": "ckptlint.ftypes",
+    "Report": "ckptlint.ftypes",
+    "Severity": "ckptlint.ftypes",
+    "Signature": "ckptlint.ftypes",
+    "TensorSpec": "ckptlint.ftypes",
+    "assert_loads": "ckptlint.api",
+    "check": "ckptlint.api",
+    "read": "ckptlint.api",
+    "signature": "ckptlint.api",
+}
 
-__all__ = [
-    "CkptlintError",
-    "Finding",
-    "Kind",
-    "Location",
-    "Report",
-    "Severity",
-    "Signature",
-    "TensorSpec",
-    "__version__",
-    "assert_loads",
-    "check",
-    "read",
-    "signature",
-]
-
-_API = {"assert_loads", "check", "read", "signature"}
+__all__ = sorted([*_HOMES, "__version__"])
 
 
-def __getattr__(name: str):  # PEP 562: the API module (and what it imports) loads on first use
-    if name in _API:
-        from ckptlint import api
-
-        return getattr(api, name)
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'ckptlint' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from ckptlint import __version__, sigfile
+from ckptlint import __version__
 from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
+from ckptlint.atomic import write_atomic
 
 DIRECTORY = ".ckptlint_cache"
 ENV_DISABLE = "CKPTLINT_NO_CACHE"
@@ -71,6 +72,14 @@ class Cache:
         }
         return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
 
+    def files_of(self, spec: ModelSpec) -> list[str] | None:
+        """The import closure recorded with a model's entry, if it has one."""
+        try:
+            files = json.loads(self._entry(spec).read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return list(files) if isinstance(files, dict) else None
+
     def _entry(self, spec: ModelSpec) -> Path:
         return self.directory / f"{spec.name}.json"
 
@@ -95,11 +104,11 @@ class Cache:
                "parameters": report.new_parameters,
                "files": {f: _file_digest(self.root / f) for f in result.files}}
         self._prepare()
-        sigfile.write_atomic(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        write_atomic(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
     def _prepare(self) -> None:
         top = self.root / DIRECTORY
         if not (top / "CACHEDIR.TAG").exists():
             self.directory.mkdir(parents=True, exist_ok=True)
-            sigfile.write_atomic(top / ".gitignore", "# created by ckptlint\n*\n")
-            sigfile.write_atomic(top / "CACHEDIR.TAG", _TAG)
+            write_atomic(top / ".gitignore", "# created by ckptlint\n*\n")
+            write_atomic(top / "CACHEDIR.TAG", _TAG)

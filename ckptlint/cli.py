@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from typing import Any, Sequence
 
-from ckptlint import __version__
-from ckptlint.commands import check, diff, init, inspect, update
-from ckptlint.commands.output import Sink, parse_sink
+from ckptlint import __version__, replay
 from ckptlint.errors import CkptlintError
 
 EXIT_ERROR = 2
@@ -30,7 +29,9 @@ Start with `ckptlint update` to record signatures, commit them, then run
 `ckptlint check` in pre-commit and CI."""
 
 
-def _sink(value: str) -> Sink:
+def _sink(value: str) -> Any:
+    from ckptlint.commands.output import parse_sink
+
     try:
         return parse_sink(value)
     except CkptlintError as exc:
@@ -48,114 +49,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="show the full traceback when something fails")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ckptlint", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ckptlint {__version__}")
-    _common(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("check", help="compare current code with the committed signatures",
-                       description="Build each model on meta and compare it with its committed "
-                                   "signature. Never writes signature files.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
-    p.add_argument("--format", action="append", type=_sink, default=[],
-                   metavar="FORMAT[:PATH]",
-                   help="output format: text (default), json, github, sarif or markdown; "
-                        "repeat to write several, e.g. --format text --format sarif:out.sarif")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                   help="colour the text output (default: auto, honouring NO_COLOR and "
-                        "FORCE_COLOR)")
-    p.add_argument("--exit-zero", action="store_true",
-                   help="exit 0 even when drift is found (errors still exit 2)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="rebuild every model instead of trusting .ckptlint_cache/ (also: "
-                        "CKPTLINT_NO_CACHE=1)")
-    _jobs(p)
-    _common(p)
-    p.set_defaults(run=check.run)
-
-    p.add_argument("--against", metavar="FILE",
-                   help="compare with this checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, a "
-                        "sharded or DCP folder) or signature file instead of the committed one")
-
-    p = sub.add_parser("update", help="write signatures from the current code",
-                       description="Build each model and write signatures/<name>.toml. This is "
-                                   "how an intended change is accepted: commit the diff.")
-    p.add_argument("names", nargs="*", metavar="NAME", help="models to update (default: all)")
-    p.add_argument("--from", dest="from_file", metavar="FILE",
-                   help="record the signature of this checkpoint file instead of the code's "
-                        "(one NAME)")
-    _jobs(p)
-    _common(p)
-    p.set_defaults(run=update.run)
-    p = sub.add_parser("inspect", help="print the signature of a checkpoint or signature file",
-                       description="Read a checkpoint's structure (no tensor data, no pickle "
-                                   "code run) and print its signature. Inside a configured "
-                                   "project, also say which registered models it fits.")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--format", choices=("text", "json", "toml"), default="text",
-                   help="text (default), json, or toml (a signature file)")
-    p.add_argument("--no-fits", dest="fits", action="store_false",
-                   help="do not build the registered models to see which ones the file fits")
-    _state_dict_key(p)
-    _jobs(p)
-    _common(p)
-    p.set_defaults(run=inspect.run)
-
-    p = sub.add_parser("diff", help="compare two checkpoint or signature files",
-                       description="Compare OLD (in the role of the checkpoint) with NEW (in the "
-                                   "role of the model), with the same findings and formats as "
-                                   "check.")
-    p.add_argument("old", metavar="OLD")
-    p.add_argument("new", metavar="NEW")
-    p.add_argument("--format", action="append", type=_sink, default=[], metavar="FORMAT[:PATH]",
-                   help="output format, as for check")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
-    p.add_argument("--exit-zero", action="store_true", help="exit 0 even when they differ")
-    _state_dict_key(p)
-    _common(p)
-    p.set_defaults(run=diff.run)
-
-    p = sub.add_parser("init", help="register the project's models and record their signatures",
-                       description="Find the project's nn.Module classes without importing "
-                                   "them, append [[tool.ckptlint.models]] entries for the "
-                                   "top-level ones to pyproject.toml (nothing else in it "
-                                   "changes), then run the first `update`. On a terminal, asks "
-                                   "for required __init__ arguments; otherwise such entries are "
-                                   "written commented out with a TODO.")
-    p.add_argument("-y", "--yes", action="store_true",
-                   help="ask nothing: write what was found, commenting out entries that need "
-                        "arguments")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print what would be appended to pyproject.toml; write nothing")
-    _jobs(p)
-    _common(p)
-    p.set_defaults(run=init.run)
-    _diagnose_commands(sub)
-    return parser
-
-
-def _diagnose_commands(sub: Any) -> None:
-    from ckptlint.commands import remap, rules
-
-    p = sub.add_parser("remap", help="print a key remap that loads an old checkpoint, proven",
-                       description="Turn the renames and wrapper prefixes ckptlint finds into a "
-                                   "load_state_dict pre-hook (text) or a key mapping (json), "
-                                   "and prove it with torch's own load_state_dict on meta "
-                                   "tensors. Exits 1 when the remapped checkpoint still does "
-                                   "not load strictly.")
-    p.add_argument("name", metavar="NAME", help="the model to remap for")
-    p.add_argument("--against", metavar="FILE",
-                   help="a checkpoint (or signature) file instead of the committed signature")
-    p.add_argument("--format", choices=("text", "json"), default="text")
-    _jobs(p)
-    _common(p)
-    p.set_defaults(run=remap.run)
-    p = sub.add_parser("rules", help="list every finding code, what breaks and how to fix it")
-    _common(p)
-    p.set_defaults(run=rules.run)
+def _output(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--format", action="append", type=_sink, default=[],
+                        metavar="FORMAT[:PATH]",
+                        help="output format: text (default), json, github, sarif or markdown; "
+                             "repeat to write several, e.g. --format text --format "
+                             "sarif:out.sarif")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour the text output (default: auto, honouring NO_COLOR and "
+                             "FORCE_COLOR)")
+    parser.add_argument("--exit-zero", action="store_true",
+                        help=f"exit 0 even when {what} (errors still exit 2)")
 
 
 def _state_dict_key(parser: argparse.ArgumentParser) -> None:
@@ -164,17 +68,117 @@ def _state_dict_key(parser: argparse.ArgumentParser) -> None:
                              "state_dict or model.ema (default: found automatically)")
 
 
+def _against(parser: argparse.ArgumentParser, instead_of: str) -> None:
+    parser.add_argument("--against", metavar="FILE",
+                        help="a checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, a sharded or DCP "
+                             f"folder) or signature file, instead of {instead_of}")
+
+
+def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=description, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(command=name)  # ckptlint/commands/<name>.py, imported only when run
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ckptlint", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ckptlint {__version__}")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _command(sub, "check", "compare current code with the committed signatures",
+                 "Build each model on meta and compare it with its committed signature and the "
+                 "checkpoints its entry lists. Never writes signature files.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
+    _against(p, "the committed signature")
+    _output(p, "drift is found")
+    p.add_argument("--no-cache", action="store_true",
+                   help="rebuild every model instead of trusting .ckptlint_cache/ (also: "
+                        "CKPTLINT_NO_CACHE=1)")
+    _jobs(p)
+    _common(p)
+
+    p = _command(sub, "update", "write signatures from the current code",
+                 "Build each model and write signatures/<name>.toml. This is how an intended "
+                 "change is accepted: commit the diff. Also lists orphaned signature files.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to update (default: all)")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="record the signature of this checkpoint file instead of the code's "
+                        "(one NAME)")
+    _jobs(p)
+    _common(p)
+
+    p = _command(sub, "inspect", "print the signature of a checkpoint or signature file",
+                 "Read a checkpoint's structure (no tensor data, no pickle code run) and print "
+                 "its signature. Inside a configured project, also say which registered models "
+                 "it fits.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=("text", "json", "toml"), default="text",
+                   help="text (default), json, or toml (a signature file)")
+    p.add_argument("--no-fits", dest="fits", action="store_false",
+                   help="do not build the registered models to see which ones the file fits")
+    _state_dict_key(p)
+    _jobs(p)
+    _common(p)
+
+    p = _command(sub, "diff", "compare two checkpoint or signature files",
+                 "Compare OLD (in the role of the checkpoint) with NEW (in the role of the "
+                 "model), with the same findings and formats as check.")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+    _output(p, "they differ")
+    _state_dict_key(p)
+    _common(p)
+
+    p = _command(sub, "init", "register the project's models and record their signatures",
+                 "Find the project's nn.Module classes without importing them, append "
+                 "[[tool.ckptlint.models]] entries for the top-level ones to pyproject.toml "
+                 "(nothing else in it changes), then run the first `update`. On a terminal, "
+                 "asks for required __init__ arguments; otherwise such entries are written "
+                 "commented out with a TODO.")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="ask nothing: write what was found, commenting out entries that need "
+                        "arguments")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be appended to pyproject.toml; write nothing")
+    _jobs(p)
+    _common(p)
+
+    p = _command(sub, "remap", "print a key remap that loads an old checkpoint, proven",
+                 "Turn the renames and wrapper prefixes ckptlint finds into a load_state_dict "
+                 "pre-hook (text) or a key mapping (json), and prove it with torch's own "
+                 "load_state_dict on meta tensors. Exits 1 when the remapped checkpoint still "
+                 "does not load strictly.")
+    p.add_argument("name", metavar="NAME", help="the model to remap for")
+    _against(p, "the committed signature")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    _jobs(p)
+    _common(p)
+
+    p = _command(sub, "rules", "list every finding code, what breaks and how to fix it",
+                 "Every finding code ckptlint reports, its severity, what breaks at load time "
+                 "and how to fix it (also in docs/rules.md).")
+    _common(p)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    replayed = replay.replay(argv, sys.stdout)
+    if replayed is not None:  # nothing changed since the last clean `ckptlint check`
+        return replayed
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and usage errors; main() returns
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    if not getattr(args, "run", None):
+    if not args.command:
         parser.print_help()
         return EXIT_ERROR
     try:
-        return args.run(args)
+        return importlib.import_module(f"ckptlint.commands.{args.command}").run(args)
     except CkptlintError as exc:
         if args.debug:
             traceback.print_exc()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from pathlib import Path
@@ -126,6 +125,8 @@ def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], path: str, whe
                 line_of: Callable[[str], int | None]) -> None:
     for key in table:
         if key not in known:
+            import difflib  # only on the error path
+
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean `{close[0]}`?)" if close else \
                 f" (known keys: {', '.join(known)})"

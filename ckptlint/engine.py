@@ -1,4 +1,8 @@
-"""The check and update loops: config -> builds -> pure diff -> findings. No printing, no exits."""
+"""The check and update loops: config -> builds -> pure diff -> findings. No printing, no exits.
+
+What only a build needs (the diff, signature files, git, suppressions) is imported where it is
+used, so a run answered from the cache stays a few imports long.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ckptlint import diff, history, prefix, sigfile, suppress
 from ckptlint.cache import Cache
 from ckptlint.config import model_key_line
-from ckptlint.diff import compare
 from ckptlint.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, ModelReport, ModelSpec,
                              Report, Signature)
 from ckptlint.paths import display, relative
+from ckptlint.atomic import write_atomic
 
 # builds models and returns plain data; in-process by default, swappable for a worker pool
 Builder = Callable[[Sequence[ModelSpec], Config, Sequence["Signature | None"]], list[BuildResult]]
@@ -70,7 +73,7 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
     built, torch is never imported.
     """
     specs = select(config, names)
-    inputs = {s.name: _inputs(config, s, against) for s in specs}
+    inputs = {s.name: inputs_of(config, s, against) for s in specs}
     cached = {s.name: cache.lookup(s, inputs[s.name]) for s in specs} if cache else {}
     todo = [s for s in specs if cached.get(s.name) is None]
     plans = [(spec, references(config, spec, against)) for spec in todo]
@@ -91,7 +94,8 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
                   root=config.root, against=display(against) if against else "")
 
 
-def _inputs(config: Config, spec: ModelSpec, against: Path | None) -> list[Path]:
+def inputs_of(config: Config, spec: ModelSpec, against: Path | None) -> list[Path]:
+    """The files a model's result depends on besides its code: signature and checkpoints."""
     if against is not None:
         return [against]
     return [signature_path(config, spec.name)] + [Path(config.root) / p for p in spec.checkpoints]
@@ -115,6 +119,7 @@ def references(config: Config, spec: ModelSpec, against: Path | None = None) -> 
 
 def _stripped(spec: ModelSpec, reference: Reference) -> Reference:
     """The reference with the entry's `strip_prefix` taken off its keys."""
+    from ckptlint import prefix
     if not (spec.strip_prefix and reference.signature):
         return reference
     return replace(reference, signature=prefix.strip(reference.signature, spec.strip_prefix))
@@ -137,6 +142,7 @@ def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool)
 
 def _located(config: Config, spec: ModelSpec, result: BuildResult, report: ModelReport,
              locators: dict) -> ModelReport:
+    from ckptlint import suppress
     from ckptlint.locate import Locator  # libcst is imported only when there is something to point at
 
     if "run" not in locators:
@@ -148,6 +154,7 @@ def _located(config: Config, spec: ModelSpec, result: BuildResult, report: Model
 
 def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
                   results: Sequence[BuildResult]) -> ModelReport:
+    from ckptlint import diff, suppress
     findings = [r.problem for r in refs if r.problem]
     current = results[0].signature
     if current is None:
@@ -158,7 +165,7 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
     if current is not None:
         readable = [r for r in refs if r.signature is not None]
         for ref, result in zip(readable, results):
-            found = compare(spec.name, *_tied(ref.signature, result), result.nonpersistent)
+            found = diff.compare(spec.name, *_tied(ref.signature, result), result.nonpersistent)
             compared += [f if ref.committed else replace(f, against=ref.label) for f in found]
     verdict, verdict_note = diff.verdict(compared) if _readable(refs, current) else ("", "")
     kept, unused = suppress.by_pattern(compared, spec.ignore)
@@ -201,6 +208,7 @@ def _tied(reference: Signature, result: BuildResult) -> tuple:
 
 
 def _committed(config: Config, spec: ModelSpec) -> Reference:
+    from ckptlint import sigfile
     path = signature_path(config, spec.name)
     label = relative(path, config.root)
     if not path.exists():
@@ -225,6 +233,8 @@ def _torch_note(reference: Signature | None, result: BuildResult, findings: list
         return ()
     said = (f"{result.model}: the signature was written with torch {reference.torch_version} "
             f"and this is torch {current.torch_version}")
+    from ckptlint import history
+
     files = [*result.files, relative(config.pyproject, config.root)]
     commit = history.unchanged_since(Path(config.root), ref.label, files) \
         if ref.committed else None
@@ -258,6 +268,8 @@ class UpdateResult:
 def update(config: Config, names: Sequence[str] = (),
            builder: Builder = _default_builder) -> UpdateResult:
     """Write each selected model's current signature; a model that fails to build keeps its file."""
+    from ckptlint import sigfile
+
     written, unchanged, failed, notes = [], [], [], []
     specs = select(config, names)
     for spec, result in zip(specs, builder(specs, config, [None] * len(specs))):
@@ -267,7 +279,7 @@ def update(config: Config, names: Sequence[str] = (),
                                   location=result.error_location))
             continue
         path = signature_path(config, spec.name)
-        changed = sigfile.write_atomic(path, sigfile.dumps(result.signature))
+        changed = write_atomic(path, sigfile.dumps(result.signature))
         (written if changed else unchanged).append(relative(path, config.root))
     return UpdateResult(tuple(written), tuple(unchanged), tuple(failed),
                         tuple(orphans(config)), tuple(notes))
@@ -321,13 +333,15 @@ def _fit(spec: ModelSpec, report: ModelReport) -> Fit:
 
 def update_from(config: Config, name: str, checkpoint: Path) -> UpdateResult:
     """Record a model's signature from a real checkpoint file instead of the code."""
+    from ckptlint import sigfile
     from ckptlint.readers import read_checkpoint
 
     spec, = select(config, [name])
     read = read_checkpoint(checkpoint, spec.state_dict_key)
-    signature = replace(read.full_signature, model=spec.name, target=spec.target, source="checkpoint")
+    signature = replace(read.full_signature, model=spec.name, target=spec.target,
+                        source="checkpoint")
     path = signature_path(config, spec.name)
-    changed = sigfile.write_atomic(path, sigfile.dumps(signature))
+    changed = write_atomic(path, sigfile.dumps(signature))
     shown = (relative(path, config.root),)
     notes = (f"{relative(checkpoint, config.root)}: {read.note}",) if read.note else ()
     return UpdateResult(written=shown if changed else (), unchanged=() if changed else shown,

@@ -29,7 +29,8 @@ class Interpreter:
 
     def fingerprint(self) -> str:
         """What identifies the build environment for the cache, without importing torch."""
-        return f"{self.python} torch={torch_version(self)}"
+        prefix = sys.prefix if not self.external else str(Path(self.python).parent.parent)
+        return f"{prefix} {os.path.realpath(self.python)} torch={torch_version(self)}"
 
 
 def _bin(venv: Path) -> Path:

@@ -1,4 +1,8 @@
-"""The no-op cache: what a warm run skips, what invalidates it, and that it is never trusted blindly."""
+"""The no-op cache: what a warm run skips, what invalidates it, and that it is never trusted blindly.
+
+Plain `ckptlint check` is answered by `ckptlint.replay` first; the per-model cache tests add
+`--color never` so that they exercise the cache underneath it.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +47,13 @@ def cached(project):
     project.write("b.py", MODEL_B)
     project.configure(A, B)
     assert project.run("update").code == 0
-    first = project.run("check")
+    first = _check(project)
     assert first.code == 0 and _built(first) == {"A", "B"}
     return project
+
+
+def _check(project, *extra: str):
+    return project.run("check", "--color", "never", *extra)
 
 
 def _built(run) -> set[str]:
@@ -53,7 +61,7 @@ def _built(run) -> set[str]:
 
 
 def test_warm_run_builds_nothing_and_leaves_a_tagged_ignored_directory(cached):
-    run = cached.run("check")
+    run = _check(cached)
     assert (run.code, _built(run)) == (0, set())
     assert run.out == "All clear: 2 models match their committed signatures.\n"
     top = cached.root / ".ckptlint_cache"
@@ -71,33 +79,33 @@ def test_warm_run_builds_nothing_and_leaves_a_tagged_ignored_directory(cached):
 ])
 def test_each_input_invalidates_exactly_its_model(cached, change, rebuilt):
     change(cached)
-    run = cached.run("check")
+    run = _check(cached)
     assert (run.code, _built(run)) == (0, rebuilt)
 
 
 def test_failing_state_is_recomputed_every_time(cached):
     cached.write("b.py", MODEL_B.replace("(n, 2)", "(n, 3)"))
     for _ in range(2):
-        run = cached.run("check")
+        run = _check(cached)
         assert run.code == 1 and _built(run) == {"B"} and "CKL103" in run.out
 
 
 def test_corrupt_entry_is_ignored_and_rebuilt(cached):
     entry = cached.root / ".ckptlint_cache" / "v1" / "a.json"
     entry.write_text("{not json")
-    run = cached.run("check")
+    run = _check(cached)
     assert (run.code, _built(run)) == (0, {"A"})
     assert json.loads(entry.read_text())["files"]
     doc = json.loads(entry.read_text())
     doc["files"]["a.py"] = "0" * 64  # a forged hash is not trusted either
     entry.write_text(json.dumps(doc))
-    assert _built(cached.run("check")) == {"A"}
+    assert _built(_check(cached)) == {"A"}
 
 
 def test_no_cache_flag_and_environment_variable(cached, monkeypatch):
-    assert _built(cached.run("check", "--no-cache")) == {"A", "B"}
+    assert _built(_check(cached, "--no-cache")) == {"A", "B"}
     monkeypatch.setenv("CKPTLINT_NO_CACHE", "1")
-    assert _built(cached.run("check")) == {"A", "B"}
+    assert _built(_check(cached)) == {"A", "B"}
 
 
 def test_cached_run_imports_neither_torch_nor_libcst(cached):
@@ -126,7 +134,58 @@ def test_help_imports_neither_torch_nor_libcst():
 
 def test_parallel_workers_give_the_same_report(cached):
     cached.write("b.py", MODEL_B.replace("(n, 2)", "(n, 3)"))
-    serial = cached.run("check", "--no-cache", "--format", "json")
-    parallel = cached.run("check", "--no-cache", "--format", "json", "-j", "2")
+    serial = _check(cached, "--no-cache", "--format", "json")
+    parallel = _check(cached, "--no-cache", "--format", "json", "-j", "2")
     assert json.loads(parallel.out) == json.loads(serial.out)
     assert parallel.code == serial.code == 1
+
+
+# -- replaying the last clean plain `ckptlint check` --------------------------------------------
+
+def _plain(project, **env: str):
+    code = ("import sys\nfrom ckptlint.cli import main\ncode = main(['check'])\n"
+            "print(code, 'ckptlint.engine' in sys.modules, 'dataclasses' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
+                         text=True, env={**__import__("os").environ, **env})
+    *printed, last = out.stdout.splitlines()
+    code, engine, dataclasses = last.split()
+    return int(code), engine == "True" or dataclasses == "True", "\n".join(printed)
+
+
+def test_plain_check_replays_the_last_clean_run_without_loading_ckptlint(cached):
+    assert cached.run("check").code == 0  # a plain run records
+    code, loaded, printed = _plain(cached)
+    assert (code, loaded) == (0, False)
+    assert printed == "All clear: 2 models match their committed signatures."
+    code, loaded, printed = _plain(cached, FORCE_COLOR="1")
+    assert (code, loaded) == (0, False) and printed.startswith("\x1b[1;32mAll clear")
+
+
+@pytest.mark.parametrize("change", [
+    lambda p: p.write("common.py", COMMON + "# touched\n"),
+    lambda p: p.configure(A, B + "\nkwargs = { n = 4 }"),
+    lambda p: (p.root / "signatures" / "old.toml").write_text("[signature]\nformat = 1\n"),
+    lambda p: (p.root / "signatures" / "a.toml").write_text(
+        (p.root / "signatures" / "a.toml").read_text() + "\n"),
+])
+def test_any_changed_input_stops_the_replay(cached, change):
+    cached.run("check")
+    change(cached)
+    code, loaded, _ = _plain(cached)
+    assert loaded and code == 0
+
+
+@pytest.mark.parametrize("env", [{"CKPTLINT_NO_CACHE": "1"}, {"CKPTLINT_PYTHON": sys.executable},
+                                 {"GITHUB_ACTIONS": "true"}])
+def test_environment_that_changes_the_run_stops_the_replay(cached, env):
+    cached.run("check")
+    assert _plain(cached, **env)[1]
+
+
+def test_a_failing_run_is_never_replayed(cached):
+    cached.run("check")
+    cached.write("b.py", MODEL_B.replace("(n, 2)", "(n, 3)"))
+    assert cached.run("check").code == 1
+    cached.write("b.py", MODEL_B)  # back to the recorded state: replay is fine again
+    code, loaded, _ = _plain(cached)
+    assert code == 0

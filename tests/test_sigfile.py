@@ -8,7 +8,8 @@ import pytest
 
 from ckptlint.errors import SignatureFileError
 from ckptlint.ftypes import Signature, TensorSpec
-from ckptlint.sigfile import dumps, loads, read, write_atomic
+from ckptlint.atomic import write_atomic
+from ckptlint.sigfile import dumps, loads, read
 
 SIG = Signature(
     tensors={"emb.weight": TensorSpec("float32", (10, 4), "parameter"),

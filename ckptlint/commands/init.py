@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ckptlint import sigfile
 from ckptlint.errors import CkptlintError, ConfigError
 from ckptlint.paths import display
+from ckptlint.atomic import write_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if interactive and not _confirm(f"append {len(chosen)} model(s) to {display(pyproject)}?"):
         out.write("nothing written\n")
         return 0
-    sigfile.write_atomic(pyproject, new_text)
+    write_atomic(pyproject, new_text)
     return _first_update(args, pyproject, chosen, out)
 
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from ckptlint import sigfile
 from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Report
+from ckptlint.replay import use_color
 from ckptlint.reporters import REPORTERS, RenderOptions, renderer
+from ckptlint.atomic import write_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +31,6 @@ def parse_sink(value: str) -> Sink:
     return Sink(name, path or None)
 
 
-def use_color(choice: str, stream: TextIO) -> bool:
-    """`--color` wins; then NO_COLOR / FORCE_COLOR (no-color.org); then whether it is a tty."""
-    if choice != "auto":
-        return choice == "always"
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    return hasattr(stream, "isatty") and stream.isatty()
-
-
 def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | None = None) -> None:
     stdout = stdout or sys.stdout
     for sink in sinks or (Sink("text"),):
@@ -48,7 +38,7 @@ def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | Non
         if sink.path is None:
             stdout.write(render(report, RenderOptions(color=use_color(color, stdout))))
         else:
-            sigfile.write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))
+            write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))
 
 
 def append_job_summary(report: Report, sinks: Sequence[Sink]) -> None:
