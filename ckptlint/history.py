@@ -1,5 +1,8 @@
-"""What git knows about a model's files: whether anything changed since its signature was
-committed. Best effort: outside a git work tree, or when git fails, every answer is None."""
+"""What git knows about the project: when a signature was committed and what changed since.
+
+Best effort: outside a git work tree, or when git fails, every answer is "don't know" (None or
+False), and callers then claim nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,24 @@ from pathlib import Path
 from typing import Sequence
 
 
-def _git(root: Path, *args: str) -> tuple[int, str] | None:
+def git(root: Path, *args: str) -> str | None:
+    """Git's stripped output, or None when git is missing, fails, or `root` is no work tree."""
     try:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                               timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.returncode, done.stdout.strip()
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def last_commit(root: Path, path: str) -> str | None:
+    """The commit that last changed `path` (relative to `root`)."""
+    return git(root, "log", "-1", "--format=%H", "--", path) or None
+
+
+def is_clean(root: Path, *paths: str) -> bool:
+    """No uncommitted or untracked change to any of `paths`."""
+    return git(root, "status", "--porcelain", "--", *paths) == ""
 
 
 def unchanged_since(root: Path, signature: str, files: Sequence[str]) -> str | None:
@@ -22,12 +36,18 @@ def unchanged_since(root: Path, signature: str, files: Sequence[str]) -> str | N
 
     Paths are relative to `root`; uncommitted and untracked changes count as changes.
     """
-    last = _git(root, "log", "-1", "--format=%H", "--", signature)
-    if last is None or last[0] != 0 or not last[1]:
+    commit = last_commit(root, signature)
+    if commit is None or not is_clean(root, signature, *files):
         return None
-    paths = [signature, *files]
-    status = _git(root, "status", "--porcelain", "--", *paths)
-    if status is None or status[0] != 0 or status[1]:
-        return None
-    diff = _git(root, "diff", "--quiet", last[1], "--", *paths)
-    return last[1] if diff is not None and diff[0] == 0 else None
+    return commit if git(root, "diff", "--quiet", commit, "--", signature, *files) == "" else None
+
+
+def python_unchanged_since(root: Path, commit: str) -> bool:
+    """No Python file of the work tree differs from `commit`, and none is untracked."""
+    return (git(root, "diff", "--name-only", commit, "--", "*.py") == ""
+            and git(root, "ls-files", "--others", "--exclude-standard", "--", "*.py") == "")
+
+
+def show(root: Path, commit: str, path: str) -> str | None:
+    """The text of `path` (relative to `root`) as it was at `commit`."""
+    return git(root, "show", f"{commit}:./{path}")

@@ -9,12 +9,12 @@ code outside the project is never annotated. Imported, and libcst with it, only 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ckptlint import history
 from ckptlint.cst import SourceIndex, Span
 from ckptlint.ftypes import BuildResult, Config, Finding, Kind, Location, ModelSpec, Site
 from ckptlint.keys import ancestors, first_key, parent
@@ -231,11 +231,10 @@ def kwargs_change(config: Config, spec: ModelSpec, torch_version: str) -> str | 
 
     root = Path(config.root)
     signature = relative(signature_path(config, spec.name), root)
-    commit = _git(root, "log", "-1", "--format=%H", "--", signature)
-    if not commit or _git(root, "status", "--porcelain", "--", signature) != "":
+    commit = history.last_commit(root, signature)
+    if not commit or not history.is_clean(root, signature):
         return None  # not committed, or rewritten since: the commit is not its origin
-    if _git(root, "diff", "--name-only", commit, "--", "*.py") != "" or \
-            _git(root, "ls-files", "--others", "--exclude-standard", "--", "*.py") != "":
+    if not history.python_unchanged_since(root, commit):
         return None
     if _committed_torch(root / signature) not in ("", torch_version):
         return None
@@ -249,19 +248,9 @@ def kwargs_change(config: Config, spec: ModelSpec, torch_version: str) -> str | 
             + ", ".join(changes[:3]) + (", …" if len(changes) > 3 else ""))
 
 
-def _git(root: Path, *args: str) -> str | None:
-    """Git's stripped output, or None when git is missing, fails, or root is no work tree."""
-    try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def _committed_entry(root: Path, commit: str, pyproject: str,
                      name: str) -> Mapping[str, Any] | None:
-    text = _git(root, "show", f"{commit}:./{pyproject}")
+    text = history.show(root, commit, pyproject)
     try:
         models = tomllib.loads(text or "").get("tool", {}).get("ckptlint", {}).get("models", [])
     except tomllib.TOMLDecodeError:
