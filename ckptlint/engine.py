@@ -297,7 +297,8 @@ class Fit:
 
 def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder) -> list[Fit]:
     """Every registered model's verdict on loading `checkpoint`, best match first."""
-    refs = [read_reference(config, spec, checkpoint, committed=False) for spec in config.models]
+    refs = [_stripped(spec, read_reference(config, spec, checkpoint, committed=False))
+            for spec in config.models]
     jobs = [(spec, ref) for spec, ref in zip(config.models, refs) if ref.signature is not None]
     results = builder([j[0] for j in jobs], config, [j[1].signature for j in jobs]) if jobs else []
     found = [_fit(spec, _model_report(config, spec, [ref], [result]))
@@ -309,26 +310,19 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+_FIT_ORDER = ("loads", "loads-non-strict", "needs-real-load", "does-not-load")
+
+
 def _fit(spec: ModelSpec, report: ModelReport) -> Fit:
-    kinds = [f.kind for f in report.findings]
-    count = lambda kind: sum(len(f.keys) or 1 for f in report.findings if f.kind is kind)  # noqa: E731
-    if Kind.BUILD_ERROR in kinds:
-        return Fit(spec.name, "could not be built", report.findings[0].message, (4, 0))
-    broken = count(Kind.SHAPE_MISMATCH) + count(Kind.LOAD_ERROR)
-    missing, unexpected = count(Kind.MISSING_KEY), count(Kind.UNEXPECTED_KEY)
-    if broken:
-        return Fit(spec.name, "does not load", f"{plural(broken, 'tensor')} cannot be loaded, "
-                                               "even with strict=False",
-                   (3, broken + missing + unexpected))
-    if missing or unexpected:
-        detail = ", ".join(part for part in (
-            f"{plural(missing, 'tensor')} would stay randomly initialised" if missing else "",
-            f"{plural(unexpected, 'checkpoint tensor')} would be ignored" if unexpected else "")
-            if part)
-        return Fit(spec.name, "loads only with strict=False", detail, (2, missing + unexpected))
-    casts = count(Kind.DTYPE_MISMATCH)
-    return Fit(spec.name, "loads strictly", f"{plural(casts, 'tensor')} cast" if casts else "",
-               (1, casts))
+    """The model's verdict as a ranked fit: better verdicts first, then fewer differences."""
+    from ckptlint.diff import VERDICT_TEXT
+
+    differences = sum(len(f.keys) or 1 for f in report.findings)
+    if not report.verdict:  # no verdict: the model could not be built
+        return Fit(spec.name, "could not be built", report.findings[0].message,
+                   (len(_FIT_ORDER), differences))
+    return Fit(spec.name, VERDICT_TEXT[report.verdict], report.verdict_note,
+               (_FIT_ORDER.index(report.verdict), differences))
 
 
 def update_from(config: Config, name: str, checkpoint: Path) -> UpdateResult:

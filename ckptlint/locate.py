@@ -59,7 +59,9 @@ class Locator:
                 location = self.removed(key, result)
             if key and not finding.against:
                 location = self._kwargs_cause(spec, result, location) or location
-        location = location or self.entry(spec, "outside the project" if finding.key else "")
+        per_tensor = finding.kind in _EXISTING or finding.kind in (Kind.UNEXPECTED_KEY,
+                                                                    Kind.RENAMED_KEY)
+        location = location or self.entry(spec, "outside the project" if per_tensor else "")
         return replace(finding, location=self.with_source(location),
                        help=finding.help or advice(finding, spec.name))
 
