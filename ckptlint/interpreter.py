@@ -40,10 +40,10 @@ def _bin(venv: Path) -> Path:
 def choose(config: Config) -> Interpreter:
     root = Path(config.root)
     if config.python:
-        path = (root / config.python).expanduser()
-        return _checked(str(path), "tool.ckptlint.python", config)
+        path = root / Path(config.python).expanduser()
+        return _checked(path, f"tool.ckptlint.python = {config.python!r} in pyproject.toml")
     if os.environ.get(ENV_PYTHON):
-        return _checked(os.environ[ENV_PYTHON], ENV_PYTHON, config)
+        return _checked(Path(os.environ[ENV_PYTHON]), f"{ENV_PYTHON}={os.environ[ENV_PYTHON]}")
     for name in _VENVS:
         venv = root / name
         if _bin(venv).exists() and not _is_current(venv):
@@ -58,12 +58,11 @@ def _is_current(venv: Path) -> bool:
         return False
 
 
-def _checked(python: str, source: str, config: Config) -> Interpreter:
-    path = Path(python)
-    if path.is_dir():
+def _checked(path: Path, source: str) -> Interpreter:
+    if path.is_dir():  # a virtualenv directory
         path = _bin(path)
     if not path.exists():
-        raise CkptlintError(f"{source} names {python}, which does not exist; point it at the "
+        raise CkptlintError(f"{source} names no Python ({path} does not exist); point it at the "
                             "Python of the environment that has torch and your models")
     return Interpreter(str(path), source, not _is_current(path.parent.parent))
 

@@ -119,3 +119,16 @@ def test_7b_llama_signature_allocates_no_weights():
     params, tensors, peak_mb = json.loads(out.stdout)
     assert params == 6_738_415_616 and tensors == 32 * 9 + 3
     assert peak_mb < 600, f"peak RSS {peak_mb} MB"
+
+
+def test_missing_torch_is_one_sentence_saying_what_to_install(tmp_path):
+    (tmp_path / "m.py").write_text("from torch import nn\nclass M(nn.Linear):\n    pass\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.ckptlint]\n[[tool.ckptlint.models]]\nname = "m"\ntarget = "m:M"\n')
+    code = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
+            "from ckptlint.cli import main\nraise SystemExit(main(['check', '--no-cache']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("ckptlint: error: torch is not installed in this environment")
+    assert 'pip install "ckptlint[torch]"' in out.stderr and "CKPTLINT_PYTHON" in out.stderr
