@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 import traceback
 import types
@@ -404,17 +405,55 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
     """
     with project_on_path(config):
         try:
-            with recording(config.root) as recorder:
+            with recording(config.root) as recorder, files_read() as read:
                 module, notes = build_module(spec, config)
         except BuildFailure as failure:
             return BuildResult(spec.name, error=str(failure), error_location=failure.location)
         signature = signature_of(module, spec.name, spec.target)
         load = dry_run_load(module, _unwrapped(reference, signature)) \
             if reference is not None else None
-        files = import_closure(module, spec, config)
+        files = tuple(sorted(set(import_closure(module, spec, config))
+                             | _project_files(read, config)))
     return BuildResult(spec.name, signature=signature, load=load, notes=notes,
                        sites=recorder.sites(module), modules=describe_modules(module, config.root),
                        files=files, nonpersistent=nonpersistent_buffers(module))
+
+
+# Files the model reads while it is built (a JSON config, a vocabulary, the modules it imports)
+# are inputs of its signature as much as its code: an audit hook notes every file opened for
+# reading. Audit hooks cannot be removed, so one is installed once and is idle between builds.
+_READING: list[set[str]] = []
+_HOOKED = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _READING and args and isinstance(args[0], (str, os.PathLike)):
+        mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+        writing = any(c in mode for c in "wax+") if isinstance(mode, str) \
+            else bool((flags or 0) & (os.O_WRONLY | os.O_RDWR))
+        if not writing:
+            _READING[-1].add(os.fspath(args[0]))
+
+
+@contextlib.contextmanager
+def files_read() -> Iterator[set[str]]:
+    """The paths opened for reading while the block runs (in this thread or any other)."""
+    global _HOOKED
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED = True
+    opened: set[str] = set()
+    _READING.append(opened)
+    try:
+        yield opened
+    finally:
+        _READING.remove(opened)
+
+
+def _project_files(paths: set[str], config: Config) -> set[str]:
+    """The project's own files among `paths`, relative to the root (no bytecode caches)."""
+    return {relative(p, config.root) for p in paths
+            if "__pycache__" not in p and is_project_file(p, config.root)}
 
 
 def _unwrapped(reference: Signature, signature: Signature) -> Signature:

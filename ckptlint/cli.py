@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from typing import Any, Sequence
@@ -21,12 +22,15 @@ device, so no weights are allocated, and compares their state-dict signatures (k
 shapes, dtypes) with the committed files in signatures/.
 """
 
-EPILOG = """\
+EXIT_CODES = """\
 exit codes: 0 clean, 1 drift found, 2 could not check (usage, config, import or build
-error, unreadable file), 3 both.
+error, unreadable file), 3 both."""
 
-Start with `ckptlint update` to record signatures, commit them, then run
-`ckptlint check` in pre-commit and CI."""
+EPILOG = EXIT_CODES + """
+
+Start with `ckptlint init` (or register models in pyproject.toml and run `ckptlint update`),
+commit the signatures, then run `ckptlint check` in pre-commit and CI. `ckptlint rules`
+explains every finding code."""
 
 
 def _sink(value: str) -> Any:
@@ -74,8 +78,9 @@ def _against(parser: argparse.ArgumentParser, instead_of: str) -> None:
                              f"folder) or signature file, instead of {instead_of}")
 
 
-def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help, description=description, epilog=EPILOG,
+def _command(sub: Any, name: str, help: str, description: str,
+             epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=description, epilog=epilog,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(command=name)  # ckptlint/commands/<name>.py, imported only when run
     return parser
@@ -90,9 +95,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "check", "compare current code with the committed signatures",
                  "Build each model on meta and compare it with its committed signature and the "
-                 "checkpoints its entry lists. Never writes signature files.")
+                 "checkpoints its entry lists. Never writes signature files.", EXIT_CODES)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
     _against(p, "the committed signature")
+    _state_dict_key(p)
     _output(p, "drift is found")
     p.add_argument("--no-cache", action="store_true",
                    help="rebuild every model instead of trusting .ckptlint_cache/ (also: "
@@ -107,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="record the signature of this checkpoint file instead of the code's "
                         "(one NAME)")
+    _state_dict_key(p)
     _jobs(p)
     _common(p)
 
@@ -114,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                  "Read a checkpoint's structure (no tensor data, no pickle code run) and print "
                  "its signature. Inside a configured project, also say which registered models "
                  "it fits.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE",
+                   help="a checkpoint file or folder (torch.save, safetensors, sharded, DCP) or a "
+                        "signature file")
     p.add_argument("--format", choices=("text", "json", "toml"), default="text",
                    help="text (default), json, or toml (a signature file)")
     p.add_argument("--no-fits", dest="fits", action="store_false",
@@ -125,9 +134,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "diff", "compare two checkpoint or signature files",
                  "Compare OLD (in the role of the checkpoint) with NEW (in the role of the "
-                 "model), with the same findings and formats as check.")
-    p.add_argument("old", metavar="OLD")
-    p.add_argument("new", metavar="NEW")
+                 "model), with the same findings and formats as check.", EXIT_CODES)
+    p.add_argument("old", metavar="OLD", help="checkpoint or signature file loaded (the old one)")
+    p.add_argument("new", metavar="NEW", help="checkpoint or signature file loaded into (the new)")
     _output(p, "they differ")
     _state_dict_key(p)
     _common(p)
@@ -153,7 +162,10 @@ def _parser() -> argparse.ArgumentParser:
                  "does not load strictly.")
     p.add_argument("name", metavar="NAME", help="the model to remap for")
     _against(p, "the committed signature")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    _state_dict_key(p)
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: a pre-hook to paste into the model class (default); json: the key "
+                        "mapping and the hook")
     _jobs(p)
     _common(p)
 
@@ -177,8 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
+    if getattr(args, "jobs", 1) < 0:
+        parser.error("--jobs takes a number of processes, or 0 for one per CPU")
     try:
         return importlib.import_module(f"ckptlint.commands.{args.command}").run(args)
+    except BrokenPipeError:  # `ckptlint check | head`: the reader left, nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
     except CkptlintError as exc:
         if args.debug:
             traceback.print_exc()

@@ -137,7 +137,9 @@ def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool)
             Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
             location=model_line(config, spec, "checkpoints")), committed=committed)
     notes = (f"{spec.name}: {label}: {read.note}",) if read.note else ()
-    return Reference(label, path, read.full_signature, notes=notes, committed=committed)
+    # the keys the file holds: a key its writer dropped as a tie is restored only where the
+    # code ties it too (`restore_ties`), exactly as loading it would fill it
+    return Reference(label, path, read.signature, notes=notes, committed=committed)
 
 
 def _located(config: Config, spec: ModelSpec, result: BuildResult, report: ModelReport,
@@ -155,37 +157,53 @@ def _located(config: Config, spec: ModelSpec, result: BuildResult, report: Model
 def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
                   results: Sequence[BuildResult]) -> ModelReport:
     from ckptlint import diff, suppress
+
     findings = [r.problem for r in refs if r.problem]
     current = results[0].signature
     if current is None:
         findings.append(Finding(Kind.BUILD_ERROR, spec.name, results[0].error,
                                 location=results[0].error_location,
-                                help="the other models were still checked"))
-    compared: list[Finding] = []
+                                help=f"fix it, then run `ckptlint check {spec.name}`; the other "
+                                     "models were still checked"))
+    per_ref: list[tuple[Reference, list[Finding]]] = []
     if current is not None:
         readable = [r for r in refs if r.signature is not None]
         for ref, result in zip(readable, results):
             found = diff.compare(spec.name, *_tied(ref.signature, result), result.nonpersistent)
-            compared += [f if ref.committed else replace(f, against=ref.label) for f in found]
-    verdict, verdict_note = diff.verdict(compared) if _readable(refs, current) else ("", "")
+            per_ref.append((ref, [f if ref.committed else replace(f, against=ref.label)
+                                  for f in found]))
+    compared = [f for _, found in per_ref for f in found]
+    # the verdict answers for the first reference (the committed signature, or --against);
+    # every further checkpoint of the entry gets its own line
+    verdict, verdict_note = diff.verdict(per_ref[0][1]) if per_ref else ("", "")
     kept, unused = suppress.by_pattern(compared, spec.ignore)
     findings += kept
-    if _readable(refs, current):
+    if per_ref:
         findings += suppress.unused_patterns(spec.name, unused, model_line(config, spec, "ignore"))
     primary = refs[0].signature
     return ModelReport(
-        name=spec.name, findings=tuple(findings),
-        signature_file=relative(signature_path(config, spec.name), config.root),
+        name=spec.name, findings=tuple(findings), signature_file=refs[0].label,
         old_parameters=primary.num_parameters if primary else None,
         new_parameters=current.num_parameters if current else None,
         notes=results[0].notes + tuple(n for r in refs for n in r.notes)
+        + _checkpoint_verdicts(spec, per_ref[1:])
         + _torch_note(primary, results[0], findings, config, refs[0]),
         verdict=verdict, verdict_note=verdict_note,
     )
 
 
-def _readable(refs: Sequence[Reference], current: Signature | None) -> bool:
-    return current is not None and any(r.signature is not None for r in refs)
+def _checkpoint_verdicts(spec: ModelSpec,
+                         per_ref: Sequence[tuple[Reference, list[Finding]]]) -> tuple[str, ...]:
+    from ckptlint.diff import VERDICT_TEXT, verdict
+
+    notes = []
+    for ref, found in per_ref:
+        name, note = verdict(found)
+        if name != "loads":
+            notes.append(f"{spec.name}: {ref.label} {VERDICT_TEXT[name]}"
+                         + (f" ({note})" if note else "")
+                         + f"; see `ckptlint remap {spec.name} --against {ref.label}`")
+    return tuple(notes)
 
 
 def restore_ties(reference: Signature, current: Signature) -> Signature:
@@ -295,15 +313,35 @@ class Fit:
     rank: tuple = ()
 
 
-def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder) -> list[Fit]:
-    """Every registered model's verdict on loading `checkpoint`, best match first."""
+def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder,
+         unrelated: bool = False) -> list[Fit]:
+    """How each registered model would load `checkpoint`, best first.
+
+    Models that share no key with it (even past a wrapper prefix) are left out, unless
+    `unrelated`.
+    """
     refs = [_stripped(spec, read_reference(config, spec, checkpoint, committed=False))
             for spec in config.models]
     jobs = [(spec, ref) for spec, ref in zip(config.models, refs) if ref.signature is not None]
     results = builder([j[0] for j in jobs], config, [j[1].signature for j in jobs]) if jobs else []
     found = [_fit(spec, _model_report(config, spec, [ref], [result]))
-             for (spec, ref), result in zip(jobs, results)]
+             for (spec, ref), result in zip(jobs, results)
+             if unrelated or result.signature is None
+             or _shares_keys(ref.signature, result.signature)]
     return sorted(found, key=lambda f: f.rank)
+
+
+def _shares_keys(reference: Signature, current: Signature) -> bool:
+    """Any key in common, also under a wrapper prefix (`model.emb.weight` ~ `emb.weight`).
+
+    A bare `weight` or `bias` alone says nothing: every layer has one.
+    """
+    ours, theirs = set(current.tensors), set(reference.tensors)
+    if ours & theirs - {"weight", "bias"}:
+        return True
+    return any(a.endswith("." + b) for a, b in ((x, y) for x in ours for y in theirs)
+               if "." in b) or any(b.endswith("." + a) for a in ours if "." in a
+                                   for b in theirs)
 
 
 def plural(count: int, noun: str) -> str:
@@ -317,29 +355,48 @@ def _fit(spec: ModelSpec, report: ModelReport) -> Fit:
     """The model's verdict as a ranked fit: better verdicts first, then fewer differences."""
     from ckptlint.diff import VERDICT_TEXT
 
-    differences = sum(len(f.keys) or 1 for f in report.findings)
+    differences = sum(len(f.keys) or 1 for f in report.findings
+                      if f.kind is not Kind.PREFIX_MISMATCH)
     if not report.verdict:  # no verdict: the model could not be built
         return Fit(spec.name, "could not be built", report.findings[0].message,
                    (len(_FIT_ORDER), differences))
+    prefixes = [f.key for f in report.findings if f.kind is Kind.PREFIX_MISMATCH]
+    if prefixes and report.verdict == "does-not-load" and not any(
+            f.kind in (Kind.SHAPE_MISMATCH, Kind.LOAD_ERROR) for f in report.findings):
+        rest = "strictly" if not differences else "with strict=False"
+        return Fit(spec.name, f"loads {rest} once the `{prefixes[0]}` prefix is stripped",
+                   f"set strip_prefix = \"{prefixes[0]}\" in its entry", (0.5, differences))
     return Fit(spec.name, VERDICT_TEXT[report.verdict], report.verdict_note,
                (_FIT_ORDER.index(report.verdict), differences))
 
 
-def update_from(config: Config, name: str, checkpoint: Path) -> UpdateResult:
-    """Record a model's signature from a real checkpoint file instead of the code."""
+def update_from(config: Config, name: str, checkpoint: Path,
+                builder: Builder = _default_builder) -> UpdateResult:
+    """Record a model's signature from a real checkpoint file instead of the code.
+
+    The entry's `strip_prefix` applies; the notes say how the current code loads the file,
+    since a signature the code cannot load fails every later `check`.
+    """
     from ckptlint import sigfile
-    from ckptlint.readers import read_checkpoint
 
     spec, = select(config, [name])
-    read = read_checkpoint(checkpoint, spec.state_dict_key)
-    signature = replace(read.full_signature, model=spec.name, target=spec.target,
+    reference = _stripped(spec, read_reference(config, spec, checkpoint, committed=False))
+    if reference.signature is None:
+        raise CheckpointError(str(checkpoint), reference.problem.message.partition(": ")[2])
+    signature = replace(reference.signature, model=spec.name, target=spec.target,
                         source="checkpoint")
     path = signature_path(config, spec.name)
     changed = write_atomic(path, sigfile.dumps(signature))
     shown = (relative(path, config.root),)
-    notes = (f"{relative(checkpoint, config.root)}: {read.note}",) if read.note else ()
+    fit = fits(replace(config, models=(spec,)), checkpoint, builder, unrelated=True)
+    said = fit[0].verdict.replace("loads", "loads it").replace("does not load", "does not load it") \
+        if fit else ""
+    verdict = [f"{name}: the current code {said}"
+               + (f" ({fit[0].detail})" if fit[0].detail else "")
+               + ("" if fit[0].rank[0] == 0 else f"; `ckptlint check {name}` shows why")] \
+        if fit else []
     return UpdateResult(written=shown if changed else (), unchanged=() if changed else shown,
-                        notes=notes)
+                        notes=reference.notes + tuple(verdict))
 
 
 def model_line(config: Config, spec: ModelSpec, key: str = "target") -> Location:

@@ -57,10 +57,13 @@ class Locator:
                 location = self.existing(key, result)
             elif finding.kind is Kind.UNEXPECTED_KEY and key:
                 location = self.removed(key, result)
+            elif finding.kind is Kind.TIE_CHANGED and finding.keys:
+                # the later key of the group is the one a tie statement assigns
+                location = self.existing(finding.keys[-1], result)
             if key and not finding.against:
                 location = self._kwargs_cause(spec, result, location) or location
-        per_tensor = finding.kind in _EXISTING or finding.kind in (Kind.UNEXPECTED_KEY,
-                                                                    Kind.RENAMED_KEY)
+        per_tensor = finding.kind in _EXISTING or finding.kind in (
+            Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY, Kind.TIE_CHANGED)
         location = location or self.entry(spec, "outside the project" if per_tensor else "")
         return replace(finding, location=self.with_source(location),
                        help=finding.help or advice(finding, spec.name))
@@ -199,6 +202,12 @@ def _read_lines(path: Path) -> list[str]:
 
 def advice(finding: Finding, model: str) -> str:
     """The `help:` line of a drift finding: what to do at the located statement."""
+    if finding.against:  # a listed checkpoint: `update` would not make it load
+        remap = f"`ckptlint remap {model} --against {finding.against}`"
+        if finding.kind in (Kind.RENAMED_KEY, Kind.PREFIX_MISMATCH, Kind.MISSING_KEY,
+                            Kind.UNEXPECTED_KEY):
+            return f"restore what {finding.against} expects here, or load it through {remap}"
+        return f"restore what {finding.against} expects here, or stop listing it in `checkpoints`"
     update = f"`ckptlint update {model}`"
     old, new = finding.old, finding.new
     if finding.kind is Kind.MISSING_KEY:
@@ -213,8 +222,13 @@ def advice(finding: Finding, model: str) -> str:
     if finding.kind is Kind.DTYPE_MISMATCH and old and new:
         return f"restore {old.dtype} here, or accept {new.dtype} with {update}"
     if finding.kind is Kind.RENAMED_KEY and finding.new_key:
-        return (f"accept the rename with {update} and remap `{finding.key}` to "
-                f"`{finding.new_key}` when loading old checkpoints")
+        return (f"accept the rename with {update} and load old checkpoints through "
+                f"`ckptlint remap {model}`, or rename it back")
+    if finding.kind is Kind.BUFFER_NOT_PERSISTENT:
+        return (f"register it with persistent=True again, or accept it with {update} and drop "
+                "the key when loading old checkpoints")
+    if finding.kind is Kind.TIE_CHANGED:
+        return f"restore the tie as it was here, or accept the change with {update}"
     return ""
 
 

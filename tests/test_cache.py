@@ -189,3 +189,27 @@ def test_a_failing_run_is_never_replayed(cached):
     cached.write("b.py", MODEL_B)  # back to the recorded state: replay is fine again
     code, loaded, _ = _plain(cached)
     assert code == 0
+
+
+def test_a_data_file_the_model_reads_is_an_input(project):
+    project.write("cfgmodel.py", '''
+        import json
+        from pathlib import Path
+
+        from torch import nn
+
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                width = json.loads((Path(__file__).parent / "cfg.json").read_text())["d"]
+                self.lin = nn.Linear(width, 2)
+        ''')
+    project.write("cfg.json", '{"d": 8}')
+    project.configure('name = "m"\ntarget = "cfgmodel:M"')
+    project.run("update")
+    assert project.run("check").code == 0
+    assert "cfg.json" in (project.root / ".ckptlint_cache" / "v1" / "m.json").read_text()
+    project.write("cfg.json", '{"d": 12}')
+    run = project.run("check")
+    assert run.code == 1 and "CKL103" in run.out

@@ -270,3 +270,29 @@ def test_build_error_is_a_finding_and_other_models_are_checked(project):
     assert ("unexpected-key", "head.bias") in _kinds(run.out)
     assert run.code == 3 and "Traceback" not in run.err
 
+
+
+def test_output_problems_are_one_sentence(project):
+    project.write("models.py", MODEL)
+    project.configure(NET)
+    project.run("update")
+    two = project.run("check", "--format", "text", "--format", "json")
+    assert two.code == 2 and "only one --format can write to stdout" in two.err
+    (project.root / "adir").mkdir()
+    to_dir = project.run("check", "--format", "json:adir")
+    assert to_dir.code == 2 and "adir: cannot write the json report" in to_dir.err
+
+
+def test_a_closed_pipe_is_not_a_traceback(project):
+    import subprocess
+    import sys
+
+    project.write("models.py", MODEL)
+    project.configure(NET)
+    project.run("update")
+    project.write("models.py", _apply(MODEL, CHANGES[0][1]))
+    proc = subprocess.Popen([sys.executable, "-m", "ckptlint", "check", "--no-cache"],
+                            cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before ckptlint writes, as with `| head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 2 and "Traceback" not in err and "BrokenPipe" not in err

@@ -140,6 +140,7 @@ def test_inspect_formats_and_fits(net_project):
     path = _save(net_project, _net(net_project), "safetensors")
     text = net_project.run("inspect", str(path)).out
     assert text.splitlines()[0].startswith(f"{path}: safetensors,")
+    assert "values (parameters and buffers)" in text.splitlines()[0]
     assert "  cls.weight" in text and "f32[3, 8]" in text
     assert "Fits the registered models (best first):\n  net: loads strictly" in text
     doc = _json(net_project.run("inspect", str(path), "--format", "json"))
@@ -237,3 +238,44 @@ def test_minilm_changed_intermediate_size_is_reported_on_every_layer(project):
                         "output.dense.weight")}
     folded = [f["key"] for f in _json(run)["findings"] if f["kind"] == "shape-mismatch"]
     assert "encoder.layer.{0..5}.intermediate.dense.weight" in folded
+
+
+def test_untying_the_code_is_not_hidden_by_a_tie_the_file_dropped(net_project):
+    save_model(_net(net_project), str(net_project.root / "tied.safetensors"))  # head.weight dropped
+    assert net_project.run("check", "--against", "tied.safetensors").code == 0
+    net_project.configure(NET + "\nkwargs = { tie = false }")
+    run = net_project.run("check", "--against", "tied.safetensors", "--format", "json")
+    doc = _json(run)
+    assert _expanded(doc) == {("missing-key", "head.weight")}  # what load_state_dict says too
+    assert doc["models"][0]["verdict"] == "loads-non-strict"
+
+
+def test_a_listed_checkpoint_that_drifts_says_so_and_how_to_load_it(net_project):
+    torch.save(_net(net_project).state_dict(), net_project.root / "v1.pt")
+    net_project.run("update")
+    net_project.configure(NET + '\ncheckpoints = ["v1.pt"]')
+    net_project.write("models.py", MODEL.replace("self.cls", "self.classifier"))
+    net_project.run("update")  # the committed signature accepts the rename; v1.pt cannot
+    run = net_project.run("check", "--color", "never")
+    assert run.code == 1
+    assert "CKL105 [against v1.pt]" in run.out
+    assert "accept it with `ckptlint update" not in run.out
+    assert "net no longer loads v1.pt as it is: `ckptlint remap net --against v1.pt`" in run.out
+
+
+def test_against_needs_a_name_when_several_models_are_registered(project):
+    project.write("models.py", MODEL)
+    project.configure(NET, 'name = "other"\ntarget = "models:Net"')
+    path = _save(project, _net(project), "torch")
+    run = project.run("check", "--against", str(path))
+    assert run.code == 2 and "name the model to check against" in run.err
+    assert project.run("check", "net", "--against", str(path)).code == 0
+
+
+def test_update_from_says_whether_the_code_loads_the_file(net_project):
+    torch.save({"a.weight": torch.zeros(3)}, net_project.root / "other.pt")
+    run = net_project.run("update", "net", "--from", "other.pt")
+    assert run.code == 0 and "note: net: the current code loads it only with strict=False" in run.out
+    path = _save(net_project, _net(net_project), "torch")
+    assert "note: net: the current code loads it strictly" in \
+        net_project.run("update", "net", "--from", str(path)).out

@@ -19,6 +19,10 @@ def run(args: argparse.Namespace) -> int:
     against = Path(args.against) if args.against else None
     if against is not None and not against.exists():
         raise CkptlintError(f"{args.against}: no such checkpoint or signature file")
+    if against is not None and not args.names and len(setup.config.models) > 1:
+        names = ", ".join(m.name for m in setup.config.models)
+        raise CkptlintError(f"name the model to check against {args.against} (configured: "
+                            f"{names}); `ckptlint inspect {args.against}` shows which ones it fits")
     report = engine.check(setup.config, args.names, setup.builder, setup.cache, against)
     emit(report, args.format, args.color)
     append_job_summary(report, args.format)

@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     old = read_checkpoint(Path(args.old), args.state_dict_key)
     new = read_checkpoint(Path(args.new), args.state_dict_key)
     label = f"{args.old} -> {args.new}"
-    old_sig, new_sig = old.full_signature, new.full_signature
+    # NEW plays the model: its own dropped ties are ties of that model, so restore them
+    old_sig, new_sig = old.signature, new.full_signature
     findings = tuple(compare(label, restore_ties(old_sig, new_sig), new_sig))
     notes = tuple(f"{name}: {r.note}" for name, r in ((args.old, old), (args.new, new)) if r.note)
     report = Report(models=(ModelReport(

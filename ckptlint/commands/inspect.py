@@ -19,7 +19,7 @@ from ckptlint.reporters.json import spec_dict
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     read = read_checkpoint(path, args.state_dict_key)
-    fits = _fits(args, path) if args.fits else []
+    fits = _fits(args, path) if args.fits else None
     out = sys.stdout
     if args.format == "toml":
         out.write(sigfile.dumps(read.signature))
@@ -30,30 +30,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fits(args: argparse.Namespace, path: Path) -> list[engine.Fit]:
+def _fits(args: argparse.Namespace, path: Path) -> list[engine.Fit] | None:
     """Inside a configured project: which registered models this file would load into."""
     try:
         setup = prepare(args, use_cache=False)
     except ConfigError:
-        return []
+        return None  # not in a project: nothing to fit
     return engine.fits(setup.config, path.resolve(), setup.builder)
 
 
-def _document(name: str, read: CheckpointRead, fits: list[engine.Fit]) -> dict:
+def _document(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) -> dict:
     sig = read.signature
     return {
         "file": name, "format": read.format, "note": read.note or None,
         "parameters": sig.num_parameters,
         "tensors": {k: spec_dict(v) for k, v in sig.tensors.items()},
         "versions": dict(sig.versions), "aliases": dict(sig.aliases),
-        "fits": [{"model": f.model, "verdict": f.verdict, "detail": f.detail} for f in fits],
+        "fits": None if fits is None else [{"model": f.model, "verdict": f.verdict,
+                                            "detail": f.detail} for f in fits],
     }
 
 
-def _text(name: str, read: CheckpointRead, fits: list[engine.Fit]) -> str:
+def _text(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) -> str:
     sig: Signature = read.signature
     lines = [f"{name}: {read.format}, {len(sig.tensors)} tensors, "
-             f"{sig.num_parameters:,} parameters"]
+             f"{sig.num_parameters:,} values (parameters and buffers)"]
     if read.note:
         lines.append(f"note: {read.note}")
     entries = {k: sigfile.format_spec(v) for k, v in sig.tensors.items()}
@@ -66,4 +67,6 @@ def _text(name: str, read: CheckpointRead, fits: list[engine.Fit]) -> str:
         lines += ["", "Fits the registered models (best first):"]
         lines += [f"  {f.model}: {f.verdict}" + (f" ({f.detail})" if f.detail else "")
                   for f in fits]
+    elif fits is not None:
+        lines += ["", "No registered model shares a key with it."]
     return "\n".join(lines) + "\n"

@@ -31,14 +31,27 @@ def parse_sink(value: str) -> Sink:
     return Sink(name, path or None)
 
 
+def check_sinks(sinks: Sequence[Sink]) -> None:
+    """Two reports on stdout would be one unparsable stream: at most one may go there."""
+    on_stdout = [s.format for s in sinks if s.path is None]
+    if len(on_stdout) > 1:
+        raise CkptlintError(f"only one --format can write to stdout, got {', '.join(on_stdout)}: "
+                            "send the others to files, e.g. --format json:report.json")
+
+
 def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | None = None) -> None:
     stdout = stdout or sys.stdout
+    check_sinks(sinks)
     for sink in sinks or (Sink("text"),):
         render = renderer(sink.format)
         if sink.path is None:
             stdout.write(render(report, RenderOptions(color=use_color(color, stdout))))
-        else:
+            continue
+        try:
             write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))
+        except OSError as exc:
+            raise CkptlintError(f"{sink.path}: cannot write the {sink.format} report "
+                                f"({exc.strerror or exc})") from None
 
 
 def append_job_summary(report: Report, sinks: Sequence[Sink]) -> None:

@@ -16,9 +16,11 @@ def run(args: argparse.Namespace) -> int:
     setup = prepare(args, use_cache=False)
     if args.from_file is not None:
         if len(args.names) != 1:
+            example = setup.config.models[0].name if setup.config.models else "NAME"
             raise CkptlintError("`ckptlint update --from FILE` records one model: name it, "
-                                "e.g. `ckptlint update resnet18 --from resnet18.pt`")
-        result = engine.update_from(setup.config, args.names[0], Path(args.from_file).resolve())
+                                f"e.g. `ckptlint update {example} --from {args.from_file}`")
+        result = engine.update_from(setup.config, args.names[0], Path(args.from_file).resolve(),
+                                    setup.builder)
     else:
         result = engine.update(setup.config, args.names, setup.builder)
     out = sys.stdout

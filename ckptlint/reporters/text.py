@@ -64,7 +64,9 @@ def _finding_lines(f: Finding, paint: Paint) -> list[str]:
     loc = f.location
     where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
     color = _SEVERITY_COLOR[f.severity]
-    lines = [f"{paint(where, 'bold') if where else ''}{paint(f.code, 'bold', color)} {f.message}"]
+    against = f"[against {f.against}] " if f.against else ""
+    lines = [f"{paint(where, 'bold') if where else ''}{paint(f.code, 'bold', color)} "
+             f"{against}{f.message}"]
     if loc and loc.source:
         lines += code_frame(loc, paint, color)
     gutter = " " * (len(str(_last_line(loc))) + 1) if loc and loc.source else "  "
@@ -122,12 +124,25 @@ def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
     parts.append(f"{total - len(drifted) - len(broken)} clean")
     against = f" against {report.against}" if report.against else ""
     lines = [paint(f"Checked {plural(total, 'model')}{against}: {', '.join(parts)}.", "bold")]
-    if drifted and not report.against:
-        names = " ".join(m.name for m in drifted)
-        files = " ".join(m.signature_file for m in drifted)
+    if report.against:
+        return lines
+    accept = [m for m in drifted if any(_drift(f) and not f.against for f in m.findings)]
+    if accept:
+        names = " ".join(m.name for m in accept)
+        files = " ".join(m.signature_file for m in accept)
         lines.append(f"If the drift is intended, accept it with `{options.command} update {names}` "
                      f"and commit {files}; otherwise fix the code.")
+    stale = sorted({(m.name, f.against) for m in drifted for f in m.findings
+                    if f.against and _drift(f)})
+    for name, checkpoint in stale:
+        lines.append(f"{name} no longer loads {checkpoint} as it is: `{options.command} remap "
+                     f"{name} --against {checkpoint}` shows how to load it, or drop it from the "
+                     "model's `checkpoints`.")
     return lines
+
+
+def _drift(f: Finding) -> bool:
+    return bool(f.kind.outcome & Outcome.DRIFT)
 
 
 def _diff_summary(report: Report, paint: Paint) -> list[str]:
