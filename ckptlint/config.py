@@ -32,8 +32,8 @@ def find_pyproject(start: Path) -> Path:
         candidate = directory / "pyproject.toml"
         if candidate.is_file() and "ckptlint" in _read_toml(candidate).get("tool", {}):
             return candidate
-    raise ConfigError(display(start), "no pyproject.toml with a [tool.ckptlint] table here or in "
-                                  "any parent directory; see the README to register models")
+    raise ConfigError(str(start), "no pyproject.toml with a [tool.ckptlint] table here or in any "
+                                  "parent directory; run `ckptlint init` to register your models")
 
 
 def load_config(start: Path | None = None) -> Config:

@@ -104,7 +104,8 @@ class Kind(enum.Enum):
     )
     UNUSED_SUPPRESSION = (
         "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
-        "a suppression (an `ignore` pattern or a `# ckptlint: ignore` comment) matched no finding",
+        "an `ignore` pattern of the model's entry matched no finding (stale suppressions hide "
+        "future drift)",
     )
     CHECKPOINT_UNREADABLE = (
         "CKL206", "checkpoint-unreadable", Severity.ERROR, Outcome.UNCHECKED,

@@ -49,6 +49,8 @@ class Locator:
 
     def _one(self, finding: Finding, spec: ModelSpec, result: BuildResult | None) -> Finding:
         location = finding.location
+        if location is not None and finding.kind is Kind.BUILD_ERROR:
+            location = self._statement(location)
         if location is None and result is not None and result.signature is not None:
             key = (finding.keys or (finding.key,))[0]
             if finding.kind is Kind.RENAMED_KEY and finding.new_key:
@@ -67,6 +69,13 @@ class Locator:
         location = location or self.entry(spec, "outside the project" if per_tensor else "")
         return replace(finding, location=self.with_source(location),
                        help=finding.help or advice(finding, spec.name))
+
+    def _statement(self, location: Location) -> Location:
+        """A traceback's line widened to its whole statement (the caret under the code)."""
+        if not location.file.endswith(".py"):
+            return location
+        span = self.index.statement_at(self.root / location.file, location.line)
+        return span.location(location.file, location.note) if span else location
 
     def existing(self, key: str, result: BuildResult) -> Location | None:
         """The statement that creates `key` (or, for `module.*`, the module) in the current code."""

@@ -37,7 +37,7 @@ FIXES = {
     Kind.SIGNATURE_MISSING: "Run `ckptlint update NAME` and commit the file.",
     Kind.SIGNATURE_ORPHANED: "Delete the file, or register the model it describes.",
     Kind.SIGNATURE_INVALID: "Restore it from version control or run `ckptlint update NAME`.",
-    Kind.UNUSED_SUPPRESSION: "Remove the `ignore` pattern or the `# ckptlint: ignore` comment.",
+    Kind.UNUSED_SUPPRESSION: "Remove the `ignore` pattern, or narrow it to the keys it is for.",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import ckptlint
-from ckptlint.ftypes import Finding, Kind, Location, Report, Severity
+from ckptlint.ftypes import Finding, Kind, Location, Outcome, Report, Severity
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.sigfile import format_spec
 
@@ -139,7 +139,8 @@ def render(report: Report, options: RenderOptions) -> str:
     # Every kind is a rule, in declaration order, so ruleIndex never depends on what was found.
     kinds = list(Kind)
     index = {kind: i for i, kind in enumerate(kinds)}
-    invocation: dict[str, Any] = {"executionSuccessful": True}
+    # a model that could not be built or checked is a failed execution, not just a result
+    invocation: dict[str, Any] = {"executionSuccessful": not report.outcome & Outcome.UNCHECKED}
     if notes := notifications(report):
         invocation["toolExecutionNotifications"] = notes
     run = {
