@@ -19,7 +19,6 @@ from ckptlint.cst import SourceIndex, Span
 from ckptlint.ftypes import BuildResult, Config, Finding, Kind, Location, ModelSpec, Site
 from ckptlint.keys import ancestors, first_key, parent
 from ckptlint.paths import relative
-from ckptlint.sigfile import format_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,7 +89,9 @@ class Locator:
     def removed(self, key: str, result: BuildResult) -> Location | None:
         """A key the code no longer creates: its nearest surviving ancestor's statement."""
         survivor = next(p for p in ancestors(key) if p in result.modules or p == "")
-        note = f"`{key}` was created under {f'`{survivor}`' if survivor else 'the model'}"
+        # no key in the note: findings at one statement share it (the message names the key)
+        note = f"it belonged to `{survivor}`, which the code still creates here" if survivor \
+            else "it belonged to the model's own class, defined here"
         if survivor == "":
             return self._root_class(result, note)
         location = self.module(survivor, result)
@@ -218,18 +219,18 @@ def advice(finding: Finding, model: str) -> str:
             return f"restore what {finding.against} expects here, or load it through {remap}"
         return f"restore what {finding.against} expects here, or stop listing it in `checkpoints`"
     update = f"`ckptlint update {model}`"
-    old, new = finding.old, finding.new
     if finding.kind is Kind.MISSING_KEY:
-        return (f"old checkpoints have no `{finding.key}`: remove what creates it here, or accept "
-                f"it with {update} and let it initialise when loading them")
+        return (f"old checkpoints lack it: remove what creates it here, or accept it with {update} "
+                "and let it initialise when loading them")
     if finding.kind is Kind.UNEXPECTED_KEY:
-        return (f"restore what created `{finding.key}` here, or accept the removal with {update} "
-                "and drop the key when loading old checkpoints")
-    if finding.kind is Kind.SHAPE_MISMATCH and old and new:
-        return (f"restore {format_spec(old)} here, or accept {format_spec(new)} with {update} "
-                "and convert old checkpoints")
-    if finding.kind is Kind.DTYPE_MISMATCH and old and new:
-        return f"restore {old.dtype} here, or accept {new.dtype} with {update}"
+        return (f"restore what created it here, or accept the removal with {update} and drop the "
+                "key when loading old checkpoints")
+    # one wording per kind, so findings that share a statement share their help line
+    if finding.kind is Kind.SHAPE_MISMATCH:
+        return (f"restore the checkpoint's shape here, or accept the new one with {update} and "
+                "convert old checkpoints")
+    if finding.kind is Kind.DTYPE_MISMATCH:
+        return f"restore the checkpoint's dtype here, or accept the new one with {update}"
     if finding.kind is Kind.RENAMED_KEY and finding.new_key:
         return (f"accept the rename with {update} and load old checkpoints through "
                 f"`ckptlint remap {model}`, or rename it back")

@@ -169,7 +169,7 @@ CASES: dict[str, Case] = {
         [("models.py", "nn.Linear(4, 5)", "nn.Linear(4, 6)"),
          ("models.py", "        self.extra = nn.Linear(4, 4)\n", "")],
         {"head.weight": Expect("head"),
-         "extra.weight": Expect("root", note="`extra.weight` was created under the model")}),
+         "extra.weight": Expect("root", note="it belonged to the model's own class, defined here")}),
     "nested-class": Case(
         {"models.py": src('''
             class Outer:
@@ -185,7 +185,7 @@ CASES: dict[str, Case] = {
                     self.block = Outer.Block()
             ''')},
         [("models.py", "nn.Linear(4, 4)", "nn.Linear(4, 4, bias=False)")],
-        {"block.fc.bias": Expect("fc", note="`block.fc.bias` was created under `block.fc`")}),
+        {"block.fc.bias": Expect("fc", note="it belonged to `block.fc`, which the code still creates here")}),
     "class-in-function": Case(
         {"models.py": src('''
             def make_net(d=4):
@@ -256,7 +256,7 @@ CASES: dict[str, Case] = {
             self.seq = nn.Sequential(*layers)  # <- seq
             ''')},
         [("models.py", "        layers.append(nn.Linear(8, 2))\n", "")],
-        {"seq.2.weight": Expect("seq", note="`seq.2.weight` was created under `seq`")}),
+        {"seq.2.weight": Expect("seq", note="it belonged to `seq`, which the code still creates here")}),
     "make-layer-helper": Case(
         {"models.py": src('''
             class Block(nn.Module):
@@ -295,7 +295,7 @@ CASES: dict[str, Case] = {
             ''')},
         [("models.py", "self._make_layer(4, 3)", "self._make_layer(4, 2)")],
         {"layer1.2.conv.weight": Expect("layer1",
-                                        note="`layer1.2.conv.weight` was created under `layer1`")}),
+                                        note="it belonged to `layer1`, which the code still creates here")}),
     "module-dict": Case(
         {"models.py": net('''
             self.heads = nn.ModuleDict({
@@ -323,7 +323,7 @@ CASES: dict[str, Case] = {
          ("models.py", "        self.extra = nn.Linear(d, d)\n", "")],
         {"blocks.{0..2}.fc.weight": Expect("fc"),
          "blocks.{0..2}.extra.weight": Expect(
-             "blocks", note="`blocks.0.extra.weight` was created under `blocks.0`")}),
+             "blocks", note="it belonged to `blocks.0`, which the code still creates here")}),
     "renamed-in-every-block": Case(
         {"models.py": src('''
             class Block(nn.Module):
@@ -348,12 +348,12 @@ CASES: dict[str, Case] = {
                     self.head = nn.Linear(4, 2)
             ''')},
         [("models.py", "        self.head = nn.Linear(4, 2)\n", "")],
-        {"head.weight": Expect("root", note="`head.weight` was created under the model"),
+        {"head.weight": Expect("root", note="it belonged to the model's own class, defined here"),
          "head.bias": Expect("root")}),
     "dropped-bias": Case(
         {"models.py": net("self.head = nn.Linear(d, 5)  # <- head")},
         [("models.py", "nn.Linear(d, 5)", "nn.Linear(d, 5, bias=False)")],
-        {"head.bias": Expect("head", note="`head.bias` was created under `head`")}),
+        {"head.bias": Expect("head", note="it belonged to `head`, which the code still creates here")}),
     "renamed-layer": Case(
         {"models.py": net("self.fc = nn.Linear(d, 5)  # <- fc")},
         [("models.py", "self.fc = ", "self.proj = ")],

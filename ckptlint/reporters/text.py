@@ -43,8 +43,8 @@ def _model_block(model: ModelReport, paint: Paint) -> list[str]:
     count = len(model.findings)
     source = f" ({model.signature_file})" if model.signature_file else ""
     lines = [paint(f"{model.name}", "bold") + f"{source}: {plural(count, 'finding')}"]
-    for finding in model.findings:
-        lines += _finding_lines(finding, paint)
+    for group in _same_statement(model.findings):
+        lines += _group_lines(group, paint)
     if model.verdict:
         lines.append(verdict_line(model, paint))
     return lines
@@ -60,20 +60,42 @@ def verdict_line(model: ModelReport, paint: Paint) -> str:
            f"{paint(VERDICT_TEXT.get(model.verdict, model.verdict), 'bold', color)}{note}"
 
 
+def _same_statement(findings: tuple[Finding, ...]) -> list[list[Finding]]:
+    """Consecutive findings located at one statement (a layer's weight and bias) share a frame."""
+    groups: list[list[Finding]] = []
+    for finding in findings:
+        if groups and finding.location and _span(finding.location) == _span(groups[-1][-1].location):
+            groups[-1].append(finding)
+        else:
+            groups.append([finding])
+    return groups
+
+
+def _span(loc: Location | None) -> tuple | None:
+    return (loc.file, loc.line, loc.column, loc.end_line, loc.end_column) if loc else None
+
+
 def _finding_lines(f: Finding, paint: Paint) -> list[str]:
-    loc = f.location
+    return _group_lines([f], paint)
+
+
+def _group_lines(group: list[Finding], paint: Paint) -> list[str]:
+    """Each finding's `path:line:col: CODE message` line, then one code frame, notes and helps."""
+    loc = group[0].location
     where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
-    color = _SEVERITY_COLOR[f.severity]
-    against = f"[against {f.against}] " if f.against else ""
-    lines = [f"{paint(where, 'bold') if where else ''}{paint(f.code, 'bold', color)} "
-             f"{against}{f.message}"]
+    lines = []
+    for f in group:
+        against = f"[against {f.against}] " if f.against else ""
+        code = paint(f.code, "bold", _SEVERITY_COLOR[f.severity])
+        lines.append(f"{paint(where, 'bold') if where else ''}{code} {against}{f.message}")
+    worst = min(group, key=lambda f: list(Severity).index(f.severity))
     if loc and loc.source:
-        lines += code_frame(loc, paint, color)
+        lines += code_frame(loc, paint, _SEVERITY_COLOR[worst.severity])
     gutter = " " * (len(str(_last_line(loc))) + 1) if loc and loc.source else "  "
-    if loc and loc.note:
-        lines.append(f"{gutter}= {paint('note', 'bold')}: {loc.note}")
-    if f.help:
-        lines.append(f"{gutter}= {paint('help', 'bold', 'cyan')}: {f.help}")
+    for note in dict.fromkeys(f.location.note for f in group if f.location and f.location.note):
+        lines.append(f"{gutter}= {paint('note', 'bold')}: {note}")
+    for text in dict.fromkeys(f.help for f in group if f.help):
+        lines.append(f"{gutter}= {paint('help', 'bold', 'cyan')}: {text}")
     return lines
 
 
