@@ -72,12 +72,70 @@ def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
     pairs = _pairs(old, new, missing, unexpected)
     moved = renames.expand_pairs(pairs, unexpected)
     yield from _rename_findings(model, pairs, moved, old_t, new_t)
-    for key in natural_sorted(missing - set(moved.values())):
-        yield _finding(Kind.MISSING_KEY, model, key, None, new_t.get(key))
-    for key in natural_sorted(unexpected - set(moved)):
-        yield _finding(Kind.UNEXPECTED_KEY, model, key, old_t.get(key), None)
+    yield from _added_or_removed(Kind.MISSING_KEY, model, missing - set(moved.values()),
+                                 new_t, old_t)
+    yield from _added_or_removed(Kind.UNEXPECTED_KEY, model, unexpected - set(moved),
+                                 old_t, new_t)
     for key in natural_sorted(mismatched):
         yield _finding(Kind.SHAPE_MISMATCH, model, key, old_t.get(key), new_t.get(key))
+
+
+def _added_or_removed(kind: Kind, model: str, keys: set[str], own: Mapping[str, TensorSpec],
+                      other: Mapping[str, TensorSpec]) -> Iterator[Finding]:
+    """Missing (or unexpected) keys, a whole new (or removed) submodule as one finding."""
+    grouped = whole_subtrees(keys, own, other)
+    # identical subtrees of repeated layers fold too: `blocks.{0..2}.extra.*`
+    shapes = {f"{p}.*": tuple((k[len(p):], own[k]) for k in members)
+              for p, members in grouped.items()}
+    for pattern, _ in fold(shapes):
+        members = [k for star in expand(pattern) for k in grouped[star[:-2]]]
+        yield _subtree_finding(kind, model, pattern[:-2], members, own)
+    loose = keys - {k for members in grouped.values() for k in members}
+    for key in natural_sorted(loose):
+        spec = own.get(key)
+        yield _finding(kind, model, key, *((None, spec) if kind is Kind.MISSING_KEY
+                                           else (spec, None)))
+
+
+def whole_subtrees(keys: set[str], own: Mapping[str, TensorSpec],
+                   other: Mapping[str, TensorSpec]) -> dict[str, list[str]]:
+    """Module prefixes every key of which (of at least two) is in `keys` and that the other
+    side has nothing under: the outermost such prefix for each key."""
+    def prefixes(key: str) -> list[str]:
+        parts = key.split(".")
+        return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+    total: dict[str, int] = {}
+    for key in own:
+        for p in prefixes(key):
+            total[p] = total.get(p, 0) + 1
+    hit: dict[str, int] = {}
+    for key in keys:
+        for p in prefixes(key):
+            hit[p] = hit.get(p, 0) + 1
+    elsewhere = {p for key in other for p in prefixes(key)}
+    grouped: dict[str, list[str]] = {}
+    for key in keys:
+        outer = next((p for p in prefixes(key) if p not in elsewhere and hit[p] == total.get(p)
+                      and hit[p] >= 2), None)
+        if outer is not None:
+            grouped.setdefault(outer, []).append(key)
+    return {p: natural_sorted(members) for p, members in grouped.items()}
+
+
+def _subtree_finding(kind: Kind, model: str, module: str, members: list[str],
+                     own: Mapping[str, TensorSpec]) -> Finding:
+    size = sum(own[k].numel for k in members if k in own)
+    what = f"`{module}.*` ({len(members)} tensors, {size:,} values)"
+    if kind is Kind.MISSING_KEY:
+        message = (f"{what} is created by the code but absent from the checkpoint: strict "
+                   "loading fails with \"Missing key(s)\"; with strict=False it stays randomly "
+                   "initialised")
+    else:
+        message = (f"{what} is in the checkpoint but the code no longer creates it: strict "
+                   "loading fails with \"Unexpected key(s)\"; with strict=False its weights are "
+                   "dropped")
+    return Finding(kind, model, message, key=f"{module}.*", keys=tuple(members))
 
 
 def _pairs(old: Signature, new: Signature, missing: set[str],

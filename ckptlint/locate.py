@@ -54,6 +54,8 @@ class Locator:
             key = (finding.keys or (finding.key,))[0]
             if finding.kind is Kind.RENAMED_KEY and finding.new_key:
                 location = self.existing(first_key(finding.new_key), result)
+            elif finding.kind is Kind.MISSING_KEY and finding.key.endswith(".*"):
+                location = self.existing(finding.key[:-2], result)  # a whole new submodule
             elif finding.kind in _EXISTING and key:
                 location = self.existing(key, result)
             elif finding.kind is Kind.UNEXPECTED_KEY and key:

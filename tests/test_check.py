@@ -49,7 +49,7 @@ CHANGES = [
      {("unexpected-key", "head.bias")}),
     ("add layer", [("        self.head =", "        self.extra = nn.Linear(d, d)\n"
                                         "        self.head =")],
-     {("missing-key", "extra.weight"), ("missing-key", "extra.bias")}),
+     {("missing-key", "extra.*")}),  # a whole new submodule is one finding
     ("dtype", [("nn.Linear(d, classes)", "nn.Linear(d, classes, dtype=torch.float64)")],
      {("dtype-mismatch", "head.weight"), ("dtype-mismatch", "head.bias")}),
     ("rename", [("self.fc", "self.up")],

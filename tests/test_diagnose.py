@@ -137,8 +137,14 @@ CLEAN = {
 }
 
 
+_WHOLE = {"missing-key", "unexpected-key"}
+
+
 def _findings(out: str) -> set[tuple[str, str, str]]:
-    return {(f["kind"], f["key"], f["new_key"] or "") for f in json.loads(out)["findings"]}
+    # a whole added or removed submodule (`a.*`) stands for each of its keys
+    return {(f["kind"], k, f["new_key"] or "") for f in json.loads(out)["findings"]
+            for k in (f["keys"] if f["key"].endswith(".*") and f["kind"] in _WHOLE
+                      else [f["key"]])}
 
 
 def _check_after(project, old: str, new: str, *models: str, extra_update=None):

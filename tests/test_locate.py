@@ -322,7 +322,7 @@ CASES: dict[str, Case] = {
         [("models.py", "self.fc = nn.Linear(d, d)", "self.fc = nn.Linear(d, 2 * d)"),
          ("models.py", "        self.extra = nn.Linear(d, d)\n", "")],
         {"blocks.{0..2}.fc.weight": Expect("fc"),
-         "blocks.{0..2}.extra.weight": Expect(
+         "blocks.{0..2}.extra.*": Expect(
              "blocks", note="it belonged to `blocks.0`, which the code still creates here")}),
     "renamed-in-every-block": Case(
         {"models.py": src('''
@@ -369,8 +369,11 @@ def _mark_extra(text: str, extra: dict[str, str]) -> str:
 
 
 def findings_by_key(run) -> dict[str, dict]:
+    """Every finding under its key, and a subtree finding (`extra.*`) under each of its keys."""
     doc = json.loads(run.out)
-    return {f["key"]: f for f in doc["findings"]}
+    found = {f["key"]: f for f in doc["findings"]}
+    found.update({k: f for f in doc["findings"] if f["key"].endswith(".*") for k in f["keys"]})
+    return found
 
 
 def run_case(project, case: Case) -> tuple[dict[str, dict], dict[str, str]]:
@@ -582,7 +585,9 @@ def static_check(project, case: Case) -> tuple[dict[str, Finding], dict[str, str
     run_case(project, case)  # writes, updates, edits
     report = check(parse_config(project.root / "pyproject.toml"), builder=unrecorded_builder)
     texts = {path: (project.root / path).read_text() for path in case.files}
-    return {f.key: f for f in report.findings}, texts
+    found = {f.key: f for f in report.findings}
+    found.update({k: f for f in report.findings if f.key.endswith(".*") for k in f.keys})
+    return found, texts
 
 
 @pytest.mark.parametrize("name", STATIC)

@@ -21,7 +21,7 @@ def finding_dict(f: Finding) -> dict[str, Any]:
     loc = f.location
     return {
         "model": f.model, "code": f.code, "kind": f.kind.slug, "severity": f.severity.value,
-        "key": f.key, "count": len(f.keys), "new_key": f.new_key or None,
+        "key": f.key, "count": len(f.keys), "keys": list(f.keys), "new_key": f.new_key or None,
         "old": spec_dict(f.old), "new": spec_dict(f.new), "message": f.message,
         "help": f.help or None, "against": f.against or None,
         "file": loc.file if loc else None, "line": loc.line if loc else None,
