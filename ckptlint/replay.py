@@ -54,11 +54,28 @@ def environment(root: str) -> list:
     torch = sorted(name for place in sys.path if place and os.path.isdir(place)
                    for name in os.listdir(place) if name.startswith("torch-"))
     venvs = [os.path.exists(os.path.join(root, v, "bin", "python")) for v in (".venv", "venv")]
+    # the torch of an interpreter that builds for us (a project venv, CKPTLINT_PYTHON)
+    elsewhere = [os.path.join(root, ".venv"), os.path.join(root, "venv")]
+    if os.environ.get("CKPTLINT_PYTHON"):
+        elsewhere.append(os.path.dirname(os.path.dirname(os.environ["CKPTLINT_PYTHON"])))
+    torch += sorted(name for prefix in elsewhere
+                    for place in _site_packages(prefix) for name in os.listdir(place)
+                    if name.startswith("torch-"))
     from ckptlint import __version__
 
     # python and python3 in one venv are one interpreter: name it by its prefix and real file
     return [sys.prefix, os.path.realpath(sys.executable), sys.version, __version__, torch, venvs,
             os.environ.get("CKPTLINT_PYTHON", "")]
+
+
+def _site_packages(prefix: str) -> list[str]:
+    lib = os.path.join(prefix, "lib")
+    try:
+        versions = [v for v in os.listdir(lib) if v.startswith("python")]
+    except OSError:
+        return []
+    return [p for v in versions for p in [os.path.join(lib, v, "site-packages")]
+            if os.path.isdir(p)]
 
 
 def _root(start: str) -> str | None:
