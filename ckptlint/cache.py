@@ -91,8 +91,10 @@ class Cache:
                 return None
             if any(_file_digest(self.root / f) != h for f, h in doc["files"].items()):
                 return None
+            used = tuple((str(f), int(line)) for f, line in doc.get("used_suppressions", []))
             return ModelReport(name=spec.name, signature_file=doc["signature_file"],
-                               old_parameters=doc["parameters"], new_parameters=doc["parameters"])
+                               old_parameters=doc["parameters"], new_parameters=doc["parameters"],
+                               verdict="loads", used_suppressions=used)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -102,7 +104,8 @@ class Cache:
             return
         doc = {"key": self._key(spec, inputs), "signature_file": report.signature_file,
                "parameters": report.new_parameters,
-               "files": {f: _file_digest(self.root / f) for f in result.files}}
+               "files": {f: _file_digest(self.root / f) for f in result.files},
+               "used_suppressions": [list(u) for u in report.used_suppressions]}
         self._prepare()
         write_atomic(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n")
 

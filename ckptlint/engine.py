@@ -80,8 +80,10 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
     jobs = [(spec, ref) for spec, refs in plans for ref in _buildable(refs)]
     built = iter(builder([j[0] for j in jobs], config, [j[1] for j in jobs]) if jobs else [])
     fresh, locators = [], {}  # one Locator per run: each source file is parsed once
+    sources: set[str] = set()
     for spec, refs in plans:
         results = [next(built) for _ in _buildable(refs)]
+        sources.update(results[0].files)
         report = _model_report(config, spec, refs, results)
         if report.findings:
             report = _located(config, spec, results[0], report, locators)
@@ -89,9 +91,28 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
             cache.store(spec, inputs[spec.name], report, results[0])
         fresh.append(report)
     by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
-    return Report(models=tuple(by_name[s.name] for s in specs),
-                  extra=tuple(orphans(config)) if not (names or against) else (),
-                  root=config.root, against=display(against) if against else "")
+    reports = tuple(by_name[s.name] for s in specs)
+    whole_run = not (names or against)  # only then is a comment no model used truly unused
+    extra = orphans(config) + _unused_comments(config, specs, reports, sources, cache) \
+        if whole_run else []
+    return Report(models=reports, extra=tuple(extra), root=config.root,
+                  against=display(against) if against else "")
+
+
+def _unused_comments(config: Config, specs: Sequence[ModelSpec],
+                     reports: Sequence[ModelReport], sources: set[str],
+                     cache: Cache | None) -> list[Finding]:
+    """`# ckptlint: ignore` comments in the models' files that silenced nothing this run.
+
+    Cached models count too: their entries remember which comments they needed.
+    """
+    from ckptlint import suppress
+
+    files = set(sources)
+    for spec in specs:
+        files.update((cache.files_of(spec) or ()) if cache else ())
+    used = {spot for report in reports for spot in report.used_suppressions}
+    return suppress.unused_comments(suppress.comments(config.root, files), used)
 
 
 def inputs_of(config: Config, spec: ModelSpec, against: Path | None) -> list[Path]:
@@ -149,9 +170,12 @@ def _located(config: Config, spec: ModelSpec, result: BuildResult, report: Model
 
     if "run" not in locators:
         locators["run"] = Locator(config)
-    findings = locators["run"].locate(report.findings, spec, result)
-    findings = suppress.inline(findings, config.root, locators["run"].index)
-    return replace(report, findings=tuple(findings))
+    located = locators["run"].locate(report.findings, spec, result)
+    kept = suppress.inline(located, config.root, locators["run"].index)
+    silenced = [f for f in located if f not in kept]
+    used = suppress.used_comments(silenced, suppress.comments(config.root, result.files)) \
+        if silenced else set()
+    return replace(report, findings=tuple(kept), used_suppressions=tuple(sorted(used)))
 
 
 def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],

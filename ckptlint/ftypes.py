@@ -104,8 +104,8 @@ class Kind(enum.Enum):
     )
     UNUSED_SUPPRESSION = (
         "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
-        "an `ignore` pattern of the model's entry matched no finding (stale suppressions hide "
-        "future drift)",
+        "a suppression (an `ignore` pattern of the model's entry, or a `# ckptlint: ignore` "
+        "comment in its code) silences no finding: stale suppressions hide future drift",
     )
     CHECKPOINT_UNREADABLE = (
         "CKL206", "checkpoint-unreadable", Severity.ERROR, Outcome.UNCHECKED,
@@ -312,6 +312,8 @@ class ModelReport:
     # "does-not-load", "needs-real-load", or "" when it was not checked
     verdict: str = ""
     verdict_note: str = ""
+    # the `# ckptlint: ignore` comments (file, line) that silenced a finding of this model
+    used_suppressions: tuple[tuple[str, int], ...] = ()
 
     @property
     def outcome(self) -> Outcome:

@@ -8,12 +8,15 @@ is reported (CKL205) so stale suppressions do not pile up.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import replace
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ckptlint.diff import describe, fold_findings
 from ckptlint.ftypes import Finding, Kind, Location
+
+_COMMENT = re.compile(r"ckptlint:\s*ignore\b(?:\[([^\]]*)\])?")
 
 
 def by_pattern(findings: Sequence[Finding], ignore: Mapping[str, Sequence[str]]
@@ -56,6 +59,79 @@ def unused_patterns(model: str, patterns: Iterable[str], where: Location) -> lis
                     f"the `ignore` pattern \"{p}\" of model `{model}` matched no finding",
                     key=p, location=where,
                     help="remove it: the drift it silenced is gone") for p in patterns]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A `# ckptlint: ignore[...]` comment: its codes ({"*"} for all) and whether it stands on a
+    line of its own (then it covers the statement below it)."""
+
+    codes: frozenset[str]
+    alone: bool
+    column: int = 1
+
+
+def comments(root: str, files: Iterable[str]) -> dict[tuple[str, int], Comment]:
+    """Every `# ckptlint: ignore[...]` comment of the files, by (file, line).
+
+    A text search finds the candidates and Python's tokenizer confirms them (a string that
+    merely contains the words is no comment); libcst is not needed for this.
+    """
+    import io
+    import tokenize
+
+    found: dict[tuple[str, int], Comment] = {}
+    for name in sorted(set(f for f in files if f.endswith(".py"))):
+        try:
+            text = (Path(root) / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "ckptlint" not in text:
+            continue
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        except (tokenize.TokenError, SyntaxError):
+            continue
+        for token in tokens:
+            match = _COMMENT.search(token.string) if token.type == tokenize.COMMENT else None
+            if match:
+                listed = match.group(1)
+                codes = frozenset({"*"}) if listed is None else \
+                    frozenset(c for c in re.split(r"[\s,]+", listed) if c)
+                alone = not token.line[:token.start[1]].strip()
+                found[(name, token.start[0])] = Comment(codes, alone, token.start[1] + 1)
+    return found
+
+
+def used_comments(suppressed: Iterable[Finding],
+                  found: Mapping[tuple[str, int], Comment]) -> set[tuple[str, int]]:
+    """The comments that silenced these findings: on their statement, or alone just above it."""
+    used = set()
+    for finding in suppressed:
+        loc = finding.location
+        if loc is None:
+            continue
+        for line in range(loc.line - 1, (loc.end_line or loc.line) + 1):
+            comment = found.get((loc.file, line))
+            if comment is None or (line < loc.line and not comment.alone):
+                continue
+            if finding.code in comment.codes or "*" in comment.codes:
+                used.add((loc.file, line))
+    return used
+
+
+def unused_comments(found: Mapping[tuple[str, int], Comment],
+                    used: set[tuple[str, int]]) -> list[Finding]:
+    return [Finding(Kind.UNUSED_SUPPRESSION, "",
+                    f"the `# ckptlint: ignore{_codes(found[spot].codes)}` comment silences no "
+                    "finding",
+                    location=Location(spot[0], spot[1], found[spot].column),
+                    help="remove it: a stale suppression would hide future drift")
+            for spot in sorted(set(found) - used)]
+
+
+def _codes(codes: frozenset[str]) -> str:
+    return "" if codes == {"*"} else f"[{', '.join(sorted(codes))}]"
 
 
 def inline(findings: Sequence[Finding], root: str, index: Any) -> list[Finding]:

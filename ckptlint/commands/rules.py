@@ -37,7 +37,8 @@ FIXES = {
     Kind.SIGNATURE_MISSING: "Run `ckptlint update NAME` and commit the file.",
     Kind.SIGNATURE_ORPHANED: "Delete the file, or register the model it describes.",
     Kind.SIGNATURE_INVALID: "Restore it from version control or run `ckptlint update NAME`.",
-    Kind.UNUSED_SUPPRESSION: "Remove the `ignore` pattern, or narrow it to the keys it is for.",
+    Kind.UNUSED_SUPPRESSION: "Remove the `ignore` pattern or the comment, or narrow it to the "
+                             "keys and codes it is for.",
 }
 
 
