@@ -16,6 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ckptlint.config import entry_location
 from ckptlint.creation import describe_modules, recording
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
@@ -117,7 +118,7 @@ def _factory(spec: ModelSpec, config: Config) -> Any:
         raise BuildFailure(
             f"tool.ckptlint.models[{spec.index}].target `{spec.target}` is not callable "
             f"(it is {type(factory).__name__!s}); name a class or a function returning an "
-            "nn.Module", _pyproject_location(spec, config, "target"))
+            "nn.Module", entry_location(config, spec, "target"))
     return factory
 
 
@@ -127,7 +128,7 @@ def _checked(module: Any, spec: ModelSpec, config: Config) -> Any:
         raise BuildFailure(
             f"tool.ckptlint.models[{spec.index}].target `{spec.target}` returned "
             f"{type(module).__name__}, not a torch.nn.Module",
-            _pyproject_location(spec, config, "target"))
+            entry_location(config, spec, "target"))
     return module
 
 
@@ -213,8 +214,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def _failure(exc: BaseException, doing: str, spec: ModelSpec, config: Config) -> BuildFailure:
     detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-    location = _project_frame(exc, config) or _pyproject_location(
-        spec, config, "kwargs" if isinstance(exc, TypeError) else "target")
+    location = _project_frame(exc, config) or entry_location(config, spec, "kwargs" if isinstance(exc, TypeError) else "target")
     return BuildFailure(f"{doing} {detail}", location)
 
 
@@ -225,13 +225,6 @@ def _project_frame(exc: BaseException, config: Config) -> Location | None:
         if is_project_file(frame.filename, config.root):
             return Location(relative(frame.filename, config.root), frame.lineno or 1)
     return None
-
-
-def _pyproject_location(spec: ModelSpec, config: Config, key: str) -> Location:
-    from ckptlint.config import model_key_line
-
-    line = model_key_line(config, spec, key) or spec.line or 1
-    return Location(relative(config.pyproject, config.root), line)
 
 
 def signature_of(module: Any, name: str = "", target: str = "") -> Signature:

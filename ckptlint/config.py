@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ckptlint.errors import ConfigError
-from ckptlint.ftypes import Config, ModelSpec
-from ckptlint.paths import display
+from ckptlint.ftypes import Config, Location, ModelSpec
+from ckptlint.paths import display, relative
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -213,7 +213,10 @@ class _Lines:
         return start
 
 
-def model_key_line(config: Config, spec: ModelSpec, key: str) -> int | None:
-    """The line of `key` inside a model's table in pyproject.toml (its header line if absent)."""
+def entry_location(config: Config, spec: ModelSpec, key: str = "target",
+                   note: str = "") -> Location:
+    """Where `key` of a model's `[[tool.ckptlint.models]]` table is set in pyproject.toml (the
+    table's header line when the key is absent)."""
     text = Path(config.pyproject).read_text(encoding="utf-8")
-    return _Lines(text).model_key(spec.index, key)
+    line = _Lines(text).model_key(spec.index, key) or spec.line or 1
+    return Location(relative(config.pyproject, config.root), line, note=note)

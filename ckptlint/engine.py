@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ckptlint.cache import Cache
-from ckptlint.config import model_key_line
+from ckptlint.config import entry_location
 from ckptlint.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, ModelReport, ModelSpec,
                              Report, Signature)
@@ -156,7 +156,7 @@ def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool)
     except CheckpointError as exc:
         return Reference(label, path, problem=Finding(
             Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
-            location=model_line(config, spec, "checkpoints")), committed=committed)
+            location=entry_location(config, spec, "checkpoints")), committed=committed)
     notes = (f"{spec.name}: {label}: {read.note}",) if read.note else ()
     # the keys the file holds: a key its writer dropped as a tie is restored only where the
     # code ties it too (`restore_ties`), exactly as loading it would fill it
@@ -203,7 +203,7 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
     kept, unused = suppress.by_pattern(compared, spec.ignore)
     findings += kept
     if per_ref:
-        findings += suppress.unused_patterns(spec.name, unused, model_line(config, spec, "ignore"))
+        findings += suppress.unused_patterns(spec.name, unused, entry_location(config, spec, "ignore"))
     primary = refs[0].signature
     return ModelReport(
         name=spec.name, findings=tuple(findings), signature_file=refs[0].label,
@@ -257,7 +257,7 @@ def _committed(config: Config, spec: ModelSpec) -> Reference:
         return Reference(label, path, problem=Finding(
             Kind.SIGNATURE_MISSING, spec.name, f"no committed signature {label} for model "
                                                f"`{spec.name}`",
-            location=model_line(config, spec, "name"),
+            location=entry_location(config, spec, "name"),
             help=f"run `ckptlint update {spec.name}` and commit the file"))
     try:
         return Reference(label, path, sigfile.read(path, label))
@@ -368,10 +368,6 @@ def _shares_keys(reference: Signature, current: Signature) -> bool:
                                    for b in theirs)
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 _FIT_ORDER = ("loads", "loads-non-strict", "needs-real-load", "does-not-load")
 
 
@@ -421,8 +417,3 @@ def update_from(config: Config, name: str, checkpoint: Path,
         if fit else []
     return UpdateResult(written=shown if changed else (), unchanged=() if changed else shown,
                         notes=reference.notes + tuple(verdict))
-
-
-def model_line(config: Config, spec: ModelSpec, key: str = "target") -> Location:
-    return Location(relative(config.pyproject, config.root),
-                    model_key_line(config, spec, key) or spec.line or 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ckptlint import history
+from ckptlint.config import entry_location
 from ckptlint.cst import SourceIndex, Span
 from ckptlint.ftypes import BuildResult, Config, Finding, Kind, Location, ModelSpec, Site
 from ckptlint.keys import ancestors, first_key, parent
@@ -106,11 +107,8 @@ class Locator:
 
     def entry(self, spec: ModelSpec, why: str) -> Location:
         """The model's `[[tool.ckptlint.models]]` entry in pyproject.toml."""
-        from ckptlint.config import model_key_line
-
-        line = model_key_line(self.config, spec, "target") or spec.line or 1
         note = f"created by code {why}; pointing at the model's entry" if why else ""
-        return Location(relative(self.config.pyproject, self.root), line, note=note)
+        return entry_location(self.config, spec, "target", note)
 
     def _kwargs_cause(self, spec: ModelSpec, result: BuildResult,
                       code: Location | None) -> Location | None:
@@ -128,10 +126,7 @@ class Locator:
                                   f"{code.file}:{code.line}")
 
     def _kwargs_line(self, spec: ModelSpec, change: str) -> Location:
-        from ckptlint.config import model_key_line
-
-        line = model_key_line(self.config, spec, "kwargs") or spec.line or 1
-        return Location(relative(self.config.pyproject, self.root), line, note=change)
+        return entry_location(self.config, spec, "kwargs", change)
 
     def _at_site(self, site: Site, module: str, result: BuildResult) -> Location:
         """The statement on a recorded line, narrowed to the element holding `module`."""
