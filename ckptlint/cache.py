@@ -1,7 +1,8 @@
 """The no-op cache: a model whose inputs are unchanged since a clean check is not rebuilt.
 
 An entry is keyed by the model's config entry, its committed signature, the ckptlint, torch and
-Python versions, and holds the content hash of every project file in the model's import closure.
+Python versions, and holds the digest of every project file its build imported or read
+(`replay.digest`: the content, or size and mtime for large files).
 Only clean results are stored, so a failing state is always recomputed and printed. A corrupt or
 foreign entry is ignored (and later overwritten), never trusted. Never imports torch.
 """
@@ -19,6 +20,7 @@ from typing import Sequence
 from ckptlint import __version__
 from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
 from ckptlint.atomic import write_atomic
+from ckptlint.replay import digest
 
 DIRECTORY = ".ckptlint_cache"
 ENV_DISABLE = "CKPTLINT_NO_CACHE"
@@ -36,25 +38,6 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _input_digest(path: Path) -> str | None:
-    """Signature files by content; checkpoints (possibly many GB) by size and mtime."""
-    if path.suffix == ".toml":
-        return _file_digest(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    try:
-        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    except OSError:
-        return None
-    return _digest(json.dumps(stats).encode())
-
-
-def _file_digest(path: Path) -> str | None:
-    try:
-        return _digest(path.read_bytes())
-    except OSError:
-        return None
-
-
 class Cache:
     """Entries under `<project>/.ckptlint_cache/`, one JSON file per model."""
 
@@ -63,22 +46,28 @@ class Cache:
         self.directory = self.root / DIRECTORY / f"v{_FORMAT}"
         self.config = config
         self.environment = environment  # the build interpreter and its torch version
+        self._docs: dict[str, dict] = {}  # entries read or written this run, read once
 
     def _key(self, spec: ModelSpec, inputs: Sequence[Path]) -> str:
         parts = {
             "ckptlint": __version__, "python": sys.version, "environment": self.environment,
             "spec": asdict(spec) | {"line": None}, "pythonpath": list(self.config.pythonpath),
-            "inputs": [[str(p), _input_digest(p)] for p in inputs],
+            "inputs": [[str(p), digest(str(p))] for p in inputs],
         }
         return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
 
     def files_of(self, spec: ModelSpec) -> list[str] | None:
         """The import closure recorded with a model's entry, if it has one."""
         try:
-            files = json.loads(self._entry(spec).read_text(encoding="utf-8"))["files"]
+            files = self._read(spec)["files"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return list(files) if isinstance(files, dict) else None
+
+    def _read(self, spec: ModelSpec) -> dict:
+        if spec.name not in self._docs:
+            self._docs[spec.name] = json.loads(self._entry(spec).read_text(encoding="utf-8"))
+        return self._docs[spec.name]
 
     def _entry(self, spec: ModelSpec) -> Path:
         return self.directory / f"{spec.name}.json"
@@ -86,10 +75,10 @@ class Cache:
     def lookup(self, spec: ModelSpec, inputs: Sequence[Path]) -> ModelReport | None:
         """The cached clean report, if every input still hashes the same."""
         try:
-            doc = json.loads(self._entry(spec).read_text(encoding="utf-8"))
+            doc = self._read(spec)
             if doc["key"] != self._key(spec, inputs):
                 return None
-            if any(_file_digest(self.root / f) != h for f, h in doc["files"].items()):
+            if any(digest(str(self.root / f)) != h for f, h in doc["files"].items()):
                 return None
             used = tuple((str(f), int(line)) for f, line in doc.get("used_suppressions", []))
             return ModelReport(name=spec.name, signature_file=doc["signature_file"],
@@ -104,10 +93,11 @@ class Cache:
             return
         doc = {"key": self._key(spec, inputs), "signature_file": report.signature_file,
                "parameters": report.new_parameters,
-               "files": {f: _file_digest(self.root / f) for f in result.files},
+               "files": {f: digest(str(self.root / f)) for f in result.files},
                "used_suppressions": [list(u) for u in report.used_suppressions]}
         self._prepare()
         write_atomic(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        self._docs[spec.name] = doc
 
     def _prepare(self) -> None:
         top = self.root / DIRECTORY

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ckptlint.errors import CkptlintError
+from ckptlint.replay import site_packages, torch_dists
 from ckptlint.ftypes import BuildResult, Config, ModelSpec, Signature
 
 ENV_PYTHON = "CKPTLINT_PYTHON"
@@ -71,14 +72,13 @@ def torch_version(interpreter: Interpreter) -> str:
     """The installed torch's version from its dist-info folder name (importlib.metadata and
     torch itself are both too slow to import for a cached run)."""
     if interpreter.external:
-        prefix = Path(interpreter.python).parent.parent
-        places = list(prefix.glob("lib/python*/site-packages")) + [prefix / "Lib/site-packages"]
+        places = site_packages(str(Path(interpreter.python).parent.parent))
     else:
-        places = [Path(p) for p in sys.path if p]
+        places = [p for p in sys.path if p]
     for place in places:
-        found = sorted(place.glob("torch-*.dist-info")) if place.is_dir() else []
+        found = torch_dists([place])
         if found:
-            return found[-1].name.split("-")[1]
+            return found[-1].split("-")[1]
     return "none"
 
 

@@ -51,16 +51,13 @@ def digest(path: str) -> str | None:
 
 def environment(root: str) -> list:
     """What decides how models would be built: interpreter, torch, ckptlint, interpreter choice."""
-    torch = sorted(name for place in sys.path if place and os.path.isdir(place)
-                   for name in os.listdir(place) if name.startswith("torch-"))
+    torch = torch_dists(p for p in sys.path if p)
     venvs = [os.path.exists(os.path.join(root, v, "bin", "python")) for v in (".venv", "venv")]
     # the torch of an interpreter that builds for us (a project venv, CKPTLINT_PYTHON)
     elsewhere = [os.path.join(root, ".venv"), os.path.join(root, "venv")]
     if os.environ.get("CKPTLINT_PYTHON"):
         elsewhere.append(os.path.dirname(os.path.dirname(os.environ["CKPTLINT_PYTHON"])))
-    torch += sorted(name for prefix in elsewhere
-                    for place in _site_packages(prefix) for name in os.listdir(place)
-                    if name.startswith("torch-"))
+    torch += torch_dists(place for prefix in elsewhere for place in site_packages(prefix))
     from ckptlint import __version__
 
     # python and python3 in one venv are one interpreter: name it by its prefix and real file
@@ -68,14 +65,29 @@ def environment(root: str) -> list:
             os.environ.get("CKPTLINT_PYTHON", "")]
 
 
-def _site_packages(prefix: str) -> list[str]:
+def torch_dists(places: Iterable[str]) -> list[str]:
+    """The `torch-<version>.dist-info` folders of these places, place by place (sorted within
+    one): what is installed, without importing torch or importlib.metadata."""
+    found = []
+    for place in places:
+        try:
+            found += sorted(name for name in os.listdir(place)
+                            if name.startswith("torch-") and name.endswith(".dist-info"))
+        except OSError:
+            continue
+    return found
+
+
+def site_packages(prefix: str) -> list[str]:
+    """The site-packages folders of the Python environment at `prefix` (POSIX or Windows)."""
     lib = os.path.join(prefix, "lib")
     try:
-        versions = [v for v in os.listdir(lib) if v.startswith("python")]
+        versions = sorted(v for v in os.listdir(lib) if v.startswith("python"))
     except OSError:
-        return []
-    return [p for v in versions for p in [os.path.join(lib, v, "site-packages")]
-            if os.path.isdir(p)]
+        versions = []
+    candidates = [os.path.join(lib, v, "site-packages") for v in versions]
+    candidates.append(os.path.join(prefix, "Lib", "site-packages"))
+    return [p for p in candidates if os.path.isdir(p)]
 
 
 def _root(start: str) -> str | None:
