@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from ckptlint.config import parse_config
-from ckptlint.ftypes import BuildResult, Finding, Kind, ModuleInfo, Site
-from ckptlint.locate import Locator
+from ckptlint.ftypes import Finding
 
 HEAD = "import torch\nfrom torch import nn\n\n\n"
 MARK = re.compile(r"#\s*<-\s*(\S+)")
