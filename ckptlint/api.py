@@ -12,6 +12,8 @@ Models are built on the meta device (no weights allocated) and checked with torc
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 from pathlib import Path
 from typing import Any
@@ -60,11 +62,14 @@ def check(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature
     model = build(target, *args, **kwargs)
     old = checkpoint if isinstance(checkpoint, Signature) else read(checkpoint, state_dict_key)
     new = signature_of(model)
-    old = restore_ties(old, new)
-    return compare(_name(target), old, new, dry_run_load(model, old))
+    restored = restore_ties(old, new)
+    load = dry_run_load(model, old)
+    load = replace(load, missing=tuple(k for k in load.missing if k not in restored.tensors))
+    return compare(_name(target), restored, new, load,
+                   restored=set(restored.tensors) - set(old.tensors))
 
 
-_STRICT_ONLY = {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.DTYPE_MISMATCH}
+_STRICT_ONLY = {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.DTYPE_MISMATCH, Kind.TIED_KEY_ABSENT}
 
 
 def assert_loads(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
 import traceback
 import types
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -21,6 +21,7 @@ from ckptlint.creation import describe_modules, recording
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
 from ckptlint.keys import ancestors, natural_sorted
+from ckptlint.tracking import document, project_files, tracking
 from ckptlint.paths import is_project_file, relative
 
 _SIZE_MISMATCH = "size mismatch for "
@@ -91,15 +92,14 @@ def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]
     """Instantiate the model on meta (CPU as a fallback, with a note); raise `BuildFailure`."""
     factory = _factory(spec, config)
     try:
-        with on_meta(), _stdout_to_stderr():
+        with on_meta():
             return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
     except BuildFailure:
         raise
     except Exception as meta_error:
         reason = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
     try:
-        with _stdout_to_stderr():
-            module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
+        module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
     except BuildFailure:
         raise
     except Exception as exc:
@@ -278,18 +278,28 @@ def meta_state_dict(sig: Signature) -> Any:
 
 
 def dry_run_load(module: Any, sig: Signature) -> LoadReport:
-    """Run torch's own `load_state_dict` with meta tensors, so the model's load hooks apply."""
+    """Run torch's own `load_state_dict` with meta tensors, so the model's load hooks apply.
+
+    torch is the verdict, with one blind spot watched for: keys under a submodule slot that
+    holds None (`nn.ModuleList([None])`, `add_module(name, None)`, `self.attn = None`) are
+    dropped without an error, because the unexpected-key check asks only whether the first
+    name is in `_modules`, and `load()` then skips None children. Each module's
+    `_load_from_state_dict` is watched to see which keys it hands on to such a slot, and which
+    keys its own pre-hooks removed or added (a rename or a drop on purpose, the only silence).
+    """
     seen: dict[str, list[str]] = {}
 
     def capture(_module: Any, incompatible: Any) -> None:
         seen["missing"] = list(incompatible.missing_keys)
         seen["unexpected"] = list(incompatible.unexpected_keys)
 
+    watch = _LoadWatch()
     handle = module.register_load_state_dict_post_hook(capture)
     errors: list[str] = []
     hook_errors: list[str] = []
     try:
-        module.load_state_dict(meta_state_dict(sig), strict=False, assign=True)
+        with watch.watching(module):
+            module.load_state_dict(meta_state_dict(sig), strict=False, assign=True)
     except RuntimeError as exc:
         if str(exc).startswith(_TORCH_LOAD_ERROR):
             errors = _torch_errors(str(exc))
@@ -307,7 +317,52 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
         mismatched=tuple(mismatched),
         errors=tuple(e for e in errors if not e.startswith(_SIZE_MISMATCH)),
         hook_errors=tuple(hook_errors),
+        dropped=tuple(natural_sorted(watch.dropped)),
+        none_slots=tuple(natural_sorted(set(watch.dropped.values()))),
+        consumed=tuple(natural_sorted(watch.removed)),
+        added=tuple(natural_sorted(watch.added)),
     )
+
+
+class _LoadWatch:
+    """Wraps every module's `_load_from_state_dict` for one dry run (restored afterwards)."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, str] = {}  # key -> the None slot it fell under
+        self.removed: set[str] = set()     # keys a module's own hooks took out of the dict
+        self.added: set[str] = set()       # keys they put in (the new name of a rename)
+
+    @contextlib.contextmanager
+    def watching(self, model: Any) -> Iterator[None]:
+        wrapped = []
+        for sub in model.modules():
+            had_own = "_load_from_state_dict" in vars(sub)
+            sub._load_from_state_dict = self._wrap(sub, sub._load_from_state_dict)
+            wrapped.append((sub, had_own))
+        try:
+            yield
+        finally:
+            for sub, had_own in wrapped:
+                if had_own:
+                    sub._load_from_state_dict = sub._load_from_state_dict.__wrapped__
+                else:
+                    del sub._load_from_state_dict
+
+    def _wrap(self, sub: Any, original: Any) -> Any:
+        def watched(state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> Any:
+            before = {k for k in state_dict if k.startswith(prefix)}
+            result = original(state_dict, prefix, *args, **kwargs)
+            after = {k for k in state_dict if k.startswith(prefix)}
+            self.removed |= before - after
+            self.added |= after - before
+            for key in after:  # what torch's load() hands on to the children next
+                head, dot, _ = key[len(prefix):].partition(".")
+                if dot and head in sub._modules and sub._modules[head] is None:
+                    self.dropped[key] = prefix + head
+            return result
+
+        watched.__wrapped__ = original  # type: ignore[attr-defined]
+        return watched
 
 
 def _torch_errors(text: str) -> list[str]:
@@ -317,59 +372,12 @@ def _torch_errors(text: str) -> list[str]:
     return [line.strip() for line in body.split("\n\t") if line.strip()]
 
 
-def import_closure(model: Any, spec: ModelSpec, config: Config) -> tuple[str, ...]:
-    """The project files a model's build depends on, following imports from its modules.
-
-    Starts from the target's module, `_target_` modules and the module of every class in the
-    model, then follows module globals (an `import x` binds a module, a `from x import y` binds
-    an object whose `__module__` is x) while they stay inside the project.
-    """
-    names = {spec.target.partition(":")[0]} | set(_nested_targets(spec.kwargs))
-    names |= {type(m).__module__ for m in model.modules()}
-    names |= {k.__module__ for m in model.modules() for k in type(m).__mro__}
-    files: set[str] = set()
-    seen: set[str] = set()
-    while names:
-        name = names.pop()
-        module = sys.modules.get(name)
-        source = getattr(module, "__file__", None)
-        if name in seen or module is None or not source or not is_project_file(source, config.root):
-            continue
-        seen.add(name)
-        files.add(relative(source, config.root))
-        names |= {name.rpartition(".")[0]} - seen - {""}  # the package's __init__ runs first
-        names |= {_module_of(value) for value in vars(module).values()
-                  if not _is_submodule(value, module)} - seen - {""}
-    return tuple(sorted(files))
-
-
-def _is_submodule(value: Any, package: types.ModuleType) -> bool:
-    # importing pkg.sub binds `sub` on pkg whoever imported it: not a dependency of pkg
-    return isinstance(value, types.ModuleType) and value.__name__.startswith(package.__name__ + ".")
-
-
-def _module_of(value: Any) -> str:
-    if isinstance(value, types.ModuleType):
-        return value.__name__
-    module = getattr(value, "__module__", None)
-    return module if isinstance(module, str) else ""
-
-
-def _nested_targets(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        if isinstance(value.get("_target_"), str):
-            yield value["_target_"].partition(":")[0]
-        for item in value.values():
-            yield from _nested_targets(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _nested_targets(item)
-
-
 def forget_project_modules(config: Config) -> None:
-    """Drop cached imports of the project's own modules so a run sees the code as it is now.
+    """Drop imports of the project's own modules so the next build imports them afresh.
 
-    Matters when `main()` runs repeatedly in one process (tests, notebooks, IDE plugins).
+    Done before every model: a run sees the code as it is now (also when `main()` runs
+    repeatedly in one process), and the modules a model needs appear in `sys.modules` during
+    its own build, which is what `tracking` keys its cache entry on.
     """
     root = Path(config.root)
     names = set()
@@ -380,73 +388,66 @@ def forget_project_modules(config: Config) -> None:
     names.discard(__name__.partition(".")[0])  # never ckptlint itself, e.g. in its own repo
     for name in [n for n in sys.modules if n.partition(".")[0] in names]:
         del sys.modules[name]
-    importlib.invalidate_caches()
+    importlib.invalidate_caches()  # finders list folders again, so the listings are recorded
 
 
 def build_all(specs: Sequence[ModelSpec], config: Config,
               references: Sequence[Signature | None]) -> list[BuildResult]:
-    """Build every model in this process, in order, after forgetting stale project imports."""
+    """Build every model in this process, in order (see `isolate` for builds in a child)."""
     import_torch()  # one clear sentence when torch is missing, before anything touches it
-    forget_project_modules(config)
     return [build(spec, config, ref) for spec, ref in zip(specs, references)]
 
 
 def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -> BuildResult:
     """Build one model and, given its committed signature, torch's verdict on loading it.
 
-    Never raises for a problem of the model itself: that becomes `BuildResult.error`.
+    Never raises for a problem of the model itself, `sys.exit` included: that becomes
+    `BuildResult.error`. Everything user code runs (import, `__init__`, state-dict and load
+    hooks) runs with stdout sent to stderr and `sys.argv` holding only the target's module.
     """
-    with project_on_path(config):
-        try:
-            with recording(config.root) as recorder, files_read() as read:
-                module, notes = build_module(spec, config)
-        except BuildFailure as failure:
-            return BuildResult(spec.name, error=str(failure), error_location=failure.location)
+    import_torch()  # before tracking: torch is keyed by its version, not by what it reads
+    forget_project_modules(config)
+    with project_on_path(config), _as_program(spec), _stdout_to_stderr():
+        with tracking(config.root):
+            result = _built(spec, config, reference)
+        inputs = document(config.root) if result.signature is not None else None
+    return replace(result, inputs=inputs, files=project_files(inputs) or result.files)
+
+
+def _built(spec: ModelSpec, config: Config, reference: Signature | None) -> BuildResult:
+    try:
+        with recording(config.root) as recorder:
+            module, notes = build_module(spec, config)
         signature = signature_of(module, spec.name, spec.target)
         load = dry_run_load(module, _unwrapped(reference, signature)) \
             if reference is not None else None
-        files = tuple(sorted(set(import_closure(module, spec, config))
-                             | _project_files(read, config)))
-    return BuildResult(spec.name, signature=signature, load=load, notes=notes,
-                       sites=recorder.sites(module), modules=describe_modules(module, config.root),
-                       files=files, nonpersistent=nonpersistent_buffers(module))
-
-
-# Files the model reads while it is built (a JSON config, a vocabulary, the modules it imports)
-# are inputs of its signature as much as its code: an audit hook notes every file opened for
-# reading. Audit hooks cannot be removed, so one is installed once and is idle between builds.
-_READING: list[set[str]] = []
-_HOOKED = False
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "open" and _READING and args and isinstance(args[0], (str, os.PathLike)):
-        mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
-        writing = any(c in mode for c in "wax+") if isinstance(mode, str) \
-            else bool((flags or 0) & (os.O_WRONLY | os.O_RDWR))
-        if not writing:
-            _READING[-1].add(os.fspath(args[0]))
+        return BuildResult(spec.name, signature=signature, load=load, notes=notes,
+                           sites=recorder.sites(module),
+                           modules=describe_modules(module, config.root),
+                           nonpersistent=nonpersistent_buffers(module))
+    except BuildFailure as failure:
+        return BuildResult(spec.name, error=str(failure), error_location=failure.location)
+    except SystemExit as exc:  # a model must not end the run; the other models go on
+        location = _project_frame(exc, config) or entry_location(config, spec, "target")
+        return BuildResult(spec.name, error=f"building `{spec.target}` called "
+                           f"sys.exit({exc.code!r}), which would end the process",
+                           error_location=location)
+    except Exception as exc:  # state_dict(), a state-dict hook, named_modules… of user code
+        failure = _failure(exc, f"reading the state dict of `{spec.target}` raised", spec,
+                           config)
+        return BuildResult(spec.name, error=str(failure), error_location=failure.location)
 
 
 @contextlib.contextmanager
-def files_read() -> Iterator[set[str]]:
-    """The paths opened for reading while the block runs (in this thread or any other)."""
-    global _HOOKED
-    if not _HOOKED:
-        sys.addaudithook(_audit)
-        _HOOKED = True
-    opened: set[str] = set()
-    _READING.append(opened)
+def _as_program(spec: ModelSpec) -> Iterator[None]:
+    """`sys.argv` is the target's, not ckptlint's: a model module that parses arguments at
+    import sees none, instead of ckptlint's own (`check`, `--format`, …)."""
+    saved = sys.argv
+    sys.argv = [spec.target.partition(":")[0]]
     try:
-        yield opened
+        yield
     finally:
-        _READING.remove(opened)
-
-
-def _project_files(paths: set[str], config: Config) -> set[str]:
-    """The project's own files among `paths`, relative to the root (no bytecode caches)."""
-    return {relative(p, config.root) for p in paths
-            if "__pycache__" not in p and is_project_file(p, config.root)}
+        sys.argv = saved
 
 
 def _unwrapped(reference: Signature, signature: Signature) -> Signature:

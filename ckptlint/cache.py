@@ -1,10 +1,16 @@
 """The no-op cache: a model whose inputs are unchanged since a clean check is not rebuilt.
 
-An entry is keyed by the model's config entry, its committed signature, the ckptlint, torch and
-Python versions, and holds the digest of every project file its build imported or read
-(`replay.digest`: the content, or size and mtime for large files).
-Only clean results are stored, so a failing state is always recomputed and printed. A corrupt or
-foreign entry is ignored (and later overwritten), never trusted. Never imports torch.
+An entry is keyed by the model's config entry, its signature and checkpoint files, the
+ckptlint, torch and Python versions and the build interpreter, and holds every input its build
+used (`ckptlint.inputs`: sources, data files, distributions, environment variables, existence
+checks, folder listings), each digested when the build first read it.
+Assumptions (tests/test_trust_cache.py tries to break each):
+- the key's file digests are taken before the files are read (`key` runs first), and the
+  entry's before the build read them, so an edit made during the run is never stored as clean;
+- only clean results are stored, so a failing state is always recomputed and printed;
+- an entry that is missing, foreign, damaged, a symlink, a FIFO or a directory is ignored and
+  later overwritten, never trusted; a cache that cannot be written is a warning, not a failure.
+Never imports torch.
 """
 
 from __future__ import annotations
@@ -12,96 +18,158 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ckptlint import __version__
-from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
 from ckptlint.atomic import write_atomic
-from ckptlint.replay import digest
+from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
+from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
+from ckptlint.inputs import digest, load_json, verify
+from ckptlint.replay import cache_enabled
 
-DIRECTORY = ".ckptlint_cache"
-ENV_DISABLE = "CKPTLINT_NO_CACHE"
-_FORMAT = 1
+DIRECTORY = CACHE_DIRECTORY
 _TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
         "# This file is a cache directory tag created by ckptlint.\n"
         "# For information about cache directory tags see https://bford.info/cachedir/\n")
 
 
 def enabled(no_cache_flag: bool) -> bool:
-    return not no_cache_flag and os.environ.get(ENV_DISABLE, "") in ("", "0")
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return cache_enabled(no_cache_flag)
 
 
 class Cache:
-    """Entries under `<project>/.ckptlint_cache/`, one JSON file per model."""
+    """Entries under `<project>/.ckptlint_cache/v2/`, one JSON file per model."""
 
     def __init__(self, config: Config, environment: str):
         self.root = Path(config.root)
-        self.directory = self.root / DIRECTORY / f"v{_FORMAT}"
+        self.directory = self.root / CACHE_DIRECTORY / CACHE_VERSION
         self.config = config
         self.environment = environment  # the build interpreter and its torch version
         self._docs: dict[str, dict] = {}  # entries read or written this run, read once
+        self._memo: dict = {}  # digests taken this run, shared by every entry's check
+        self.problem = ""  # why the cache could not be used, for one warning
+        self.read_first: dict[str, dict[str, str | None]] = {}  # key inputs, for the replay
 
-    def _key(self, spec: ModelSpec, inputs: Sequence[Path]) -> str:
+    def key(self, spec: ModelSpec, inputs: Sequence[Path]) -> str | None:
+        """Taken before the signature and checkpoint files are read, and kept for `store`;
+        None when one of them cannot be digested (missing, a FIFO): nothing is cached then."""
+        files = {str(p): digest(str(p)) for p in inputs}
+        if None in files.values():
+            return None
+        self.read_first[spec.name] = {_name(p, self.root): d for p, d in files.items()}
         parts = {
             "ckptlint": __version__, "python": sys.version, "environment": self.environment,
             "spec": asdict(spec) | {"line": None}, "pythonpath": list(self.config.pythonpath),
-            "inputs": [[str(p), digest(str(p))] for p in inputs],
+            "timeout": self.config.build_timeout,
+            "inputs": sorted(files.items()),
         }
-        return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-    def files_of(self, spec: ModelSpec) -> list[str] | None:
-        """The import closure recorded with a model's entry, if it has one."""
-        try:
-            files = self._read(spec)["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return list(files) if isinstance(files, dict) else None
-
-    def _read(self, spec: ModelSpec) -> dict:
+    def _read(self, spec: ModelSpec) -> dict | None:
         if spec.name not in self._docs:
-            self._docs[spec.name] = json.loads(self._entry(spec).read_text(encoding="utf-8"))
-        return self._docs[spec.name]
+            doc = load_json(str(self._entry(spec))) if self._usable() else None
+            self._docs[spec.name] = doc if isinstance(doc, dict) else {}
+        return self._docs[spec.name] or None
 
     def _entry(self, spec: ModelSpec) -> Path:
         return self.directory / f"{spec.name}.json"
 
-    def lookup(self, spec: ModelSpec, inputs: Sequence[Path]) -> ModelReport | None:
-        """The cached clean report, if every input still hashes the same."""
+    def lookup(self, spec: ModelSpec, key: str) -> ModelReport | None:
+        """The cached clean report, if its key matches and every input still reads the same."""
+        doc = self._read(spec)
         try:
-            doc = self._read(spec)
-            if doc["key"] != self._key(spec, inputs):
-                return None
-            if any(digest(str(self.root / f)) != h for f, h in doc["files"].items()):
+            if doc is None or doc["key"] != key or not verify(doc["inputs"], str(self.root),
+                                                               self._memo):
                 return None
             used = tuple((str(f), int(line)) for f, line in doc.get("used_suppressions", []))
-            return ModelReport(name=spec.name, signature_file=doc["signature_file"],
+            return ModelReport(name=spec.name, signature_file=str(doc["signature_file"]),
                                old_parameters=doc["parameters"], new_parameters=doc["parameters"],
                                verdict="loads", used_suppressions=used)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def store(self, spec: ModelSpec, inputs: Sequence[Path], report: ModelReport,
-              result: BuildResult) -> None:
-        if report.findings or report.notes or result.signature is None:
-            return
-        doc = {"key": self._key(spec, inputs), "signature_file": report.signature_file,
-               "parameters": report.new_parameters,
-               "files": {f: digest(str(self.root / f)) for f in result.files},
-               "used_suppressions": [list(u) for u in report.used_suppressions]}
-        self._prepare()
-        write_atomic(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        self._docs[spec.name] = doc
+    def inputs_of(self, spec: ModelSpec) -> dict | None:
+        """Everything a model's clean result this run rests on: its entry's inputs and the key's
+        files (after a lookup that hit, or a store)."""
+        doc = self._read(spec)
+        inputs = doc.get("inputs") if doc else None
+        if not isinstance(inputs, dict) or spec.name not in self.read_first:
+            return None
+        return {**inputs, "files": {**inputs.get("files", {}), **self.read_first[spec.name]}}
 
-    def _prepare(self) -> None:
-        top = self.root / DIRECTORY
-        if not (top / "CACHEDIR.TAG").exists():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            write_atomic(top / ".gitignore", "# created by ckptlint\n*\n")
-            write_atomic(top / "CACHEDIR.TAG", _TAG)
+    def files_of(self, spec: ModelSpec) -> list[str] | None:
+        """The project files recorded with a model's entry, if it has one."""
+        inputs = self.inputs_of(spec)
+        files = inputs.get("files") if inputs else None
+        if not isinstance(files, dict):
+            return None
+        return [f for f in files if isinstance(f, str) and not os.path.isabs(f)]
+
+    def store(self, spec: ModelSpec, key: str, report: ModelReport,
+              results: Sequence[BuildResult]) -> None:
+        """Keep a clean result whose every build recorded stable inputs."""
+        from ckptlint.inputs import merge
+
+        if report.findings or report.notes or any(r.signature is None for r in results):
+            return
+        inputs = merge(r.inputs for r in results) if all(r.inputs for r in results) else None
+        if inputs is None:
+            self._docs[spec.name] = {}
+            return
+        doc = {"key": key, "signature_file": report.signature_file,
+               "parameters": report.new_parameters, "inputs": inputs,
+               "used_suppressions": [list(u) for u in report.used_suppressions]}
+        if self._write(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n"):
+            self._docs[spec.name] = doc
+
+    def _usable(self) -> bool:
+        """The cache folders are real folders of this project (or absent), never symlinks
+        that would send reads and writes elsewhere."""
+        for folder in (self.root / CACHE_DIRECTORY, self.directory):
+            try:
+                mode = os.lstat(folder).st_mode
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                return self._unusable(folder, exc.strerror or "unreadable")
+            if not stat.S_ISDIR(mode):
+                return self._unusable(folder, "it is not a folder")
+        return True
+
+    def _unusable(self, folder: Path, why: str) -> bool:
+        self.problem = self.problem or (f"{folder.relative_to(self.root)} cannot be used as the "
+                                        f"cache ({why}); checked without it")
+        return False
+
+    def _write(self, path: Path, text: str) -> bool:
+        if not self._usable():
+            return False
+        top = self.root / CACHE_DIRECTORY
+        try:
+            if not (top / "CACHEDIR.TAG").exists():
+                self.directory.mkdir(parents=True, exist_ok=True)
+                write_atomic(top / ".gitignore", "# created by ckptlint\n*\n")
+                write_atomic(top / "CACHEDIR.TAG", _TAG)
+            write_atomic(path, text)
+        except OSError as exc:
+            self.problem = self.problem or (f"cannot write the cache in {CACHE_DIRECTORY}/ "
+                                            f"({exc.strerror or type(exc).__name__}); checked "
+                                            "without it")
+            return False
+        return True
+
+    def writable(self) -> bool:
+        """Whether the replay record may be written beside the entries."""
+        return not self.problem and self._usable()
+
+
+
+def _name(path: str, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except (OSError, ValueError):
+        return os.path.abspath(path)

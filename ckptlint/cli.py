@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
+    args.argv = argv  # what `replay.replayable` judges: the run exactly as it was asked for
     if getattr(args, "jobs", 1) < 0:
         parser.error("--jobs takes a number of processes, or 0 for one per CPU")
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ckptlint.errors import ConfigError
-from ckptlint.ftypes import Config, Location, ModelSpec
+from ckptlint.ftypes import DEFAULT_BUILD_TIMEOUT, Config, Location, ModelSpec
 from ckptlint.paths import display, relative
 
 if sys.version_info >= (3, 11):
@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOOL_KEYS = ("signatures", "pythonpath", "python", "models")
+TOOL_KEYS = ("signatures", "pythonpath", "python", "build_timeout", "models")
 MODEL_KEYS = ("name", "target", "kwargs", "checkpoints", "state_dict_key", "strip_prefix",
               "ignore")
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -64,6 +64,7 @@ def parse_config(pyproject: Path) -> Config:
         else "",
         models=specs,
         line=lines.tool,
+        build_timeout=_seconds(table, "build_timeout", where, lines.key(lines.tool, "build_timeout")),
     )
 
 
@@ -143,6 +144,15 @@ def _string(table: Mapping[str, Any], key: str, path: str, where: str, line: int
         raise ConfigError(where, f"`{path}.{key}` must be a non-empty string, not {value!r}",
                           key=f"{path}.{key}", line=line)
     return value
+
+
+def _seconds(table: Mapping[str, Any], key: str, where: str, line: int | None) -> float:
+    """A positive number of seconds (`build_timeout = 300`)."""
+    value = table.get(key, DEFAULT_BUILD_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ConfigError(where, f"`tool.ckptlint.{key}` must be a number of seconds above 0, "
+                                 f"not {value!r}", key=f"tool.ckptlint.{key}", line=line)
+    return float(value)
 
 
 def _string_list(table: Mapping[str, Any], key: str, where: str, line: int | None,

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from ckptlint.ftypes import ModuleInfo, Site
 from ckptlint.paths import is_project_file, relative
+from ckptlint.tracking import untracked
 
 _OWN_PACKAGE = str(Path(__file__).resolve().parent)
 
@@ -38,8 +39,9 @@ class CreationRecorder:
 
     def note(self, module: Any, name: str) -> None:
         frame = sys._getframe(2)
-        while frame is not None and not self._project_file(frame.f_code.co_filename):
-            frame = frame.f_back
+        with untracked():
+            while frame is not None and not self._project_file(frame.f_code.co_filename):
+                frame = frame.f_back
         if frame is None:
             return
         site = Site(self._relative(frame.f_code.co_filename), frame.f_lineno)

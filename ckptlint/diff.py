@@ -24,17 +24,21 @@ _WRAPPED_BY = {
 
 
 def compare(model: str, old: Signature, new: Signature, load: LoadReport | None = None,
-            nonpersistent: Iterable[str] = ()) -> list[Finding]:
+            nonpersistent: Iterable[str] = (), restored: Iterable[str] = ()) -> list[Finding]:
     """Findings of loading `old` into code that now produces `new`, folded across layers.
 
     `nonpersistent` names the code's buffers registered with persistent=False, which explain
-    keys that left the state dict although the module still holds them.
+    keys that left the state dict although the module still holds them. `restored` names the
+    tied keys the file lacks and `old` was given back from their tie (`engine.restore_ties`):
+    plain strict loading still fails on them, which is said too.
     """
-    return fold_findings(_raw(model, old, new, load, frozenset(nonpersistent)))
+    return fold_findings(_raw(model, old, new, load, frozenset(nonpersistent),
+                              frozenset(restored)))
 
 
 def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
-         nonpersistent: frozenset[str]) -> Iterator[Finding]:
+         nonpersistent: frozenset[str], restored: frozenset[str] = frozenset()
+         ) -> Iterator[Finding]:
     wrapper = prefix.detect(old, new)
     if wrapper is not None:  # the build re-keyed the dry run's state dict the same way
         yield _prefix_finding(model, wrapper)
@@ -52,6 +56,8 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
                 old_t[key].role != new_t[key].role:
             yield _finding(Kind.ROLE_CHANGED, model, key, old_t[key], new_t[key])
     yield from _ties(model, old, new)
+    for key in natural_sorted(restored):
+        yield _tie_absent(model, key, new)
     for error in load.errors if load else ():
         yield Finding(Kind.LOAD_ERROR, model, f"torch's load_state_dict failed: {error}")
 
@@ -60,8 +66,7 @@ def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
           nonpersistent: frozenset[str]) -> Iterator[Finding]:
     """Missing, unexpected, renamed and mismatched keys: torch's verdict, explained."""
     old_t, new_t = old.tensors, new.tensors
-    missing = set(new_t) - set(old_t) if load is None else set(load.missing)
-    unexpected = set(old_t) - set(new_t) if load is None else set(load.unexpected)
+    missing, unexpected = _unloaded(old, new, load)
     common = [k for k in new_t if k in old_t]
     mismatched = {k for k in common if old_t[k].shape != new_t[k].shape}
     if load is not None:
@@ -74,10 +79,57 @@ def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
     yield from _rename_findings(model, pairs, moved, old_t, new_t)
     yield from _added_or_removed(Kind.MISSING_KEY, model, missing - set(moved.values()),
                                  new_t, old_t)
-    yield from _added_or_removed(Kind.UNEXPECTED_KEY, model, unexpected - set(moved),
-                                 old_t, new_t)
+    silent = set(load.dropped) if load else set()
+    for finding in _added_or_removed(Kind.UNEXPECTED_KEY, model, unexpected - set(moved),
+                                     old_t, new_t):
+        yield _silent(finding, load) if silent.issuperset(finding.keys) else finding
     for key in natural_sorted(mismatched):
         yield _finding(Kind.SHAPE_MISMATCH, model, key, old_t.get(key), new_t.get(key))
+
+
+def _unloaded(old: Signature, new: Signature, load: LoadReport | None) -> tuple[set, set]:
+    """The keys the code creates that the checkpoint does not fill (missing), and the keys of
+    the checkpoint that land nowhere in the code (unexpected).
+
+    With torch's dry run, its report decides, and the key diff guards the invariant a clean run
+    promises: every tensor of the checkpoint is loaded, reported, or taken by a load hook of the
+    model's own code (and every tensor of the code is filled, reported, or put in by a hook).
+    What is none of these is reported too: keys torch drops under a None slot without a word,
+    and anything a future torch might skip the same way.
+    """
+    created, held = set(new.tensors), set(old.tensors)
+    if load is None:
+        return created - held, held - created
+    unaccounted_old = held - created - set(load.unexpected) - set(load.consumed)
+    unaccounted_new = created - held - set(load.missing) - set(load.added)
+    return (set(load.missing) | unaccounted_new,
+            set(load.unexpected) | set(load.dropped) | unaccounted_old)
+
+
+def _silent(finding: Finding, load: LoadReport | None) -> Finding:
+    """An unexpected key torch's strict loading drops without an error: say so, and why."""
+    slots = sorted({s for s in (load.none_slots if load else ())
+                    if any(k.startswith(s + ".") for k in finding.keys)})
+    where = ", ".join(f"`{s}`" for s in slots) or "a submodule slot"
+    head = finding.message.partition(" is in the checkpoint")[0]
+    return replace(finding, silent=True, message=(
+        f"{head} is in the checkpoint but the code sets {where} to None: "
+        "load_state_dict(strict=True) drops it without an error (torch skips keys under a "
+        "None submodule), so its weights are silently lost"),
+        help=f"restore the submodule at {where}, or accept the change with `ckptlint update "
+             f"{finding.model}`")
+
+
+def _tie_absent(model: str, key: str, new: Signature) -> Finding:
+    partner = new.aliases.get(key) or next((k for k, v in new.aliases.items() if v == key), "")
+    return Finding(
+        Kind.TIED_KEY_ABSENT, model,
+        f"`{key}` is not in the checkpoint, which holds the tensor it is tied to (`{partner}`): "
+        "plain load_state_dict(strict=True) fails with \"Missing key(s)\"; strict=False and "
+        "tie-aware loaders (safetensors.torch.load_model, transformers' from_pretrained) fill "
+        "it from the tie", key=key, keys=(key,), new=new.tensors.get(key),
+        help="load it with a tie-aware loader or strict=False, or save the checkpoint with "
+             "every key (e.g. `torch.save(model.state_dict())`)")
 
 
 def _added_or_removed(kind: Kind, model: str, keys: set[str], own: Mapping[str, TensorSpec],
@@ -341,10 +393,11 @@ _VERDICTS = (
     ("needs-real-load", {Kind.NEEDS_REAL_LOAD}),
     ("does-not-load", {Kind.SHAPE_MISMATCH, Kind.LOAD_ERROR, Kind.PREFIX_MISMATCH}),
     ("loads-non-strict", {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY,
-                          Kind.BUFFER_NOT_PERSISTENT}),
+                          Kind.BUFFER_NOT_PERSISTENT, Kind.TIED_KEY_ABSENT}),
 )
 VERDICT_TEXT = {
     "loads": "loads strictly",
+    "drops-silently": "loads without an error but silently drops weights",
     "loads-non-strict": "loads only with strict=False",
     "does-not-load": "does not load",
     "needs-real-load": "needs a real load to tell",
@@ -354,21 +407,24 @@ VERDICT_TEXT = {
 def verdict(findings: Iterable[Finding]) -> tuple[str, str]:
     """Whether the checkpoint loads into the code (see `VERDICT_TEXT`), and what to know."""
     findings = list(findings)
-    kinds = {f.kind for f in findings}
-    name = next((v for v, deciding in _VERDICTS if kinds & deciding), "loads")
+    kinds = {f.kind for f in findings if not f.silent}
+    name = next((v for v, deciding in _VERDICTS if kinds & deciding),
+                "drops-silently" if any(f.silent for f in findings) else "loads")
     if name == "does-not-load":
         keys = [f.key for f in findings if f.kind is Kind.SHAPE_MISMATCH]
         prefixes = [f.key for f in findings if f.kind is Kind.PREFIX_MISMATCH]
         why = ([f"size mismatch for {_few(keys)}"] if keys else []) + \
             [f"no key matches without handling the `{p}` prefix" for p in prefixes]
         return name, "; ".join(why) or "torch's load_state_dict raises"
-    if name == "loads-non-strict":
+    if name in ("loads-non-strict", "drops-silently"):
         random = [f.key for f in findings if f.kind is Kind.MISSING_KEY] + \
             [f.new_key for f in findings if f.kind is Kind.RENAMED_KEY]
         dropped = [f.key for f in findings
                    if f.kind in (Kind.UNEXPECTED_KEY, Kind.BUFFER_NOT_PERSISTENT)]
+        tied = [f.key for f in findings if f.kind is Kind.TIED_KEY_ABSENT]
         parts = ([f"stays randomly initialised: {_few(random)}"] if random else []) + \
-            ([f"dropped: {_few(dropped)}"] if dropped else [])
+            ([f"dropped: {_few(dropped)}"] if dropped else []) + \
+            ([f"strict=True misses tied {_few(tied)}, which its tie fills"] if tied else [])
         return name, "; ".join(parts)
     return name, ""
 

@@ -29,8 +29,20 @@ class UnknownModelError(CkptlintError):
                          f"[[tool.ckptlint.models]] (configured: {known})")
 
 
+class NoModelsError(CkptlintError):
+    def __init__(self, config: Config):
+        super().__init__(f"{relative(config.pyproject, config.root)}: no model is registered, so "
+                         "nothing would be checked; add a [[tool.ckptlint.models]] table with "
+                         "`name` and `target` (or run `ckptlint init`)")
+
+
 def select(config: Config, names: Sequence[str]) -> tuple[ModelSpec, ...]:
-    """The models named on the command line, in config order; all of them when none are named."""
+    """The models named on the command line, in config order; all of them when none are named.
+
+    Zero models is an error, not a pass: a run that checks nothing must not say "All clear".
+    """
+    if not config.models:
+        raise NoModelsError(config)
     by_name = {m.name: m for m in config.models}
     for name in names:
         if name not in by_name:
@@ -62,6 +74,8 @@ class Reference:
     problem: Finding | None = None
     notes: tuple[str, ...] = ()
     committed: bool = True
+    # tied keys the file's writer left out and said so (safetensors' save_model metadata)
+    declared_ties: tuple[str, ...] = ()
 
 
 def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder,
@@ -73,8 +87,10 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
     built, torch is never imported.
     """
     specs = select(config, names)
-    inputs = {s.name: inputs_of(config, s, against) for s in specs}
-    cached = {s.name: cache.lookup(s, inputs[s.name]) for s in specs} if cache else {}
+    # digests before anything is read: an edit during the run is a miss next time, never a hit
+    keys = {s.name: cache.key(s, inputs_of(config, s, against)) for s in specs} if cache else {}
+    cached = {s.name: cache.lookup(s, keys[s.name]) for s in specs
+              if keys.get(s.name)} if cache else {}
     todo = [s for s in specs if cached.get(s.name) is None]
     plans = [(spec, references(config, spec, against)) for spec in todo]
     jobs = [(spec, ref) for spec, refs in plans for ref in _buildable(refs)]
@@ -87,8 +103,8 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
         report = _model_report(config, spec, refs, results)
         if report.findings:
             report = _located(config, spec, results[0], report, locators)
-        if cache:
-            cache.store(spec, inputs[spec.name], report, results[0])
+        if cache and keys.get(spec.name):
+            cache.store(spec, keys[spec.name], report, results)
         fresh.append(report)
     by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
     reports = tuple(by_name[s.name] for s in specs)
@@ -158,9 +174,19 @@ def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool)
             Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
             location=entry_location(config, spec, "checkpoints")), committed=committed)
     notes = (f"{spec.name}: {label}: {read.note}",) if read.note else ()
+    if read.tied:  # declared by a tie-aware writer: its loader restores them, plain torch not
+        notes += (f"{spec.name}: {label} stores tied weights once ({_listed_keys(read.tied)} "
+                  "left out, as its writer recorded): safetensors.torch.load_model and "
+                  "strict=False fill them, plain load_state_dict(strict=True) does not",)
     # the keys the file holds: a key its writer dropped as a tie is restored only where the
     # code ties it too (`restore_ties`), exactly as loading it would fill it
-    return Reference(label, path, read.signature, notes=notes, committed=committed)
+    return Reference(label, path, read.signature, notes=notes, committed=committed,
+                     declared_ties=tuple(read.tied))
+
+
+def _listed_keys(keys: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(f"`{k}`" for k in list(keys)[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _located(config: Config, spec: ModelSpec, result: BuildResult, report: ModelReport,
@@ -193,7 +219,10 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
     if current is not None:
         readable = [r for r in refs if r.signature is not None]
         for ref, result in zip(readable, results):
-            found = diff.compare(spec.name, *_tied(ref.signature, result), result.nonpersistent)
+            restored, current_sig, load = _tied(ref.signature, result)
+            absent = set(restored.tensors) - set(ref.signature.tensors) - set(ref.declared_ties)
+            found = diff.compare(spec.name, restored, current_sig, load, result.nonpersistent,
+                                 absent)
             per_ref.append((ref, [f if ref.committed else replace(f, against=ref.label)
                                   for f in found]))
     compared = [f for _, found in per_ref for f in found]
@@ -368,7 +397,7 @@ def _shares_keys(reference: Signature, current: Signature) -> bool:
                                    for b in theirs)
 
 
-_FIT_ORDER = ("loads", "loads-non-strict", "needs-real-load", "does-not-load")
+_FIT_ORDER = ("loads", "loads-non-strict", "drops-silently", "needs-real-load", "does-not-load")
 
 
 def _fit(spec: ModelSpec, report: ModelReport) -> Fit:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 FORMAT_VERSION = 1
+# a build that takes longer is stopped: minutes for a large model built on the CPU, not a hang
+DEFAULT_BUILD_TIMEOUT = 300.0
 
 
 class Severity(str, enum.Enum):
@@ -101,6 +103,13 @@ class Kind(enum.Enum):
         "CKL111", "needs-real-load", Severity.WARNING, Outcome.DRIFT,
         "a load hook of the model needs real tensor values, so the dry run on meta tensors "
         "cannot tell whether the checkpoint loads: load it for real once",
+    )
+    TIED_KEY_ABSENT = (
+        "CKL112", "tied-key-absent", Severity.WARNING, Outcome.DRIFT,
+        "the checkpoint lacks a key the code ties to another one it has (a tie-aware saver "
+        "wrote the shared tensor once): plain load_state_dict(strict=True) fails with "
+        "\"Missing key(s)\"; tie-aware loaders (safetensors.torch.load_model, transformers' "
+        "from_pretrained) and strict=False load it fully",
     )
     UNUSED_SUPPRESSION = (
         "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
@@ -200,6 +209,8 @@ class Finding:
     location: Location | None = None
     help: str = ""
     against: str = ""
+    # torch's strict loading raises nothing for these keys, yet drops them (a None slot)
+    silent: bool = False
 
     @property
     def code(self) -> str:
@@ -237,6 +248,8 @@ class Config:
     models: tuple[ModelSpec, ...] = ()
     line: int | None = None
     python: str = ""
+    # seconds one model's build may take before it is stopped and reported
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +265,12 @@ class LoadReport:
     errors: tuple[str, ...] = ()
     # a load hook raised (it needs real values, which meta tensors lack): no verdict
     hook_errors: tuple[str, ...] = ()
+    # keys torch dropped without a word, under these submodule slots that hold None
+    dropped: tuple[str, ...] = ()
+    none_slots: tuple[str, ...] = ()
+    # keys the model's own load hooks took out of the state dict, or put in (renames on purpose)
+    consumed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +315,9 @@ class BuildResult:
     files: tuple[str, ...] = ()
     # state-dict names of buffers registered with persistent=False
     nonpersistent: tuple[str, ...] = ()
+    # every input the build used (`ckptlint.inputs`); None when one changed while it ran, or
+    # when the build failed: such a result is never cached
+    inputs: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

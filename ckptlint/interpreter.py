@@ -14,12 +14,11 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
+from ckptlint.constants import ENV_PYTHON, VENVS
 from ckptlint.errors import CkptlintError
-from ckptlint.replay import site_packages, torch_dists
+from ckptlint.replay import site_packages, torch_dists, venv_python
 from ckptlint.ftypes import BuildResult, Config, ModelSpec, Signature
 
-ENV_PYTHON = "CKPTLINT_PYTHON"
-_VENVS = (".venv", "venv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +34,7 @@ class Interpreter:
 
 
 def _bin(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return Path(venv_python(str(venv)))
 
 
 def choose(config: Config) -> Interpreter:
@@ -45,7 +44,7 @@ def choose(config: Config) -> Interpreter:
         return _checked(path, f"tool.ckptlint.python = {config.python!r} in pyproject.toml")
     if os.environ.get(ENV_PYTHON):
         return _checked(Path(os.environ[ENV_PYTHON]), f"{ENV_PYTHON}={os.environ[ENV_PYTHON]}")
-    for name in _VENVS:
+    for name in VENVS:
         venv = root / name
         if _bin(venv).exists() and not _is_current(venv):
             return Interpreter(str(_bin(venv)), f"the project's {name}", True)
@@ -83,16 +82,17 @@ def torch_version(interpreter: Interpreter) -> str:
 
 
 def builder(interpreter: Interpreter, jobs: int):  # -> engine.Builder
-    """In-process for one job in this interpreter; worker processes otherwise."""
-    if not interpreter.external and jobs <= 1:
-        return in_process
-    from ckptlint.worker import build_in_workers
+    """Children forked from this interpreter; the project's interpreter through a worker."""
+    if not interpreter.external:
+        return partial(in_process, processes=jobs)
+    from ckptlint.worker import build_in_worker
 
-    return partial(build_in_workers, interpreter.python, jobs)
+    return partial(build_in_worker, interpreter.python, jobs)
 
 
 def in_process(specs: Sequence[ModelSpec], config: Config,
-                references: Sequence[Signature | None]) -> list[BuildResult]:
-    from ckptlint.build import build_all  # torch is imported only when something must be built
+               references: Sequence[Signature | None], processes: int = 1) -> list[BuildResult]:
+    """Build in children forked from this process (`ckptlint.isolate`)."""
+    from ckptlint.isolate import build_isolated  # torch is imported only when something is built
 
-    return build_all(specs, config, references)
+    return build_isolated(specs, config, references, processes)

@@ -1,8 +1,8 @@
 """Replay the last clean `ckptlint check` when none of its inputs changed.
 
 A pre-commit hook runs `ckptlint check` on every commit, most of which touch no model. After a
-clean run of plain `ckptlint check`, the run's every input is recorded (pyproject.toml, each
-model's import closure, its signature and checkpoints, the signatures directory, the
+clean run of plain `ckptlint check`, the run's every input is recorded (pyproject.toml, every
+input each model's build used, its signature and checkpoints, the signatures directory, the
 environment) with the output it printed. The next plain `ckptlint check` verifies those inputs
 and prints the same output, before argparse, dataclasses or any other part of ckptlint loads.
 Anything unexpected means "no replay": the normal run (with its per-model cache) takes over.
@@ -11,14 +11,17 @@ This module imports only the standard library.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
-from typing import Iterable, TextIO
+from typing import Iterable, Mapping, Sequence, TextIO
 
-RECORD = os.path.join(".ckptlint_cache", "v1", "last-clean-check.json")
-_SIZE_LIMIT = 1 << 20  # files up to this are hashed by content; checkpoints by size and mtime
+from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION, ENV_NO_CACHE, ENV_PYTHON, VENVS
+from ckptlint.inputs import load_json, merge, read_regular, verify
+
+RECORD = os.path.join(CACHE_DIRECTORY, CACHE_VERSION, "last-clean-check.json")
+# what else decides a run's output besides its inputs: recorded with it, compared on replay
+_MADE_UNDER = (ENV_NO_CACHE, "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")
 
 
 def use_color(choice: str, stream: TextIO) -> bool:
@@ -32,37 +35,36 @@ def use_color(choice: str, stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def digest(path: str) -> str | None:
-    """A file by content (or by size and mtime when large), a folder by its files' stats."""
-    try:
-        if os.path.isdir(path):
-            stats = sorted((os.path.relpath(os.path.join(d, f), path), s.st_size, s.st_mtime_ns)
-                           for d, _, files in os.walk(path) for f in files
-                           for s in [os.stat(os.path.join(d, f))])
-            return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
-        info = os.stat(path)
-        if info.st_size > _SIZE_LIMIT:
-            return f"stat:{info.st_size}:{info.st_mtime_ns}"
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-    except OSError:
-        return None
+def cache_enabled(no_cache_flag: bool = False) -> bool:
+    return not no_cache_flag and os.environ.get(ENV_NO_CACHE, "") in ("", "0")
+
+
+def replayable(argv: Sequence[str]) -> bool:
+    """The one definition of "a plain `ckptlint check`", the only run that is replayed and
+    recorded: no option at all (any option may change what is checked or printed), the cache
+    on, and not on GitHub Actions (whose run also writes a job summary)."""
+    return list(argv) == ["check"] and cache_enabled() and os.environ.get("GITHUB_ACTIONS") != "true"
+
+
+def venv_python(venv: str) -> str:
+    return os.path.join(venv, "Scripts", "python.exe") if os.name == "nt" \
+        else os.path.join(venv, "bin", "python")
 
 
 def environment(root: str) -> list:
     """What decides how models would be built: interpreter, torch, ckptlint, interpreter choice."""
     torch = torch_dists(p for p in sys.path if p)
-    venvs = [os.path.exists(os.path.join(root, v, "bin", "python")) for v in (".venv", "venv")]
+    venvs = [os.path.exists(venv_python(os.path.join(root, v))) for v in VENVS]
     # the torch of an interpreter that builds for us (a project venv, CKPTLINT_PYTHON)
-    elsewhere = [os.path.join(root, ".venv"), os.path.join(root, "venv")]
-    if os.environ.get("CKPTLINT_PYTHON"):
-        elsewhere.append(os.path.dirname(os.path.dirname(os.environ["CKPTLINT_PYTHON"])))
+    elsewhere = [os.path.join(root, v) for v in VENVS]
+    if os.environ.get(ENV_PYTHON):
+        elsewhere.append(os.path.dirname(os.path.dirname(os.environ[ENV_PYTHON])))
     torch += torch_dists(place for prefix in elsewhere for place in site_packages(prefix))
     from ckptlint import __version__
 
     # python and python3 in one venv are one interpreter: name it by its prefix and real file
     return [sys.prefix, os.path.realpath(sys.executable), sys.version, __version__, torch, venvs,
-            os.environ.get("CKPTLINT_PYTHON", "")]
+            os.environ.get(ENV_PYTHON, "")]
 
 
 def torch_dists(places: Iterable[str]) -> list[str]:
@@ -94,54 +96,54 @@ def _root(start: str) -> str | None:
     """The directory of the first pyproject.toml above `start` that mentions ckptlint."""
     directory = start
     while True:
-        candidate = os.path.join(directory, "pyproject.toml")
-        try:
-            with open(candidate, encoding="utf-8") as handle:
-                if "ckptlint" in handle.read():
-                    return directory
-        except OSError:
-            pass
+        data = read_regular(os.path.join(directory, "pyproject.toml"), 16 << 20)
+        if data is not None and b"ckptlint" in data:  # bytes: any encoding, no decode error
+            return directory
         parent = os.path.dirname(directory)
         if parent == directory:
             return None
         directory = parent
 
 
-def _replayable(argv: list[str]) -> bool:
-    return (argv == ["check"] and os.environ.get("CKPTLINT_NO_CACHE", "") in ("", "0")
-            and os.environ.get("GITHUB_ACTIONS") != "true")  # that run also writes a summary
+def _made_under() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in _MADE_UNDER}
 
 
 def replay(argv: list[str], stdout: TextIO) -> int | None:
     """Print the recorded output and return its exit code, or None to run normally."""
-    if not _replayable(argv):
+    if not replayable(argv):
         return None
     cwd = os.getcwd()
     root = _root(cwd)
     if root is None:
         return None
+    doc = load_json(os.path.join(root, RECORD))
     try:
-        with open(os.path.join(root, RECORD), encoding="utf-8") as handle:
-            doc = json.load(handle)
-        if doc["cwd"] != cwd or doc["environment"] != json.loads(json.dumps(environment(root))):
+        if doc["argv"] != argv or doc["made_under"] != _made_under() or doc["cwd"] != cwd \
+                or doc["environment"] != json.loads(json.dumps(environment(root))):
             return None
-        if any(digest(os.path.join(root, p)) != d for p, d in doc["inputs"].items()):
+        if not verify(doc["inputs"], root):
             return None
         stdout.write(doc["color" if use_color("auto", stdout) else "plain"])
         return int(doc["exit"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def record(root: str, inputs: Iterable[str], plain: str, color: str) -> None:
-    """Remember a clean run of plain `ckptlint check` (inputs relative to `root`)."""
-    from ckptlint.atomic import write_atomic
-
-    doc = {"cwd": os.getcwd(), "environment": environment(root), "exit": 0,
-           "inputs": {p: digest(os.path.join(root, p)) for p in sorted(set(inputs))},
-           "plain": plain, "color": color}
-    if None in doc["inputs"].values():
-        return
+def record(root: str, argv: Sequence[str], docs: Iterable[Mapping], plain: str,
+           color: str) -> bool:
+    """Remember a clean plain run: what it was made under, the inputs each model's result was
+    computed from (digests taken before they were read, never after), and what it printed.
+    Returns False when nothing could be recorded (an input changed during the run)."""
     from pathlib import Path
 
+    from ckptlint.atomic import write_atomic
+
+    inputs = merge(docs)
+    if inputs is None or not replayable(argv):
+        return False
+    doc = {"argv": list(argv), "made_under": _made_under(), "cwd": os.getcwd(),
+           "environment": environment(root), "exit": 0, "inputs": inputs,
+           "plain": plain, "color": color}
     write_atomic(Path(root) / RECORD, json.dumps(doc, indent=1) + "\n")
+    return True

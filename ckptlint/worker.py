@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,16 +34,16 @@ class WorkerError(CkptlintError):
 # -- the wire format ---------------------------------------------------------------------------
 
 def encode_request(specs: Sequence[ModelSpec], config: Config,
-                   references: Sequence[Signature | None]) -> str:
+                   references: Sequence[Signature | None], processes: int = 1) -> str:
     return json.dumps({
+        "processes": processes,
         "config": {**asdict(config), "models": []},
         "jobs": [{"spec": asdict(spec), "reference": sigfile.dumps(ref) if ref else None}
                  for spec, ref in zip(specs, references)],
     })
 
 
-def decode_request(text: str) -> tuple[list[ModelSpec], Config, list[Signature | None]]:
-    doc = json.loads(text)
+def decode_request(doc: dict) -> tuple[list[ModelSpec], Config, list[Signature | None]]:
     config = Config(**{**doc["config"], "pythonpath": tuple(doc["config"]["pythonpath"])})
     specs = [ModelSpec(**job["spec"]) for job in doc["jobs"]]
     refs = [sigfile.loads(job["reference"], "<reference>") if job["reference"] else None
@@ -65,6 +64,7 @@ def encode_result(result: BuildResult) -> dict[str, Any]:
                     for k, m in result.modules.items()},
         "files": list(result.files),
         "nonpersistent": list(result.nonpersistent),
+        "inputs": result.inputs,
     }
 
 
@@ -83,25 +83,33 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
                  for k, (t, classes) in doc["modules"].items()},
         files=tuple(doc["files"]),
         nonpersistent=tuple(doc.get("nonpersistent", ())),
+        inputs=doc.get("inputs"),
     )
 
 
 # -- the child -----------------------------------------------------------------------------------
 
 def serve() -> None:
-    """Child entry point: read a request on stdin, build, write results on stdout."""
-    from ckptlint.build import build_all
+    """Child entry point: read a request on stdin, build, write results on a private channel.
 
-    specs, config, refs = decode_request(sys.stdin.read())
-    stdout = sys.stdout
-    sys.stdout = sys.stderr  # user code that prints must not corrupt the reply
+    File descriptor 1 is re-pointed at stderr before anything else runs, so nothing a model
+    does (print, `os.write(1, …)`, a subprocess's output) can reach the reply; the reply goes
+    to a duplicate of the original stdout that only this function knows.
+    """
+    reply = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    from ckptlint.isolate import build_isolated
+
+    doc = json.loads(sys.stdin.read())
+    specs, config, refs = decode_request(doc)
     try:
-        results = build_all(specs, config, refs)
+        results = build_isolated(specs, config, refs, int(doc.get("processes", 1)))
     except CkptlintError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
-    stdout.write(json.dumps([encode_result(r) for r in results]))
-    stdout.flush()
+    reply.write(json.dumps([encode_result(r) for r in results]))
+    reply.flush()
 
 
 # -- the parent ----------------------------------------------------------------------------------
@@ -113,38 +121,27 @@ def _private_path() -> str:
     return str(directory)
 
 
-def run_worker(python: str, specs: Sequence[ModelSpec], config: Config,
-               references: Sequence[Signature | None], path: str) -> list[BuildResult]:
+def build_in_worker(python: str, jobs: int, specs: Sequence[ModelSpec], config: Config,
+                    references: Sequence[Signature | None]) -> list[BuildResult]:
+    """Build in one process of `python` (the project's interpreter), which forks `jobs`
+    children of its own; results keep the input order."""
+    path = _private_path()
     code = f"import sys; sys.path.insert(0, {path!r}); from ckptlint.worker import serve; serve()"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # the user's own setting for bytecode caching holds: the tracking reads sources either way
+    request = encode_request(specs, config, references, jobs)
     try:
-        proc = subprocess.run([python, "-c", code], input=encode_request(specs, config, references),
-                              capture_output=True, text=True, cwd=config.root, env=env)
+        proc = subprocess.run([python, "-c", code], input=request, capture_output=True,
+                              text=True, cwd=config.root, errors="replace")
     except OSError as exc:
         raise WorkerError(python, f"cannot run it ({exc.strerror})") from None
+    finally:
+        (Path(path) / "ckptlint").unlink()
+        os.rmdir(path)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         raise WorkerError(python, lines[-1] if lines else f"exit code {proc.returncode}")
     sys.stderr.write(proc.stderr)  # what the models printed while building
-    return [decode_result(doc) for doc in json.loads(proc.stdout)]
-
-
-def build_in_workers(python: str, jobs: int, specs: Sequence[ModelSpec], config: Config,
-                     references: Sequence[Signature | None]) -> list[BuildResult]:
-    """Split the models over `jobs` child processes of `python`; results keep the input order."""
-    jobs = max(1, min(jobs, len(specs)))
-    chunks = [list(range(i, len(specs), jobs)) for i in range(jobs)]
-    path = _private_path()
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            parts = list(pool.map(lambda idx: run_worker(
-                python, [specs[i] for i in idx], config, [references[i] for i in idx], path),
-                chunks))
-    finally:
-        (Path(path) / "ckptlint").unlink()
-        os.rmdir(path)
-    ordered: list[BuildResult | None] = [None] * len(specs)
-    for idx, results in zip(chunks, parts):
-        for i, result in zip(idx, results):
-            ordered[i] = result
-    return [r for r in ordered if r is not None]
+        return [decode_result(doc) for doc in json.loads(proc.stdout)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WorkerError(python, f"its reply could not be read ({type(exc).__name__})") from None

@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
+
 COMMON = "from torch import nn\n\n\ndef layer(n):\n    return nn.Linear(n, n)\n"
 MODEL_A = '''
 from torch import nn
@@ -91,13 +93,13 @@ def test_failing_state_is_recomputed_every_time(cached):
 
 
 def test_corrupt_entry_is_ignored_and_rebuilt(cached):
-    entry = cached.root / ".ckptlint_cache" / "v1" / "a.json"
+    entry = cached.root / CACHE_DIRECTORY / CACHE_VERSION / "a.json"
     entry.write_text("{not json")
     run = _check(cached)
     assert (run.code, _built(run)) == (0, {"A"})
-    assert json.loads(entry.read_text())["files"]
+    assert json.loads(entry.read_text())["inputs"]["files"]
     doc = json.loads(entry.read_text())
-    doc["files"]["a.py"] = "0" * 64  # a forged hash is not trusted either
+    doc["inputs"]["files"]["a.py"] = "0" * 64  # a forged hash is not trusted either
     entry.write_text(json.dumps(doc))
     assert _built(_check(cached)) == {"A"}
 
@@ -209,7 +211,7 @@ def test_a_data_file_the_model_reads_is_an_input(project):
     project.configure('name = "m"\ntarget = "cfgmodel:M"')
     project.run("update")
     assert project.run("check").code == 0
-    assert "cfg.json" in (project.root / ".ckptlint_cache" / "v1" / "m.json").read_text()
+    assert "cfg.json" in (project.root / CACHE_DIRECTORY / CACHE_VERSION / "m.json").read_text()
     project.write("cfg.json", '{"d": 12}')
     run = project.run("check")
     assert run.code == 1 and "CKL103" in run.out

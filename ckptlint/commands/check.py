@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ckptlint import cache, engine, replay
@@ -10,6 +11,7 @@ from ckptlint.commands.output import append_job_summary, emit
 from ckptlint.commands.setup import Setup, prepare
 from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Outcome, Report
+from ckptlint.inputs import digest
 from ckptlint.paths import relative
 from ckptlint.reporters import RenderOptions, renderer
 
@@ -23,31 +25,37 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(m.name for m in setup.config.models)
         raise CkptlintError(f"name the model to check against {args.against} (configured: "
                             f"{names}); `ckptlint inspect {args.against}` shows which ones it fits")
+    argv = getattr(args, "argv", None) or []
+    # taken before the run reads the folder (orphans), like every input a record rests on
+    signatures = digest(str(Path(setup.config.root) / setup.config.signatures)) \
+        if replay.replayable(argv) else None
     report = engine.check(setup.config, args.names, setup.builder, setup.cache, against)
+    if setup.cache and setup.cache.problem:
+        print(f"ckptlint: warning: {setup.cache.problem}", file=sys.stderr)
     emit(report, args.format, args.color)
     append_job_summary(report, args.format)
     outcome = report.outcome
     if args.exit_zero:  # like ruff: drift no longer fails, a model we could not check still does
         outcome &= ~Outcome.DRIFT
-    if outcome == Outcome.CLEAN and setup.cache and _plain(args):
-        _remember(setup, report)
+    if outcome == Outcome.CLEAN and setup.cache and replay.replayable(argv):
+        _remember(setup, report, argv, signatures)
     return int(outcome)
 
 
-def _plain(args: argparse.Namespace) -> bool:
-    """Exactly `ckptlint check`: the only run `ckptlint.replay` answers."""
-    return (not args.names and not args.against and not args.format and args.color == "auto"
-            and not args.exit_zero and args.jobs == 1 and not args.debug)
-
-
-def _remember(setup: Setup, report: Report) -> None:
+def _remember(setup: Setup, report: Report, argv: list[str], signatures: str | None) -> None:
+    """Record this clean plain run for `ckptlint.replay`, from the inputs each model's result
+    rests on as they were read, never re-digested now (an edit during the run must not be
+    recorded as clean)."""
     config, store = setup.config, setup.cache
-    inputs = [relative(config.pyproject, config.root), config.signatures]
-    for spec in config.models:
-        files = store.files_of(spec)
-        if files is None:
-            return
-        inputs += files + [relative(p, config.root) for p in engine.inputs_of(config, spec, None)]
+    docs = [store.inputs_of(spec) for spec in config.models]
+    if any(d is None for d in docs) or None in (signatures, setup.pyproject_digest) \
+            or not store.writable():
+        return
+    docs.append({"files": {relative(config.pyproject, config.root): setup.pyproject_digest,
+                           config.signatures: signatures}})
     text = renderer("text")
-    replay.record(config.root, inputs, text(report, RenderOptions(color=False)),
-                  text(report, RenderOptions(color=True)))
+    try:
+        replay.record(config.root, argv, docs, text(report, RenderOptions(color=False)),
+                      text(report, RenderOptions(color=True)))
+    except OSError:  # the cache folder could not take it: the next run is just not replayed
+        pass

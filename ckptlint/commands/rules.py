@@ -33,7 +33,11 @@ FIXES = {
                       "with `ckptlint update NAME`.",
     Kind.NEEDS_REAL_LOAD: "Load the checkpoint once for real on the CPU, or let the hook skip "
                           "meta tensors (`if t.is_meta: return`).",
-    Kind.BUILD_ERROR: "Fix the import or constructor error shown at the location.",
+    Kind.TIED_KEY_ABSENT: "Load the file with a tie-aware loader (safetensors.torch.load_model, "
+                          "from_pretrained) or strict=False, or save every key "
+                          "(`torch.save(model.state_dict())`).",
+    Kind.BUILD_ERROR: "Fix the import or constructor error shown at the location; a model that "
+                      "exits or hangs while it is built is reported here too.",
     Kind.SIGNATURE_MISSING: "Run `ckptlint update NAME` and commit the file.",
     Kind.SIGNATURE_ORPHANED: "Delete the file, or register the model it describes.",
     Kind.SIGNATURE_INVALID: "Restore it from version control or run `ckptlint update NAME`.",

@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ckptlint import cache, interpreter
-from ckptlint.config import load_config
+from ckptlint.config import find_pyproject, parse_config
 from ckptlint.ftypes import Config
+from ckptlint.inputs import digest
 
 
 @dataclass(frozen=True)
@@ -17,14 +18,18 @@ class Setup:
     config: Config
     builder: object
     cache: cache.Cache | None
+    # pyproject.toml's digest, taken before it was read (what a replay record may rest on)
+    pyproject_digest: str | None = None
 
 
 def prepare(args: argparse.Namespace, use_cache: bool) -> Setup:
-    config = load_config(Path.cwd())
+    pyproject = find_pyproject(Path.cwd().resolve())
+    before = digest(str(pyproject))
+    config = parse_config(pyproject)
     if getattr(args, "state_dict_key", None):  # the command line wins over every entry
         config = replace(config, models=tuple(replace(m, state_dict_key=args.state_dict_key)
                                               for m in config.models))
     chosen = interpreter.choose(config)
     jobs = args.jobs or os.cpu_count() or 1
     store = cache.Cache(config, chosen.fingerprint()) if use_cache else None
-    return Setup(config, interpreter.builder(chosen, jobs), store)
+    return Setup(config, interpreter.builder(chosen, jobs), store, before)

@@ -1,0 +1,10 @@
+"""Names several layers share and that the replay needs before anything else loads.
+
+No imports: the replay of a clean run reads these before argparse or dataclasses load.
+"""
+
+CACHE_DIRECTORY = ".ckptlint_cache"
+CACHE_VERSION = "v2"  # v2: entries record every input of the build (`ckptlint.inputs`)
+ENV_NO_CACHE = "CKPTLINT_NO_CACHE"
+ENV_PYTHON = "CKPTLINT_PYTHON"
+VENVS = (".venv", "venv")
