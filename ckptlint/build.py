@@ -21,7 +21,7 @@ from ckptlint.creation import describe_modules, recording
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
 from ckptlint.keys import ancestors, natural_sorted
-from ckptlint.tracking import document, project_files, tracking
+from ckptlint.tracking import document, fresh_bytecode, project_files, tracking
 from ckptlint.paths import is_project_file, relative
 
 _SIZE_MISMATCH = "size mismatch for "
@@ -408,7 +408,7 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
     import_torch()  # before tracking: torch is keyed by its version, not by what it reads
     forget_project_modules(config)
     with project_on_path(config), _as_program(spec), _stdout_to_stderr():
-        with tracking(config.root):
+        with fresh_bytecode(), tracking(config.root):
             result = _built(spec, config, reference)
         inputs = document(config.root) if result.signature is not None else None
     return replace(result, inputs=inputs, files=project_files(inputs) or result.files)

@@ -6,7 +6,8 @@ A build records its inputs (`ckptlint.tracking`) as a document:
     {"files":    {path: digest},        # sources it imported, data it read, dist RECORD files
      "env":      {NAME: value | null},  # environment variables it read ("*": all of them)
      "paths":    {path: kind},          # existence checks: "file", "dir", "other", "absent"
-     "listings": {folder: digest}}      # folders listed (by the import system or the code)
+     "listings": {folder: digest},      # folders listed (by the import system or the code)
+     "installed": {folder: stat}}       # installed packages' top-level folders
 
 Paths inside the project are relative to its root; others are absolute. `verify` re-reads each
 one; anything it cannot read counts as changed. Imported by the replay, so it must stay cheap.
@@ -38,6 +39,14 @@ Memo = dict  # path -> digest, shared by every check of one run
 
 def _fingerprint(info: os.stat_result) -> str:
     return f"stat:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
+
+
+def stat_fingerprint(path: str) -> str | None:
+    """A file or folder by its own stat (not its content): what replacing it changes."""
+    try:
+        return _fingerprint(os.lstat(path))
+    except OSError:
+        return None
 
 
 def _racy(info: os.stat_result) -> bool:
@@ -183,13 +192,15 @@ def verify(doc: Mapping[str, Any], root: str, memo: Memo | None = None) -> bool:
                 return False
         if any(kind(absolute(p, root)) != k for p, k in doc["paths"].items()):
             return False
+        if any(stat_fingerprint(p) != f for p, f in doc.get("installed", {}).items()):
+            return False
         return all(listing(absolute(p, root), str(d).partition(":")[0]) == d
                    for p, d in doc["listings"].items())
     except (KeyError, TypeError, AttributeError, ValueError):
         return False
 
 
-EMPTY: dict[str, dict] = {"files": {}, "env": {}, "paths": {}, "listings": {}}
+EMPTY: dict[str, dict] = {"files": {}, "env": {}, "paths": {}, "listings": {}, "installed": {}}
 
 
 def merge(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict] | None:

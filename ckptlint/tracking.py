@@ -54,6 +54,7 @@ class _State:
         self.env: dict[str, str | None] = {}
         self.paths: dict[str, str] = {}
         self.listings: dict[str, str | None] = {}
+        self.installed: dict[str, str | None] = {}  # installed top-level package -> its stat
         self.busy = threading.local()
         self.overflow = False
 
@@ -274,6 +275,36 @@ class _RecordingEnviron(os._Environ):  # type: ignore[name-defined,misc]
 
 
 @contextlib.contextmanager
+def fresh_bytecode() -> Iterator[None]:
+    """Never run a `.pyc` older than its source.
+
+    Python trusts a timestamp pyc whose recorded source mtime (whole seconds) and size match:
+    a source edited again within the second its pyc was written, to the same size, runs stale
+    code — and the tracker, which digests the source, would cache that stale answer under the
+    new content. While a build runs, a source modified after its pyc was written reports a
+    shifted mtime to the import system, so the pyc does not validate and is compiled afresh.
+    """
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import cache_from_source
+
+    real = SourceFileLoader.path_stats
+
+    def path_stats(self: Any, path: str) -> dict:
+        stats = real(self, path)
+        try:
+            newer = os.stat(path).st_mtime_ns > os.stat(cache_from_source(path)).st_mtime_ns
+        except (OSError, ValueError, NotImplementedError):
+            return stats
+        return {**stats, "mtime": stats["mtime"] + 1} if newer else stats
+
+    SourceFileLoader.path_stats = path_stats  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SourceFileLoader.path_stats = real  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
 def tracking(root: str) -> Iterator[None]:
     """Record inputs while the block runs (a model's build and its dry runs)."""
     global _HOOKED
@@ -324,9 +355,12 @@ def document(root: str) -> dict[str, dict] | None:
     listings = {key.partition(":")[2]: d for key, d in _STATE.listings.items()}
     if None in listings.values() or len(listings) < len(_STATE.listings):
         return None  # listed both ways: keep it simple and do not cache
+    if None in _STATE.installed.values():
+        return None
     return {"files": {_name(p, root): d for p, d in files.items()},
             "env": dict(_STATE.env), "paths": {_name(p, root): k for p, k in paths.items()},
-            "listings": {_name(p, root): d for p, d in listings.items()}}
+            "listings": {_name(p, root): d for p, d in listings.items()},
+            "installed": dict(_STATE.installed)}
 
 
 def project_files(doc: dict[str, dict] | None) -> tuple[str, ...]:
@@ -354,11 +388,16 @@ def _keep(path: str, files: dict[str, str | None]) -> None:
     """A file as an input: itself, or the RECORD of the distribution that installed it."""
     if _ignored(path) or _in_stdlib(path):
         return
-    if _site_of(path) is not None:
+    site_dir = _site_of(path)
+    if site_dir is not None:
         record = record_of(path)
         if record is not None:
             if record not in files:
                 files[record] = inputs.digest(record)
+            # the installed folder itself: replaced wholesale by a reinstall that leaves an
+            # old RECORD behind (pip install --target --upgrade)
+            top = os.path.join(site_dir, path[len(site_dir):].split(os.sep, 1)[0])
+            _STATE.installed.setdefault(top, inputs.stat_fingerprint(top))
             return
     if path not in _STATE.first:
         _STATE.first[path] = inputs.digest(path)
