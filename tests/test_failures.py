@@ -53,6 +53,7 @@ def shared(tmp_path: Path):
     project.write("models.py", MODEL)
     project.configure(ENTRY)
     yield project
+    root.chmod(0o777)  # read-only folders are not removable by their owner unless root
     for folder, dirs, _ in os.walk(root):
         for name in dirs:
             os.chmod(os.path.join(folder, name), 0o777)
