@@ -10,13 +10,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ckptlint.cache import Cache
+from ckptlint.cache import DIRECTORY, Cache
 from ckptlint.config import entry_location
 from ckptlint.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, ModelReport, ModelSpec,
                              Report, Signature)
-from ckptlint.paths import display, relative
-from ckptlint.atomic import write_atomic
+from ckptlint.paths import display, inside, relative
+from ckptlint.atomic import SCRATCH, write_atomic
 
 # builds models and returns plain data; in-process by default, swappable for a worker pool
 Builder = Callable[[Sequence[ModelSpec], Config, Sequence["Signature | None"]], list[BuildResult]]
@@ -52,6 +52,13 @@ def select(config: Config, names: Sequence[str]) -> tuple[ModelSpec, ...]:
 
 def signature_path(config: Config, name: str) -> Path:
     return Path(config.root) / config.signatures / f"{name}.toml"
+
+
+def _write_signature(config: Config, path: Path, text: str) -> bool:
+    """Atomically, with the temp file in the cache folder (ignored by git, inside the project),
+    so a killed run leaves nothing `git add signatures/` would stage."""
+    scratch = Path(config.root) / DIRECTORY / SCRATCH
+    return write_atomic(path, text, scratch if inside(scratch, config.root) else None)
 
 
 def _default_builder(specs: Sequence[ModelSpec], config: Config,
@@ -350,7 +357,7 @@ def update(config: Config, names: Sequence[str] = (),
                                   location=result.error_location))
             continue
         path = signature_path(config, spec.name)
-        changed = write_atomic(path, sigfile.dumps(result.signature))
+        changed = _write_signature(config, path, sigfile.dumps(result.signature))
         (written if changed else unchanged).append(relative(path, config.root))
     return UpdateResult(tuple(written), tuple(unchanged), tuple(failed),
                         tuple(orphans(config)), tuple(notes))
@@ -435,7 +442,7 @@ def update_from(config: Config, name: str, checkpoint: Path,
     signature = replace(reference.signature, model=spec.name, target=spec.target,
                         source="checkpoint")
     path = signature_path(config, spec.name)
-    changed = write_atomic(path, sigfile.dumps(signature))
+    changed = _write_signature(config, path, sigfile.dumps(signature))
     shown = (relative(path, config.root),)
     fit = fits(replace(config, models=(spec,)), checkpoint, builder, unrelated=True)
     said = fit[0].verdict.replace("loads", "loads it").replace("does not load", "does not load it") \

@@ -42,3 +42,29 @@ class TorchMissingError(CkptlintError):
             "point ckptlint at the Python that has it (CKPTLINT_PYTHON, [tool.ckptlint] python, "
             "or a .venv in the project)"
         )
+
+
+class WriteError(CkptlintError, OSError):
+    """A file ckptlint had to write could not be written (read-only folder, full disk, ...).
+
+    Also an `OSError` (with the cause's errno and strerror), so code that already treats a failed
+    write as "go on without it" (the cache) keeps doing so.
+    """
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.path = path
+        self.message = f"{path}: cannot be written ({reason(cause)})"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def reason(cause: OSError) -> str:
+    """`permission denied`, `no space left on device`, ...: the system's words, lower case."""
+    text = cause.strerror or str(cause) or type(cause).__name__
+    return text[:1].lower() + text[1:]
+
+
+class NoProjectError(ConfigError):
+    """No pyproject.toml with a `[tool.ckptlint]` table here or above: not inside a project."""

@@ -37,6 +37,14 @@ def _is_under(path: Path, directory: Path) -> bool:
     return True
 
 
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """True when `path`, with every symlink on the way followed, is `root` or under it."""
+    try:
+        return _is_under(Path(path).resolve(), Path(root).resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: nowhere inside
+        return False
+
+
 def relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
     """`path` relative to `root` with `/` separators (as annotations and SARIF expect)."""
     try:

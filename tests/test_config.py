@@ -41,6 +41,21 @@ CASES = [
      "`tool.ckptlint.models[0].name` = '../net' must be a file-name-safe identifier"),
     ("kwargs not a table", ['name = "net"\ntarget = "models:Net"\nkwargs = 3'], "",
      "`tool.ckptlint.models[0].kwargs` must be a table"),
+    ("name ending in a newline", ['name = "m\\n"\ntarget = "models:Net"'], "",
+     "pyproject.toml:6: `tool.ckptlint.models[0].name` = 'm\\n' must be a file-name-safe "
+     "identifier"),
+    ("target ending in a newline", ['name = "net"\ntarget = "models:Net\\n"'], "",
+     "pyproject.toml:8: `tool.ckptlint.models[0].target` = 'models:Net\\n' is not of the form"),
+    ("names equal up to case",
+     ['name = "Model"\ntarget = "models:Net"', 'name = "model"\ntarget = "models:Net"'], "",
+     "pyproject.toml:11: `tool.ckptlint.models[1].name` = 'model' differs only in case from "
+     "'Model', the name of tool.ckptlint.models[0]"),
+    ("signatures in the project folder itself", ['name = "pyproject"\ntarget = "models:Net"'],
+     'signatures = "."\n', "pyproject.toml:5: `tool.ckptlint.signatures` = '.' is the project "
+     "folder itself (where a model's file could replace pyproject.toml)"),
+    ("signatures at a Windows absolute path", ['name = "net"\ntarget = "models:Net"'],
+     'signatures = "C:\\\\sigs"\n', "pyproject.toml:5: `tool.ckptlint.signatures` = 'C:\\\\sigs' "
+     "is an absolute path"),
 ]
 
 

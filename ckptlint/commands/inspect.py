@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ckptlint import engine, sigfile
 from ckptlint.commands.setup import prepare
-from ckptlint.errors import ConfigError
+from ckptlint.errors import NoProjectError
 from ckptlint.ftypes import Signature
 from ckptlint.keys import fold
 from ckptlint.readers import CheckpointRead, read_checkpoint
@@ -34,7 +34,7 @@ def _fits(args: argparse.Namespace, path: Path) -> list[engine.Fit] | None:
     """Inside a configured project: which registered models this file would load into."""
     try:
         setup = prepare(args, use_cache=False)
-    except ConfigError:
+    except NoProjectError:
         return None  # not in a project: nothing to fit
     return engine.fits(setup.config, path.resolve(), setup.builder)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from ckptlint.errors import CkptlintError
+from ckptlint.errors import CkptlintError, reason
 from ckptlint.ftypes import Report
 from ckptlint.replay import use_color
 from ckptlint.reporters import REPORTERS, RenderOptions, renderer
@@ -51,7 +51,7 @@ def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | Non
             write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))
         except OSError as exc:
             raise CkptlintError(f"{sink.path}: cannot write the {sink.format} report "
-                                f"({exc.strerror or exc})") from None
+                                f"({reason(exc)})") from None
 
 
 def append_job_summary(report: Report, sinks: Sequence[Sink]) -> None:
@@ -69,5 +69,5 @@ def append_job_summary(report: Report, sinks: Sequence[Sink]) -> None:
         with open(target, "a", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
-        print(f"ckptlint: warning: cannot append the job summary to {target}: {exc.strerror}",
+        print(f"ckptlint: warning: cannot append the job summary to {target}: {reason(exc)}",
               file=sys.stderr)

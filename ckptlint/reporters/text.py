@@ -7,6 +7,7 @@ from ckptlint.reporters.options import RenderOptions
 
 _ANSI = {"bold": "1", "red": "31", "yellow": "33", "cyan": "36", "blue": "34", "dim": "2",
          "green": "32"}
+TAB_WIDTH = 4  # code frames show tabs as spaces (ruff does too), so the carets line up
 _SEVERITY_COLOR = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.NOTE: "blue"}
 
 
@@ -109,17 +110,25 @@ def code_frame(loc: Location, paint: Paint, color: str) -> list[str]:
     bar = paint(" " * width + " |", "bold", "blue")
     frame = [bar]
     end_line = loc.end_line or loc.line
-    for number, text in enumerate(loc.source, start=loc.line):
-        text = text.expandtabs(4) if "\t" in text else text
+    for number, raw in enumerate(loc.source, start=loc.line):
+        text = raw.expandtabs(TAB_WIDTH)
         frame.append(paint(f"{number:>{width}} |", "bold", "blue") + f" {text}")
-        start = loc.column if number == loc.line else len(text) - len(text.lstrip()) + 1
-        stop = (loc.end_column or len(text) + 1) if number == end_line else len(text) + 1
+        start = _shown_column(raw, loc.column) if number == loc.line else \
+            len(text) - len(text.lstrip()) + 1
+        stop = _shown_column(raw, loc.end_column) if number == end_line and loc.end_column \
+            else len(text) + 1
         if stop > start:
             frame.append(f"{bar} {' ' * (start - 1)}{paint('^' * (stop - start), 'bold', color)}")
     if end_line > _last_line(loc):
         frame.append(f"{bar} ...")
     frame.append(bar)
     return frame
+
+
+def _shown_column(raw: str, column: int) -> int:
+    """Where 1-based `column` (which counts a tab as one character, as every location does)
+    lands once the line's tabs are expanded for display."""
+    return len(raw[:column - 1].expandtabs(TAB_WIDTH)) + 1
 
 
 def plural(count: int, noun: str) -> str:
