@@ -115,9 +115,7 @@ def test_a_module_in_a_pythonpath_folder_outside_the_root(project, tmp_path_fact
     (outside / "widths.py").write_text("W = 4\n")
     root = project.root / "proj"
     root.mkdir()
-    from conftest import Project
-
-    inner = Project(root)
+    inner = type(project)(root)
     inner.write("m.py", _model("self.fc = nn.Linear(W, 2)", "from widths import W\n"))
     inner.configure('name = "m"\ntarget = "m:M"', extra=f'pythonpath = ["{outside}"]\n')
     _drifted(*_recorded(inner, lambda: (outside / "widths.py").write_text("W = 5\n")))
@@ -181,7 +179,8 @@ def test_an_installed_package_upgraded_in_place(project, tmp_path_factory):
     plain, cached = _recorded(project, lambda: install(8))
     _drifted(plain, cached)
     entry = json.loads((project.root / CACHE_DIRECTORY / CACHE_VERSION / "m.json").read_text())
-    assert any(p.endswith("tinypkg-1.0.4.dist-info/RECORD") for p in entry["inputs"]["files"])
+    assert any(p.endswith(".dist-info/RECORD") and "/tinypkg-1.0." in p
+               for p in entry["inputs"]["files"])
 
 
 def test_the_interpreter_chosen_is_keyed(project, tmp_path_factory):
