@@ -307,7 +307,7 @@ def fresh_bytecode() -> Iterator[None]:
 @contextlib.contextmanager
 def tracking(root: str) -> Iterator[None]:
     """Record inputs while the block runs (a model's build and its dry runs)."""
-    global _HOOKED
+    global _HOOKED, _PLACES
     if not _HOOKED:
         sys.addaudithook(_audit)  # audit hooks cannot be removed: it is idle between builds
         _HOOKED = True
@@ -323,6 +323,7 @@ def tracking(root: str) -> Iterator[None]:
             _note_path(path)
         return real_lstat(path, *args, **kwargs)
 
+    _PLACES = None  # sys.path holds this build's pythonpath now: find the site folders again
     _STATE.root = root
     os.stat, os.lstat = recording_stat, recording_lstat
     os.environ = _RecordingEnviron(real_environ)
