@@ -142,14 +142,19 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = _command(sub, "init", "register the project's models and record their signatures",
-                 "Find the project's nn.Module classes without importing them, append "
-                 "[[tool.ckptlint.models]] entries for the top-level ones to pyproject.toml "
-                 "(nothing else in it changes), then run the first `update`. On a terminal, "
-                 "asks for required __init__ arguments; otherwise such entries are written "
-                 "commented out with a TODO.")
+                 "Find the project's nn.Module classes and build_*/create_* factories without "
+                 "importing them, propose the main models, append [[tool.ckptlint.models]] "
+                 "entries for the chosen ones to pyproject.toml (nothing else in it changes), "
+                 "then run the first `update`. On a terminal, lets you pick from a numbered "
+                 "list and asks for required __init__ arguments; otherwise writes the proposed "
+                 "ones, entries that need arguments commented out with a TODO (never more than "
+                 "a screenful of those unless --select names them).")
+    p.add_argument("--select", nargs="+", metavar="NAME",
+                   help="register exactly these: proposed names, targets (pkg.mod:Class) or "
+                        "class names, including ones not proposed")
     p.add_argument("-y", "--yes", action="store_true",
-                   help="ask nothing: write what was found, commenting out entries that need "
-                        "arguments")
+                   help="ask nothing: write the proposed models, commenting out entries that "
+                        "need arguments")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be appended to pyproject.toml; write nothing")
     _jobs(p)
