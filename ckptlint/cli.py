@@ -30,7 +30,7 @@ EPILOG = EXIT_CODES + """
 
 Start with `ckptlint init` (or register models in pyproject.toml and run `ckptlint update`),
 commit the signatures, then run `ckptlint check` in pre-commit and CI. `ckptlint rules`
-explains every finding code."""
+explains every finding code, `ckptlint rule CKL103` one of them."""
 
 
 def _sink(value: str) -> Any:
@@ -177,6 +177,13 @@ def _parser() -> argparse.ArgumentParser:
     p = _command(sub, "rules", "list every finding code, what breaks and how to fix it",
                  "Every finding code ckptlint reports, its severity, what breaks at load time "
                  "and how to fix it (also in docs/rules.md).")
+    p.add_argument("codes", nargs="*", metavar="CODE", help="only these codes (as `rule`)")
+    _common(p)
+
+    p = _command(sub, "rule", "explain one finding code, e.g. `ckptlint rule CKL103`",
+                 "One finding code's severity, what breaks at load time, how to fix it and how "
+                 "to suppress it. CODE is a code (CKL103) or its slug (shape-mismatch).")
+    p.add_argument("codes", nargs="+", metavar="CODE", help="the finding code(s)")
     _common(p)
     return parser
 
