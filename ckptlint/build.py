@@ -11,6 +11,7 @@ import importlib
 import sys
 import traceback
 import types
+import warnings
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -29,10 +30,16 @@ _TORCH_LOAD_ERROR = "Error(s) in loading state_dict"
 
 
 def import_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise TorchMissingError() from None
+    # torch warns on import when NumPy is absent ("Failed to initialize NumPy: No module named
+    # 'numpy'"). ckptlint never converts a tensor to NumPy (it builds on meta and reads file
+    # headers itself), so that one warning is noise to its users; every other warning shows.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Failed to initialize NumPy",
+                                category=UserWarning)
+        try:
+            import torch
+        except ImportError:
+            raise TorchMissingError() from None
     return torch
 
 

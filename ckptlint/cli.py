@@ -30,7 +30,7 @@ EPILOG = EXIT_CODES + """
 
 Start with `ckptlint init` (or register models in pyproject.toml and run `ckptlint update`),
 commit the signatures, then run `ckptlint check` in pre-commit and CI. `ckptlint rules`
-explains every finding code."""
+explains every finding code, `ckptlint rule CKL103` one of them."""
 
 
 def _sink(value: str) -> Any:
@@ -142,14 +142,19 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = _command(sub, "init", "register the project's models and record their signatures",
-                 "Find the project's nn.Module classes without importing them, append "
-                 "[[tool.ckptlint.models]] entries for the top-level ones to pyproject.toml "
-                 "(nothing else in it changes), then run the first `update`. On a terminal, "
-                 "asks for required __init__ arguments; otherwise such entries are written "
-                 "commented out with a TODO.")
+                 "Find the project's nn.Module classes and build_*/create_* factories without "
+                 "importing them, propose the main models, append [[tool.ckptlint.models]] "
+                 "entries for the chosen ones to pyproject.toml (nothing else in it changes), "
+                 "then run the first `update`. On a terminal, lets you pick from a numbered "
+                 "list and asks for required __init__ arguments; otherwise writes the proposed "
+                 "ones, entries that need arguments commented out with a TODO (never more than "
+                 "a screenful of those unless --select names them).")
+    p.add_argument("--select", nargs="+", metavar="NAME",
+                   help="register exactly these: proposed names, targets (pkg.mod:Class) or "
+                        "class names, including ones not proposed")
     p.add_argument("-y", "--yes", action="store_true",
-                   help="ask nothing: write what was found, commenting out entries that need "
-                        "arguments")
+                   help="ask nothing: write the proposed models, commenting out entries that "
+                        "need arguments")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be appended to pyproject.toml; write nothing")
     _jobs(p)
@@ -172,6 +177,13 @@ def _parser() -> argparse.ArgumentParser:
     p = _command(sub, "rules", "list every finding code, what breaks and how to fix it",
                  "Every finding code ckptlint reports, its severity, what breaks at load time "
                  "and how to fix it (also in docs/rules.md).")
+    p.add_argument("codes", nargs="*", metavar="CODE", help="only these codes (as `rule`)")
+    _common(p)
+
+    p = _command(sub, "rule", "explain one finding code, e.g. `ckptlint rule CKL103`",
+                 "One finding code's severity, what breaks at load time, how to fix it and how "
+                 "to suppress it. CODE is a code (CKL103) or its slug (shape-mismatch).")
+    p.add_argument("codes", nargs="+", metavar="CODE", help="the finding code(s)")
     _common(p)
     return parser
 

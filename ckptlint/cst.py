@@ -1,6 +1,6 @@
 """Static answers about Python source files, for pointing findings at code: statement spans,
-the statement that creates a module attribute, literal container elements, class headers,
-suppression comments and the nn.Module subclasses a file defines.
+the statement that creates a module attribute, literal container elements, class headers and
+suppression comments. (What `ckptlint init` proposes is found by `ckptlint.discover`.)
 
 Owns all libcst use; never imports torch. Each file is parsed at most once per `SourceIndex`.
 Spans are 1-based lines and columns (columns count characters); `end_column` is exclusive,
@@ -33,9 +33,6 @@ _REGISTRARS = {
 _CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict", "ParameterList",
                          "ParameterDict"})
 _DICT_BUILDERS = frozenset({"OrderedDict", "dict"})
-# torch.nn classes that are not Modules, so subclassing them does not make a Module
-_NN_NOT_MODULES = frozenset({"Parameter", "Buffer", "UninitializedParameter",
-                             "UninitializedBuffer"})
 # the dicts nn.Module keeps its children in: `self._modules["x"] = m` creates `x`
 _REGISTRIES = frozenset({"_modules", "_parameters", "_buffers"})
 _IGNORE = re.compile(r"ckptlint:\s*ignore\b(?:\[([^\]]*)\])?")
@@ -86,31 +83,6 @@ class Creation:
     value: Span | None = None
     dynamic: bool = False
     others: tuple[Span, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class InitParam:
-    """One `__init__` parameter (without `self`); `default` is its source text, if any.
-
-    `kind` uses inspect's names: positional_only, positional_or_keyword, var_positional,
-    keyword_only, var_keyword.
-    """
-
-    name: str
-    has_default: bool
-    default: str | None
-    kind: str = "positional_or_keyword"
-
-
-@dataclass(frozen=True, slots=True)
-class ClassInfo:
-    """An nn.Module subclass found statically; `init_line` is None when no `__init__` was found
-    in the file (the class inherits one from outside), and `init_params` is then empty."""
-
-    qualname: str
-    line: int
-    init_params: tuple[InitParam, ...] = ()
-    init_line: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,17 +208,6 @@ class SourceIndex:
                 if line >= span.line or not parsed.lines[line - 1][:column].strip():
                     codes |= _ignored(text)
         return frozenset(codes)
-
-    def module_classes(self, path: PathLike) -> list[ClassInfo]:
-        """The classes of the file, in source order, whose bases (followed within the file)
-        include a name ending in `Module` or a class of `nn.`/`torch.nn.`."""
-        parsed = self.parsed(path)
-        if parsed is None:
-            return []
-        by_name = dict(parsed.classes)
-        modules = _module_qualnames(parsed.classes)
-        return [_class_info(parsed, by_name, name, node)
-                for name, node in parsed.classes if name in modules]
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -657,86 +618,3 @@ def _ignored(comment: str) -> set[str]:
         else:
             codes.update(code for code in re.split(r"[\s,]+", match.group(1)) if code)
     return codes
-
-
-# -- module classes ------------------------------------------------------------------------
-
-
-def _module_qualnames(classes: Sequence[tuple[str, cst.ClassDef]]) -> set[str]:
-    """Qualnames of the classes that are nn.Modules, following bases within the file."""
-    found: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, node in classes:
-            if name not in found and any(_is_module_base(name, base, found)
-                                         for base in _bases(node)):
-                found.add(name)
-                changed = True
-    return found
-
-
-def _bases(node: cst.ClassDef) -> list[str]:
-    return [d for d in (_dotted(arg.value) for arg in node.bases if arg.keyword is None) if d]
-
-
-def _is_module_base(qualname: str, base: str, modules: set[str]) -> bool:
-    head, _, last = base.rpartition(".")
-    if last.endswith("Module"):
-        return True
-    if head in ("nn", "torch.nn") and last[:1].isupper() and last not in _NN_NOT_MODULES:
-        return True
-    return _resolve(qualname, base, modules) is not None
-
-
-def _resolve(qualname: str, base: str, known: Mapping[str, object] | set[str]) -> str | None:
-    """The qualname a base name refers to, looking outward from the class's scope."""
-    scope = qualname.split(".")[:-1]
-    for depth in range(len(scope), -1, -1):
-        candidate = ".".join([*scope[:depth], base])
-        if candidate in known:
-            return candidate
-    return None
-
-
-def _class_info(parsed: _Parsed, by_name: Mapping[str, cst.ClassDef], qualname: str,
-                node: cst.ClassDef) -> ClassInfo:
-    init = _find_init(by_name, qualname, set())
-    line = parsed.span(node).line
-    if init is None:
-        return ClassInfo(qualname, line)
-    return ClassInfo(qualname, line, _init_params(parsed.module, init), parsed.span(init).line)
-
-
-def _find_init(by_name: Mapping[str, cst.ClassDef], qualname: str,
-               seen: set[str]) -> cst.FunctionDef | None:
-    """`__init__` of the class or, depth-first left to right, of its bases in this file."""
-    seen.add(qualname)
-    node = by_name[qualname]
-    for method, _ in _methods(node):
-        if method.name.value == "__init__":
-            return method
-    for base in _bases(node):
-        resolved = _resolve(qualname, base, by_name)
-        if resolved is not None and resolved not in seen:
-            init = _find_init(by_name, resolved, seen)
-            if init is not None:
-                return init
-    return None
-
-
-def _init_params(module: cst.Module, init: cst.FunctionDef) -> tuple[InitParam, ...]:
-    p = init.params
-    groups: list[tuple[str, Sequence[cst.Param]]] = [
-        ("positional_only", p.posonly_params), ("positional_or_keyword", p.params),
-        ("var_positional", [p.star_arg] if isinstance(p.star_arg, cst.Param) else []),
-        ("keyword_only", p.kwonly_params),
-        ("var_keyword", [p.star_kwarg] if p.star_kwarg is not None else []),
-    ]
-    params = [_param(module, param, kind) for kind, group in groups for param in group]
-    return tuple(params[1:])  # drop `self`
-
-
-def _param(module: cst.Module, param: cst.Param, kind: str) -> InitParam:
-    default = module.code_for_node(param.default) if param.default is not None else None
-    return InitParam(param.name.value, default is not None, default, kind)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.cst import ClassInfo, Creation, InitParam, SourceIndex, Span, Via
+from ckptlint.cst import Creation, SourceIndex, Span, Via
 from ckptlint.ftypes import Location
 
 
@@ -548,68 +548,6 @@ def test_suppressions(tmp_path: Path, statements: str, expected: set[str]) -> No
     assert index.suppressions(path, creation.span) == expected
 
 
-# -- module_classes --------------------------------------------------------------------------
-
-def test_module_classes(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
-        import torch
-        from torch import nn
-        from lightning import LightningModule
-
-        class Plain:
-            def __init__(self, a): ...
-
-        class Block(nn.Module):
-            def __init__(self, dim: int, *, bias: bool = True, act=nn.GELU()):
-                super().__init__()
-
-        class Deep(Block):
-            pass
-
-        class Deeper(Deep):
-            def __init__(self, dim, /, depth=2, *layers, **kwargs): ...
-
-        class Lit(LightningModule):
-            pass
-
-        class Fully(torch.nn.Module):
-            class Head(nn.Linear):
-                pass
-
-        class Weight(nn.Parameter):
-            pass
-
-        class Later(Earlier):
-            pass
-
-        class Earlier(nn.Module):
-            pass
-
-        def factory():
-            class Local(Block):
-                pass
-            return Local
-        """)
-    block = (InitParam("dim", False, None),
-             InitParam("bias", True, "True", "keyword_only"),
-             InitParam("act", True, "nn.GELU()", "keyword_only"))
-    deeper = (InitParam("dim", False, None, "positional_only"),
-              InitParam("depth", True, "2"),
-              InitParam("layers", False, None, "var_positional"),
-              InitParam("kwargs", False, None, "var_keyword"))
-    assert SourceIndex().module_classes(path) == [
-        ClassInfo("Block", 8, block, 9),
-        ClassInfo("Deep", 12, block, 9),
-        ClassInfo("Deeper", 15, deeper, 16),
-        ClassInfo("Lit", 18, (), None),
-        ClassInfo("Fully", 21, (), None),
-        ClassInfo("Fully.Head", 22, (), None),
-        ClassInfo("Later", 28, (), None),
-        ClassInfo("Earlier", 31, (), None),
-        ClassInfo("factory.<locals>.Local", 35, block, 9),
-    ]
-
-
 # -- the cache and broken files --------------------------------------------------------------
 
 def test_each_file_is_parsed_once(tmp_path: Path) -> None:
@@ -621,7 +559,6 @@ def test_each_file_is_parsed_once(tmp_path: Path) -> None:
         assert index.find_creation(path, "Net", "fc") is not None
         assert index.statement_at(path, 6) is not None
         assert index.class_span(path, "Net") is not None
-        assert index.module_classes(path)
     parsed = index.parsed(path)
     assert parsed is not None and parsed.lines[:2] == ("import torch", "import torch.nn as nn")
     assert index.parses == 1
@@ -642,7 +579,6 @@ def test_unparsable_file_answers_nothing(tmp_path: Path, content: str | bytes) -
     assert index.find_element(path, "Net", "fc", 0) is None
     assert index.class_span(path, "Net") is None
     assert index.suppressions(path, Span(1, 1, 1, 2)) == frozenset()
-    assert index.module_classes(path) == []
     assert index.parses == 1  # the failure is remembered, not retried
 
 
@@ -775,17 +711,9 @@ def test_real_class_span_skips_decorators(hf: tuple[SourceIndex, dict[str, Path]
     assert span == Span(line, 1, line, len(text.splitlines()[line - 1].rstrip()) + 1)
 
 
-def test_real_module_classes(hf: tuple[SourceIndex, dict[str, Path]]) -> None:
-    index, paths = hf
-    found = {info.qualname: info for info in index.module_classes(paths["llama"])}
-    assert {"LlamaRMSNorm", "LlamaRotaryEmbedding", "LlamaMLP", "LlamaAttention"} <= set(found)
-    assert [(p.name, p.has_default) for p in found["LlamaRMSNorm"].init_params][:2] == [
-        ("hidden_size", False), ("eps", True)]
-
-
 def test_real_files_parsed_once(hf: tuple[SourceIndex, dict[str, Path]]) -> None:
     index, paths = hf
     for path in paths.values():
-        index.module_classes(path)
-        index.module_classes(path)
+        index.statement_at(path, 1)
+        index.class_span(path, "Nope")
     assert index.parses == len(FILES)

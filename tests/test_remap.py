@@ -151,3 +151,103 @@ def test_unknown_model_is_an_error(project):
     _setup(project)
     run = project.run("remap", "nope")
     assert run.code == 2 and "no model named `nope`" in run.err
+
+
+# -- a hook written from a small registered config loads the deep checkpoint it is for ------
+
+GPT = '''
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Config:
+    n_layer: int = 2
+    n_embd: int = 8
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(16, config.n_embd),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+        ))
+'''
+# the refactor: the MLP's first projection renamed in every layer
+RENAMED = GPT.replace("self.c_fc = ", "self.fc = ")
+# ...or only the first layer's block gets an extra wrapper
+FIRST_ONLY = GPT.replace("h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),",
+                         "h=nn.ModuleList([nn.Sequential(Block(config))] +\n"
+                         "                [Block(config) for _ in range(config.n_layer - 1)]),")
+ENTRY = ('name = "gpt"\ntarget = "models:GPT"\n'
+         'kwargs = { config = { _target_ = "models:Config", n_layer = 2 } }')
+
+
+def _old_checkpoint(project, n_layer: int) -> tuple[dict, str]:
+    """A real checkpoint of the old code at depth `n_layer`, saved by torch."""
+    namespace = _module(GPT)
+    torch.manual_seed(n_layer)
+    state = namespace["GPT"](namespace["Config"](n_layer=n_layer)).state_dict()
+    name = f"old-{n_layer}.pt"
+    torch.save(state, project.root / name)
+    return state, name
+
+
+def _hooked(source: str, hook_text: str, n_layer: int):
+    """The new code at depth `n_layer`, with the emitted hook registered as `remap` says."""
+    namespace = _module(source + "\n" + hook_text)
+    hook = next(v for k, v in namespace.items() if k.startswith("_remap_gpt"))
+    model = namespace["GPT"](namespace["Config"](n_layer=n_layer))
+    model._register_load_state_dict_pre_hook(hook, with_module=True)
+    return model
+
+
+def _remap(project, source: str) -> dict:
+    project.write("models.py", GPT)
+    project.configure(ENTRY)
+    assert project.run("update").code == 0  # the 2-layer signature of the old code
+    project.write("models.py", source)
+    run = project.run("remap", "gpt", "--format", "json")
+    doc = json.loads(run.out)
+    assert run.code == 0 and doc["proved"], run.out + run.err
+    return doc
+
+
+@pytest.mark.parametrize("n_layer", [2, 4, 7])
+def test_a_rename_of_every_layer_survives_another_depth(project, n_layer):
+    doc = _remap(project, RENAMED)
+    assert doc["rules"] == [[r"^transformer\.h\.(\d+)\.mlp\.c_fc\.", r"transformer.h.\g<1>.mlp.fc."]]
+    old_state, name = _old_checkpoint(project, n_layer)
+    model = _hooked(RENAMED, doc["snippet"], n_layer)
+    model.load_state_dict(torch.load(project.root / name, weights_only=True), strict=True)
+    loaded = model.state_dict()
+    for key, value in old_state.items():
+        assert torch.equal(loaded[key.replace(".c_fc.", ".fc.")], value), key
+
+
+def test_a_rename_of_some_layers_keeps_their_indices(project):
+    doc = _remap(project, FIRST_ONLY)
+    assert doc["rules"] == [[r"^transformer\.h\.0\.", "transformer.h.0.0."]]
+    old_state, name = _old_checkpoint(project, 4)
+    model = _hooked(FIRST_ONLY, doc["snippet"], 4)
+    model.load_state_dict(torch.load(project.root / name, weights_only=True), strict=True)
+    loaded = model.state_dict()
+    for key, value in old_state.items():  # layer 0 moved, layers 1-3 left where they were
+        assert torch.equal(loaded[key.replace("h.0.", "h.0.0.")], value), key

@@ -1,37 +1,40 @@
-"""`ckptlint init`: find the project's nn.Module classes statically, register the top-level ones in
-pyproject.toml (appending text, leaving every other byte alone), then record their signatures."""
+"""`ckptlint init`: propose the project's models (found statically by `ckptlint.discover`), let
+the user pick, register the picked ones in pyproject.toml (appending text, leaving every other
+byte alone), then record their signatures."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence, TextIO
 
+from ckptlint.atomic import write_atomic
+from ckptlint.discover import Discovery, Proposal, discover
 from ckptlint.errors import CkptlintError, ConfigError
 from ckptlint.paths import display
-from ckptlint.atomic import write_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# directories that hold no project model code: environments, build output, tests
-_SKIP_DIRS = frozenset({"venv", "site-packages", "dist-packages", "build", "dist", "tests",
-                        "test", "__pycache__", "node_modules", "__pypackages__"})
-_SKIP_FILES = re.compile(r"^(test_.*|.*_test|conftest|setup|noxfile)\.py$")
 _MODELS_HEADER = re.compile(r"^\s*\[\[\s*tool\s*\.\s*ckptlint\s*\.\s*models\s*\]\]", re.M)
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# a dimension suffix (`2D`), a capital and its lowercase run (`Vi`, `Transformer`), digits,
+# lowercase, or separators
+_TOKEN = re.compile(r"[0-9]+D(?![a-z])|[A-Z][a-z]*|[0-9]+|[a-z]+|[^A-Za-z0-9]+")
+_FACTORY_PREFIX = re.compile(r"^(build|create)_")
+# a terminal's classic height: more commented-out TODO text than this is written only on request
+SCREEN_LINES = 24
+_SHOWN_PARTS = 5  # parts named in the one line that summarises them
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A proposed `[[tool.ckptlint.models]]` entry. `kwargs` are (name, TOML literal) pairs;
-    `missing` are required `__init__` arguments nobody gave a value for yet."""
+    `missing` are required arguments nobody gave a value for yet."""
 
     name: str
     target: str
@@ -39,7 +42,9 @@ class Candidate:
     line: int
     kwargs: tuple[tuple[str, str], ...] = ()
     missing: tuple[str, ...] = ()
-    unknown_init: bool = False  # `__init__` comes from outside the file: arguments unknown
+    unknown_init: bool = False  # its `__init__` is in code that could not be read
+    main: bool = False
+    role: str = ""
 
     @property
     def complete(self) -> bool:
@@ -48,12 +53,12 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Survey:
-    """What the static search found: candidates, and the classes left out as submodules."""
+    """The candidates not yet in pyproject.toml, and what the search found besides."""
 
     candidates: tuple[Candidate, ...]
-    submodules: tuple[str, ...]
     known: tuple[str, ...]  # targets already in pyproject.toml, registered or commented out
-    classes: int
+    unresolved: tuple[str, ...]
+    files: int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
     text = pyproject.read_bytes().decode("utf-8") if pyproject.exists() else ""
     table = _tool_table(pyproject, text)
     pythonpath = _pythonpath(pyproject.parent, table)
-    survey = discover(pyproject.parent, pythonpath, table or {}, _commented_targets(text))
+    survey = survey_of(discover(pyproject.parent, pythonpath), table or {},
+                       _commented_targets(text))
     out = sys.stdout
-    _describe(survey, out)
-    interactive = not (args.yes or args.dry_run) and sys.stdin.isatty()
-    chosen = [ask(c) if interactive and not c.complete else c for c in survey.candidates]
+    interactive = not (args.yes or args.dry_run or args.select) and sys.stdin.isatty()
+    describe(survey, out, interactive)
+    chosen = _choose(survey, args, interactive, out)
     if not chosen:
         out.write("nothing to add to pyproject.toml\n")
         return 0
@@ -81,17 +87,17 @@ def run(args: argparse.Namespace) -> int:
     return _first_update(args, pyproject, chosen, out)
 
 
-def _describe(survey: Survey, out: Any) -> None:
-    out.write(f"found {survey.classes} nn.Module class(es); "
-              f"{len(survey.candidates)} new top-level model(s)\n")
-    if survey.submodules:
-        out.write(f"left out as submodules of other classes: {', '.join(survey.submodules)}\n")
-    if survey.known:
-        out.write(f"already in pyproject.toml: {', '.join(survey.known)}\n")
+def _choose(survey: Survey, args: argparse.Namespace, interactive: bool,
+            out: TextIO) -> list[Candidate]:
+    if args.select:
+        return select(survey.candidates, args.select)
+    if interactive:
+        return ask_arguments(pick(survey.candidates))
+    return preselected(survey.candidates, out)
 
 
 def _first_update(args: argparse.Namespace, pyproject: Path, chosen: Sequence[Candidate],
-                  out: Any) -> int:
+                  out: TextIO) -> int:
     active = [c.name for c in chosen if c.complete]
     waiting = [c for c in chosen if not c.complete]
     out.write(f"added {len(active)} model(s) to {display(pyproject)}"
@@ -107,163 +113,235 @@ def _first_update(args: argparse.Namespace, pyproject: Path, chosen: Sequence[Ca
     return code
 
 
-# -- finding the models --------------------------------------------------------------------
+# -- from proposals to candidates ------------------------------------------------------------
 
 
-def discover(root: Path, pythonpath: Sequence[str], table: dict[str, Any],
-             commented: frozenset[str] = frozenset()) -> Survey:
-    """Top-level nn.Module classes under `root`, skipping environments, build output and tests.
-
-    A class is left out when another class of the project names it (a submodule or a base):
-    an approximation of "used inside another model"."""
-    from ckptlint.cst import SourceIndex  # libcst only for this command
-
-    index = SourceIndex()
-    found = [(path, module, info) for path, module in _modules(root, pythonpath)
-             for info in index.module_classes(path)
-             if "<locals>" not in info.qualname and not info.qualname.startswith("_")]
-    names = {id(info): _referenced_names(index, path, info.qualname) for path, _, info in found}
+def survey_of(found: Discovery, table: dict[str, Any],
+              commented: frozenset[str] = frozenset()) -> Survey:
+    """Candidates for the proposals pyproject.toml does not register yet, uniquely named."""
     registered = [m for m in table.get("models", []) if isinstance(m, dict)]
     targets = {m.get("target") for m in registered} | commented
-    taken = {str(m.get("name")) for m in registered}
-    candidates, submodules, known = [], [], []
-    for path, module, info in found:
-        target = f"{module}:{info.qualname}"
-        short = info.qualname.rpartition(".")[2]
-        if any(short in names[id(other)] for _, _, other in found if other is not info):
-            submodules.append(target)
-        elif target in targets:
-            known.append(target)
-        else:
-            candidate = _candidate(root, path, target, info, taken,
-                                   _plain_module(index, path, info.qualname),
-                                   _config_defaults(index, path, module, info))
-            taken.add(candidate.name)
-            candidates.append(candidate)
-    return Survey(tuple(candidates), tuple(submodules), tuple(known), len(found))
+    fresh = [p for p in found.proposals if p.target not in targets]
+    names = unique_names([_base_name(p) for p in fresh], [_module_of(p) for p in fresh],
+                         {str(m.get("name")) for m in registered})
+    candidates = tuple(_candidate(p, name) for p, name in zip(fresh, names))
+    known = tuple(p.target for p in found.proposals if p.target in targets)
+    return Survey(candidates, known, found.unresolved, found.files)
 
 
-def _modules(root: Path, pythonpath: Sequence[str]) -> Iterator[tuple[Path, str]]:
-    """(file, importable module name) for the project's Python files, in a stable order."""
-    roots = sorted((root / p for p in pythonpath), key=lambda p: -len(p.parts)) + [root]
-    for directory, dirs, files in os.walk(root):
-        here = Path(directory)
-        dirs[:] = sorted(d for d in dirs if not (d.startswith(".") or d in _SKIP_DIRS
-                                                 or (here / d / "pyvenv.cfg").exists()))
-        for name in sorted(files):
-            if name.endswith(".py") and not _SKIP_FILES.match(name):
-                module = _module_name(here / name, roots)
-                if module:
-                    yield here / name, module
+def _candidate(proposal: Proposal, name: str) -> Candidate:
+    configs = dict(proposal.configs)
+    required = proposal.required
+    return Candidate(name=name, target=proposal.target, file=proposal.file, line=proposal.line,
+                     kwargs=tuple((a, f'{{ _target_ = "{configs[a]}" }}') for a in required
+                                  if a in configs),
+                     missing=tuple(a for a in required if a not in configs),
+                     unknown_init=proposal.params is None, main=proposal.main,
+                     role=proposal.role)
 
 
-def _module_name(path: Path, roots: Sequence[Path]) -> str | None:
-    for root in roots:
-        try:
-            parts = list(path.relative_to(root).with_suffix("").parts)
-        except ValueError:
+def _base_name(proposal: Proposal) -> str:
+    qualname = proposal.target.partition(":")[2]
+    if proposal.kind == "factory":
+        return _FACTORY_PREFIX.sub("", qualname)
+    return "_".join(snake(part) for part in qualname.split("."))
+
+
+def _module_of(proposal: Proposal) -> str:
+    return proposal.target.partition(":")[0].rpartition(".")[2]
+
+
+def snake(name: str) -> str:
+    """snake_case that keeps acronyms whole: CaiT -> cait, LLaMAMoE -> llama_moe, ViViT ->
+    vivit, SigLIPViT -> siglip_vit, XTransformer -> x_transformer, UNet2DModel -> unet2d_model.
+
+    A capital with three or more lowercase letters starts a word (Transformer); a bare capital
+    stays in the acronym it follows and closes it (Cai|T, Vi|T); a capital with one or two
+    lowercase letters starts a word after a real word, after a closed acronym (ViT|Det,
+    LLaMA|MoE) or after two lowercase letters (Two|Way, Max|ViT), and joins otherwise (Vi+ViT,
+    U+Net)."""
+    words: list[str] = []
+    closed = False  # the current word ends an acronym with a bare capital (ViT, LLaMA, GPT)
+    for token in _TOKEN.findall(name):
+        if not token[0].isalnum():
+            words.append("")
+            closed = False
             continue
-        if parts[-1] == "__init__":
-            parts.pop()
-        return ".".join(parts) if parts and all(p.isidentifier() for p in parts) else None
-    return None
+        if words and words[-1] and (not token[0].isupper() or _joins(words[-1], token, closed)):
+            words[-1] += token  # digits and lowercase continue the word
+        else:
+            words.append(token)
+        if token[0].isupper():
+            closed = len(token) == 1 and len(words[-1]) > 1
+    return "_".join(w.lower() for w in words if w)
 
 
-def _referenced_names(index: Any, path: Path, qualname: str) -> frozenset[str]:
-    """Every name the class's bases and body mention, except the class's own name."""
-    import libcst as cst
-
-    parsed = index.parsed(path)
-    nodes = parsed.classes_named(qualname) if parsed is not None else []
-    seen: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            seen.add(node.value)
-
-    for node in nodes:
-        for part in (*node.bases, node.body):
-            part.visit(Names())
-    return frozenset(seen - {qualname.rpartition(".")[2]})
-
-
-def _candidate(root: Path, path: Path, target: str, info: Any, taken: set[str],
-               plain: bool, configs: dict[str, str]) -> Candidate:
-    required = [p.name for p in info.init_params
-                if not p.has_default and p.kind not in ("var_positional", "var_keyword")]
-    return Candidate(name=_unique(_snake(info.qualname), target, taken), target=target,
-                     file=path.relative_to(root).as_posix(), line=info.line,
-                     kwargs=tuple((arg, configs[arg]) for arg in required if arg in configs),
-                     missing=tuple(arg for arg in required if arg not in configs),
-                     unknown_init=info.init_line is None and not plain)
-
-
-def _config_defaults(index: Any, path: Path, module: str, info: Any) -> dict[str, str]:
-    """Required arguments annotated with a dataclass of the same file whose fields all have
-    defaults (`def __init__(self, config: GPTConfig)`): built from its defaults with `_target_`."""
-    import libcst as cst
-
-    parsed = index.parsed(path)
-    if parsed is None or info.init_line is None:
-        return {}
-    inits = [node for _, cls in parsed.classes for node in cls.body.body
-             if isinstance(node, cst.FunctionDef) and node.name.value == "__init__"
-             and parsed.span(node).line == info.init_line]
-    params = [*inits[0].params.params, *inits[0].params.kwonly_params] if inits else []
-    configs = {}
-    for param in params:
-        name = parsed.module.code_for_node(param.annotation.annotation) \
-            if param.annotation is not None else ""
-        if param.default is None and _defaulted_dataclass(parsed, name):
-            configs[param.name.value] = f'{{ _target_ = "{module}:{name}" }}'
-    return configs
-
-
-def _defaulted_dataclass(parsed: Any, qualname: str) -> bool:
-    import libcst as cst
-
-    nodes = parsed.classes_named(qualname) if qualname.isidentifier() else []
-    if not nodes or not any("dataclass" in parsed.module.code_for_node(d.decorator)
-                            for d in nodes[0].decorators):
+def _joins(word: str, token: str, closed: bool) -> bool:
+    """Whether the capitalised `token` continues `word` rather than starting a new one."""
+    lower = len(token) - 1
+    real = re.search(r"[a-z]{3}", word) is not None  # a word, not an acronym: Mobile, Encoder
+    if lower >= 3:
         return False
-    fields = [stmt for line in nodes[0].body.body if isinstance(line, cst.SimpleStatementLine)
-              for stmt in line.body if isinstance(stmt, cst.AnnAssign)]
-    return all(f.value is not None for f in fields)
+    if lower == 0:
+        return not real
+    tail = re.search(r"[a-z]*$", word)
+    return not (real or closed) and tail is not None and len(tail.group()) <= 1
 
 
-def _plain_module(index: Any, path: Path, qualname: str) -> bool:
-    """Whether the class subclasses nn.Module directly: without an `__init__` of its own it then
-    builds with no arguments; a subclass of anything else inherits arguments we cannot see."""
-    parsed = index.parsed(path)
-    nodes = parsed.classes_named(qualname) if parsed is not None else []
-    bases = [parsed.module.code_for_node(arg.value) for node in nodes[:1] for arg in node.bases]
-    return bool(bases) and all(b in ("nn.Module", "torch.nn.Module", "Module") for b in bases)
+def unique_names(names: Sequence[str], modules: Sequence[str], taken: set[str]) -> list[str]:
+    """Names clashing with each other or with registered ones get their module's name:
+    vit.py's ViT stays `vit`, vit_1d.py's becomes `vit_1d`, ats_vit.py's `ats_vit`."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    result: list[str] = []
+    used = set(taken)
+    for name, module in zip(names, modules):
+        clash = counts[name] > 1 or name in taken
+        chosen = _qualified(name, module) if clash else name
+        number = 2
+        while chosen in used:
+            chosen = f"{_qualified(name, module)}_{number}"
+            number += 1
+        used.add(chosen)
+        result.append(chosen)
+    return result
 
 
-def _snake(qualname: str) -> str:
-    return _CAMEL.sub("_", qualname.replace(".", "_")).lower()
-
-
-def _unique(name: str, target: str, taken: set[str]) -> str:
-    if name not in taken:
+def _qualified(name: str, module: str) -> str:
+    flat, module_flat = name.replace("_", ""), module.replace("_", "")
+    if flat == module_flat:
         return name
-    module = target.partition(":")[0].rpartition(".")[2]
-    name = f"{module}_{name}" if module and f"{module}_{name}" not in taken else name
-    number = 2
-    while name in taken:
-        name = f"{name.rstrip('0123456789_')}_{number}"
-        number += 1
-    return name
+    return module if flat in module_flat else f"{module}_{name}"
+
+
+# -- describing and choosing -----------------------------------------------------------------
+
+
+def listed(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """What the numbered list shows: main models first, then wrappers and the classes a
+    factory builds; parts of other models are summarised in one line."""
+    first = [c for c in candidates if c.main]
+    return first + [c for c in candidates if not c.main and not _is_part(c)]
+
+
+def _is_part(candidate: Candidate) -> bool:
+    return candidate.role.startswith(("part of", "base of", "variant of", "chosen by",
+                                      "builds "))
+
+
+def describe(survey: Survey, out: TextIO, numbered: bool) -> None:
+    shown, parts = listed(survey.candidates), [c for c in survey.candidates if _is_part(c)]
+    main = sum(c.main for c in survey.candidates)
+    out.write(f"found {len(survey.candidates)} new model class(es) and factories in "
+              f"{survey.files} file(s); {main} look like main models ([x]: proposed)\n")
+    width = max((len(c.name) for c in shown), default=0)
+    for number, c in enumerate(shown, 1):
+        note = c.role or (f"needs {', '.join(c.missing)}" if c.missing else
+                          "arguments unknown" if c.unknown_init else "")
+        out.write(f"{number:4d} [{'x' if c.main else ' '}] {c.name:<{width}}  {c.target}"
+                  + (f"  ({note})" if note else "") + "\n")
+    if parts:
+        names = ", ".join(c.target.partition(":")[2] for c in parts[:_SHOWN_PARTS])
+        out.write(f"     {len(parts)} part(s) of other models not listed ({names}"
+                  f"{', ...' if len(parts) > _SHOWN_PARTS else ''}); "
+                  "`ckptlint init --select NAME` registers any of them\n")
+    if survey.known:
+        out.write(f"already in pyproject.toml: {', '.join(survey.known)}\n")
+    if survey.unresolved:
+        more = len(survey.unresolved) - _SHOWN_PARTS
+        out.write(f"not proposed, a base class could not be followed to torch.nn.Module: "
+                  f"{', '.join(survey.unresolved[:_SHOWN_PARTS])}"
+                  f"{f' and {more} more' if more > 0 else ''}\n")
+
+
+def preselected(candidates: Sequence[Candidate], out: TextIO) -> list[Candidate]:
+    """The main models; those needing arguments only while their TODOs fit on a screen."""
+    main = [c for c in candidates if c.main]
+    waiting = [c for c in main if not c.complete]
+    if sum(len(_entry(c)) + 1 for c in waiting) <= SCREEN_LINES:
+        return main
+    out.write(f"{len(waiting)} proposed model(s) need constructor arguments: more TODOs than "
+              f"a screen holds, so they are not written; pick some with "
+              f"`ckptlint init --select NAME...` (or run `ckptlint init` on a terminal)\n")
+    return [c for c in main if c.complete]
+
+
+def select(candidates: Sequence[Candidate], wanted: Sequence[str]) -> list[Candidate]:
+    """`--select NAME...`: each a proposed name, a target or a class name."""
+    chosen: list[Candidate] = []
+    for word in wanted:
+        matches = _matching(candidates, word)
+        if not matches:
+            raise CkptlintError(f"--select {word}: no new model of that name, target or class "
+                                f"was found (see the list above)")
+        if len(matches) > 1:
+            raise CkptlintError(f"--select {word} matches {len(matches)} classes ("
+                                f"{', '.join(c.target for c in matches)}): name one target")
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen
+
+
+def _matching(candidates: Sequence[Candidate], word: str) -> list[Candidate]:
+    exact = [c for c in candidates if word in (c.name, c.target)]
+    return exact or [c for c in candidates if c.target.partition(":")[2] == word]
+
+
+def pick(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Ask which of the numbered candidates to register (a terminal only)."""
+    shown = listed(candidates)
+    while True:
+        answer = _input(f"register which? Enter: the {sum(c.main for c in shown)} marked; "
+                        "or numbers (1 3 5-7), names, `all`, `none`: ")
+        if answer is None:
+            return []
+        chosen = _picked(answer, shown, candidates)
+        if chosen is not None:
+            return chosen
+        print("  not understood: give numbers from the list, ranges like 2-5, model names, "
+              "`all` or `none`")
+
+
+def _picked(answer: str, shown: Sequence[Candidate],
+            candidates: Sequence[Candidate]) -> list[Candidate] | None:
+    words = answer.replace(",", " ").split()
+    if not words:
+        return [c for c in shown if c.main]
+    if words in (["all"], ["none"]):
+        return list(shown) if words == ["all"] else []
+    chosen: list[Candidate] = []
+    for word in words:
+        span = re.fullmatch(r"(\d+)(?:-(\d+))?", word)
+        if span:
+            low, high = int(span.group(1)), int(span.group(2) or span.group(1))
+            if not 1 <= low <= high <= len(shown):
+                return None
+            found = list(shown[low - 1:high])
+        else:
+            found = _matching(candidates, word)[:1]
+            if not found:
+                return None
+        chosen += [c for c in found if c not in chosen]
+    return chosen
 
 
 # -- asking for arguments ------------------------------------------------------------------
+
+
+def ask_arguments(chosen: list[Candidate]) -> list[Candidate]:
+    waiting = [c for c in chosen if not c.complete and not c.unknown_init]
+    if len(waiting) > 1 and not _confirm(f"{len(waiting)} of them need constructor arguments; "
+                                         "answer now (otherwise they get a TODO)?"):
+        return chosen
+    return [ask(c) if c in waiting or c.unknown_init else c for c in chosen]
 
 
 def ask(candidate: Candidate) -> Candidate:
     """Ask for each required argument's value as a TOML literal; an empty answer leaves the
     entry commented out."""
     if candidate.unknown_init:
-        print(f"{candidate.target} inherits its __init__ from outside {candidate.file}: "
+        print(f"{candidate.target} inherits its __init__ from code ckptlint could not read: "
               "its entry is left commented out for you to fill in")
         return candidate
     print(f"{candidate.target} ({candidate.file}:{candidate.line}) needs "
@@ -275,15 +353,12 @@ def ask(candidate: Candidate) -> Candidate:
         if literal is None:
             return candidate
         given.append((arg, literal))
-    return replace(candidate, kwargs=tuple(given), missing=())
+    return replace(candidate, kwargs=candidate.kwargs + tuple(given), missing=())
 
 
 def _ask_literal(prompt: str) -> str | None:
     while True:
-        try:
-            answer = input(prompt).strip()
-        except EOFError:
-            return None
+        answer = _input(prompt)
         if not answer:
             return None
         try:
@@ -293,11 +368,16 @@ def _ask_literal(prompt: str) -> str | None:
             print(f"  not a TOML value ({exc}); strings need quotes, e.g. \"gelu\"")
 
 
-def _confirm(question: str) -> bool:
+def _input(prompt: str) -> str | None:
     try:
-        return input(f"{question} [Y/n] ").strip().lower() in ("", "y", "yes")
+        return input(prompt).strip()
     except EOFError:
-        return False
+        return None
+
+
+def _confirm(question: str) -> bool:
+    answer = _input(f"{question} [Y/n] ")
+    return answer is not None and answer.lower() in ("", "y", "yes")
 
 
 # -- writing pyproject.toml ----------------------------------------------------------------
@@ -366,7 +446,8 @@ def _entry(candidate: Candidate) -> list[str]:
         body.append(f"kwargs = {{ {', '.join(f'{k} = {v}' for k, v in kwargs)} }}")
     if candidate.complete:
         return body
-    why = "its __init__ is inherited from outside the file" if candidate.unknown_init else \
+    why = "its __init__ is inherited from code ckptlint could not read" \
+        if candidate.unknown_init else \
         f"{candidate.file}:{candidate.line} needs {', '.join(candidate.missing)}"
     return [f"# TODO: fill in kwargs ({why}), uncomment, then run "
             f"`ckptlint update {candidate.name}`"] + [f"# {line}" for line in body] + \

@@ -90,9 +90,29 @@ def _rules(spec: ModelSpec, raw: Signature, aligned: Signature, current: Signatu
         rules += _wrapper_rules(wrapper)
         aligned = prefix.rekey(aligned, wrapper.mapping)
     pairs = diff.rename_pairs(aligned, current, result.load, result.nonpersistent)
+    lists = _lists(aligned)
     for old, new, subtree in diff.fold_renames(pairs):
-        rules += _pair_rules(old, new, subtree)
+        rules += _pair_rules(old, new, subtree, lists)
     return rules
+
+
+def _lists(signature: Signature) -> dict[str, frozenset[str]]:
+    """Module prefix -> the indices of the list (ModuleList, Sequential) it holds."""
+    found: dict[str, set[str]] = {}
+    for key in signature.tensors:
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if part.isdigit():
+                found.setdefault(".".join(parts[:i]), set()).add(part)
+    return {prefix: frozenset(indices) for prefix, indices in found.items()}
+
+
+def _whole_list(parts: list[str], position: int, lists: Mapping[str, frozenset[str]]) -> bool:
+    """Whether the range at `position` covers every index of its list, under every prefix the
+    folded pattern stands for: the rename is then the layer's own, at any depth."""
+    indices = frozenset(expand(parts[position]))
+    prefixes = expand(".".join(parts[:position])) if position else [""]
+    return all(lists.get(prefix) == indices for prefix in prefixes)
 
 
 def _strip_rule(p: str) -> tuple[str, str]:
@@ -113,16 +133,24 @@ def _wrapper_rules(wrapper: prefix.Wrapper) -> list[tuple[str, str]]:
     return [(f"^{re.escape(old)}$", new) for old, new in wrapper.mapping.items()]
 
 
-def _pair_rules(old: str, new: str, subtree: bool) -> list[tuple[str, str]]:
-    """One rule for a folded pair, its ranges as groups; exact rules when that cannot work."""
+def _pair_rules(old: str, new: str, subtree: bool,
+                lists: Mapping[str, frozenset[str]]) -> list[tuple[str, str]]:
+    r"""One rule for a folded pair, its ranges as groups; exact rules when that cannot work.
+
+    A range over every index of its list becomes `(\d+)`: the old checkpoint the hook is for
+    may be deeper than the registered config (a 2-layer entry, a 24-layer release); a range
+    over some of them keeps its indices, `(0|3)`. (A list of one layer folds to no range, so
+    its index stays literal: nothing tells a reference to it from a new literal `0`.)"""
     end = r"\." if subtree else "$"
     tail = "." if subtree else ""
     groups: list[str] = []
     pattern = []
-    for seg in segments(old):
+    parts = segments(old)
+    for position, seg in enumerate(parts):
         if _RANGE.match(seg):
             groups.append(seg)
-            pattern.append("(" + "|".join(expand(seg)) + ")")
+            pattern.append(r"(\d+)" if _whole_list(parts, position, lists)
+                           else "(" + "|".join(expand(seg)) + ")")
         else:
             pattern.append(re.escape(seg))
     replacement, free = [], list(range(len(groups)))

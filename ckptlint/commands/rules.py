@@ -1,4 +1,5 @@
-"""`ckptlint rules`: every finding code, what breaks at load time and how to fix it.
+"""`ckptlint rules`: every finding code, what breaks at load time and how to fix it; `ckptlint
+rule CODE` prints one of them (commands/rule.py).
 
 The same text is committed as docs/rules.md (a test keeps the two equal).
 """
@@ -8,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ckptlint.ftypes import Kind
+from ckptlint.errors import CkptlintError
+from ckptlint.ftypes import Kind, Outcome
 
 # how to fix each kind; what breaks is the kind's own sentence (`Kind.doc`)
 FIXES = {
@@ -56,13 +58,39 @@ def rules_text() -> str:
            "suppress one with `ignore = { \"KEY-PATTERN\" = [\"CODE\"] }` in the model's entry",
            "or `# ckptlint: ignore[CODE]` on the statement that creates the layer.", ""]
     for kind in sorted(Kind, key=lambda k: k.code):
-        out += [f"## {kind.code} {kind.slug}", "",
-                f"- severity: {kind.severity.value}",
-                f"- what breaks: {kind.doc}",
-                f"- fix: {FIXES.get(kind, _SEE_HELP)}", ""]
+        out += [f"## {kind.code} {kind.slug}", "", *_facts(kind), ""]
     return "\n".join(out)
 
 
+def _facts(kind: Kind) -> list[str]:
+    return [f"- severity: {kind.severity.value}", f"- what breaks: {kind.doc}",
+            f"- fix: {FIXES.get(kind, _SEE_HELP)}"]
+
+
+def rule_text(kind: Kind) -> str:
+    """What `ckptlint rule CODE` prints: the code's section of docs/rules.md, and how to
+    silence it where that is possible (findings about keys)."""
+    lines = [f"{kind.code} {kind.slug}", "", *_facts(kind)]
+    if kind.outcome is Outcome.DRIFT:
+        lines.append(f"- suppress: `ignore = {{ \"KEY-PATTERN\" = [\"{kind.code}\"] }}` in the "
+                     f"model's entry, or `# ckptlint: ignore[{kind.code}]` on the statement "
+                     "that creates the layer")
+    return "\n".join(lines) + "\n"
+
+
+def find(code: str) -> Kind:
+    """The kind of a code (`CKL103`, `ckl103`) or slug (`shape-mismatch`)."""
+    for kind in Kind:
+        if code.strip().upper() == kind.code or code.strip().lower() == kind.slug:
+            return kind
+    codes = sorted(k.code for k in Kind)
+    raise CkptlintError(f"`{code}` is not a ckptlint finding code ({codes[0]} to {codes[-1]}); "
+                        "`ckptlint rules` lists them all")
+
+
 def run(args: argparse.Namespace) -> int:
-    sys.stdout.write(rules_text())
+    if getattr(args, "codes", None):
+        sys.stdout.write("\n".join(rule_text(find(code)) for code in args.codes))
+    else:
+        sys.stdout.write(rules_text())
     return 0
