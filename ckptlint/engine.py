@@ -299,7 +299,8 @@ def _committed(config: Config, spec: ModelSpec) -> Reference:
         return Reference(label, path, sigfile.read(path, label))
     except SignatureFileError as exc:
         return Reference(label, path, problem=Finding(
-            Kind.SIGNATURE_INVALID, spec.name, str(exc), location=Location(label, 1),
+            Kind.SIGNATURE_INVALID, spec.name, str(exc),
+            location=Location(label, exc.line or 1),
             help=f"restore it from version control or run `ckptlint update {spec.name}`"))
 
 

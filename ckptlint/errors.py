@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ckptlint.keys import printable
+
 
 class CkptlintError(Exception):
     """Something ckptlint could not do; `str()` is one sentence naming the file, key or model."""
@@ -17,19 +19,22 @@ class ConfigError(CkptlintError):
 
 
 class SignatureFileError(CkptlintError):
-    """A signature file is unreadable, hand-broken or from a newer ckptlint."""
+    """A signature file is unreadable, hand-broken or from a newer ckptlint; `line` (1-based)
+    is where, when known. Untrusted text in the sentence is escaped (`keys.printable`)."""
 
-    def __init__(self, path: str, message: str):
-        self.path = path
-        super().__init__(f"{path}: {message}")
+    def __init__(self, path: str, message: str, line: int | None = None):
+        self.path, self.line, self.message = path, line, printable(message)
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{printable(where)}: {self.message}")
 
 
 class CheckpointError(CkptlintError):
-    """A checkpoint file cannot be read safely."""
+    """A checkpoint file cannot be read safely. The sentence quotes keys and member names from
+    the file, so its untrusted text is escaped (`keys.printable`) wherever it is printed."""
 
     def __init__(self, path: str, message: str):
-        self.path = path
-        super().__init__(f"{path}: {message}")
+        self.path, self.message = path, printable(message)
+        super().__init__(f"{printable(path)}: {self.message}")
 
 
 class TorchMissingError(CkptlintError):

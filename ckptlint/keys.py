@@ -1,4 +1,5 @@
-"""State-dict key arithmetic: natural order, and folding runs of repeated layers into `{a..b}`."""
+"""State-dict key arithmetic: natural order, folding runs of repeated layers into `{a..b}`, and
+how an untrusted key (or any text from a file) is shown to a person."""
 
 from __future__ import annotations
 
@@ -8,18 +9,50 @@ from typing import Hashable, Iterable, Iterator, Mapping, TypeVar
 
 V = TypeVar("V", bound=Hashable)
 
-_DIGITS = re.compile(r"(\d+)")
-_RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
+# ASCII digits only: `\d` also matches other scripts' digits, which int() reads as numbers
+_DIGITS = re.compile(r"([0-9]+)")
+_RANGE = re.compile(r"^\{([0-9]+)\.\.([0-9]+)\}$")
+_MAX_INDEX_DIGITS = 18  # a layer index beyond 10**18 is a name (and int() stays cheap)
 _DOT = re.compile(r"\.(?=[^{}]*(?:\{|$))")  # a dot outside any `{a..b}` range
 _LEAF = ""  # a trie slot for a value stored at the node itself
+# Keys a folded pattern (or a whole signature) may stand for. A 7B model has ~300 keys and the
+# largest released checkpoints ~100k; a hand-written `{0..100000000}` must not exhaust memory.
+MAX_KEYS = 1_000_000
+
+
+class TooManyKeys(ValueError):
+    """A folded pattern stands for more keys than `MAX_KEYS` (or the room left for them)."""
+
+    def __init__(self, pattern: str, limit: int):
+        self.pattern, self.limit = pattern, limit
+        super().__init__(f"`{printable(pattern)}` stands for more than {limit:,} keys")
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable escaped as `repr` would escape it.
+
+    Keys, member names and messages come from untrusted files: raw, an ESC sequence repaints
+    the terminal and a newline starts a line that CI runners read as a command (`::error`).
+    Escaped, they stay visible and inert; lone surrogates become `\\udXXX`, so writing the text
+    never fails. Printable text (the usual case) is returned as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def natural_key(key: str) -> tuple:
     """Sort key that puts `layers.2` before `layers.10` (digit runs compare as numbers)."""
     return tuple(
-        tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(segment)))
+        tuple(_number(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(segment)))
         for segment in key.split(".")
     )
+
+
+def _number(digits: str) -> tuple[int, str]:
+    # compares as the number does, without int(): an untrusted key may hold 10,000 digits
+    value = digits.lstrip("0")
+    return len(value), value
 
 
 def natural_sorted(keys: Iterable[str]) -> list[str]:
@@ -27,7 +60,8 @@ def natural_sorted(keys: Iterable[str]) -> list[str]:
 
 
 def _is_index(segment: str) -> bool:
-    return segment.isdigit() and (segment == "0" or not segment.startswith("0"))
+    return (segment.isascii() and segment.isdigit() and len(segment) <= _MAX_INDEX_DIGITS
+            and (segment == "0" or not segment.startswith("0")))
 
 
 def _trie(entries: Mapping[str, V]) -> dict:
@@ -88,8 +122,23 @@ def first_key(pattern: str) -> str:
     return ".".join(_RANGE.sub(r"\1", seg) for seg in segments(pattern))
 
 
-def expand(pattern: str) -> list[str]:
-    """Every key a folded pattern stands for, in natural order."""
+def count(pattern: str) -> int:
+    """How many keys a folded pattern stands for, without listing them."""
+    total = 1
+    for segment in segments(pattern):
+        match = _RANGE.match(segment)
+        if match:
+            a, b = match.groups()
+            if max(len(a), len(b)) > _MAX_INDEX_DIGITS:
+                return MAX_KEYS + 1  # past any limit, and int() of 5,000 digits would raise
+            total *= max(int(b) - int(a) + 1, 0)
+    return total
+
+
+def expand(pattern: str, limit: int = MAX_KEYS) -> list[str]:
+    """Every key a folded pattern stands for, in natural order; `TooManyKeys` beyond `limit`."""
+    if count(pattern) > limit:
+        raise TooManyKeys(pattern, limit)
     choices = []
     for segment in segments(pattern):
         match = _RANGE.match(segment)

@@ -1,7 +1,9 @@
 """Signature files: the committed TOML form of a `Signature`, read strictly and written atomically.
 
 The writer is deterministic (same signature, same bytes) so `ckptlint update` on unchanged code
-leaves the file untouched and any change shows up in review as a small diff.
+leaves the file untouched and any change shows up in review as a small diff. The reader checks
+a signature file as strictly as a checkpoint: a format number, dtypes and shapes torch knows,
+folded ranges of bounded size; every problem names the file and, where it can, the line.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from ckptlint.errors import SignatureFileError
+from ckptlint.dtypes import ITEMSIZE, OBJECT, shape_problem
+from ckptlint.errors import CkptlintError, SignatureFileError
 from ckptlint.ftypes import FORMAT_VERSION, Signature, TensorSpec
-from ckptlint.keys import expand, fold, natural_sorted
+from ckptlint.keys import MAX_KEYS, TooManyKeys, count, expand, fold, natural_sorted, printable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +33,11 @@ SHORT_DTYPES = {
 }
 LONG_DTYPES = {short: long for long, short in SHORT_DTYPES.items()}
 _SPEC = re.compile(r"^([a-z][a-z0-9_]*)\[([0-9, ]*)\]( buffer)?$")
+_DTYPES = frozenset(ITEMSIZE) | {OBJECT}
+_MAX_DIGITS = 19  # a dimension torch can hold (< 2**63) has at most 19 digits
+_RANGES = re.compile(r"\{([0-9]+)\.\.([0-9]+)\}")
+_TABLE_LINE = re.compile(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?$")
+_KEY_LINE = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 _HEADER_KEYS = {"format", "model", "target", "torch", "source", "parameters", "metadata"}
 _TABLES = {"signature", "tensors", "versions", "aliases"}
 
@@ -42,20 +50,44 @@ def format_spec(spec: TensorSpec) -> str:
 
 
 def parse_spec(text: str, from_code: bool) -> TensorSpec | None:
+    """`f32[3, 4] buffer` -> its TensorSpec; None if the text is not of that form."""
     match = _SPEC.match(text)
     if not match:
         return None
     dtype = LONG_DTYPES.get(match.group(1), match.group(1))
     dims = [d.strip() for d in match.group(2).split(",")] if match.group(2).strip() else []
-    if not all(d.isdigit() for d in dims):
+    if not all(d.isdigit() and len(d) <= _MAX_DIGITS for d in dims):
         return None
     role = "buffer" if match.group(3) else ("parameter" if from_code else None)
     return TensorSpec(dtype, tuple(int(d) for d in dims), role)
 
 
+def spec_problem(spec: TensorSpec) -> str | None:
+    """Why a parsed spec is no tensor torch could hold (unknown dtype, impossible shape)."""
+    if spec.dtype not in _DTYPES:
+        return f"has dtype `{spec.dtype}`, which is not a torch dtype"
+    return shape_problem(spec.dtype, spec.shape)
+
+
 def _q(text: str) -> str:
-    """A TOML basic string (JSON's escaping is a subset TOML accepts)."""
-    return json.dumps(text)
+    """A TOML basic string (JSON's escaping is a subset TOML accepts).
+
+    TOML has no escape for a lone surrogate (a pickle may hold one in a key), so such a key
+    cannot be written at all.
+    """
+    quoted = json.dumps(text)
+    if "\\ud" in quoted and not _encodable(text):
+        raise CkptlintError(f"key `{printable(text)}` holds a lone surrogate, which a TOML "
+                            "signature file cannot hold")
+    return quoted
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def dumps(sig: Signature) -> str:
@@ -86,92 +118,194 @@ def dumps(sig: Signature) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _Problem(Exception):
+    """A problem at `[table] key` (or with the table itself when `key` is None)."""
+
+    def __init__(self, message: str, table: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.message, self.table, self.key = message, table, key
+
+
 def loads(text: str, path: str) -> Signature:
-    """Parse a signature file's text; every problem is a `SignatureFileError` naming `path`."""
+    """Parse a signature file's text; every problem is a `SignatureFileError` naming `path`
+    and, where it can be told, the line."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"at line (\d+)", str(exc))
         raise SignatureFileError(path, f"is not valid TOML ({exc}); regenerate it with "
-                                       "`ckptlint update`") from None
-    header = _table(doc, "signature", path)
-    _reject_unknown(doc, _TABLES, path, "table")
-    _reject_unknown(header, _HEADER_KEYS, path, "key in [signature]")
-    version = header.get("format")
-    if not isinstance(version, int):
-        raise SignatureFileError(path, "has no integer `format` in [signature]")
-    if version > FORMAT_VERSION:
-        raise SignatureFileError(path, f"was written by a newer ckptlint (format {version}; this "
-                                       f"one reads format {FORMAT_VERSION}): upgrade ckptlint")
-    source = _str(header, "source", path, "code")
+                                       "`ckptlint update`",
+                                 int(line.group(1)) if line else None) from None
+    except RecursionError:
+        raise SignatureFileError(path, "nests its TOML too deeply to be a signature file") \
+            from None
+    try:
+        return _signature(doc)
+    except _Problem as problem:
+        raise SignatureFileError(path, problem.message,
+                                 _line_of(text, problem.table, problem.key)) from None
+
+
+def _signature(doc: Mapping[str, Any]) -> Signature:
+    header = _table(doc, "signature")
+    _reject_unknown(doc, _TABLES, None, "table")
+    _reject_unknown(header, _HEADER_KEYS, "signature", "key in [signature]")
+    _check_format(header.get("format"))
+    for key, kind in (("metadata", bool), ("parameters", int)):
+        if key in header and (type(header[key]) is not kind
+                              or (kind is int and header[key] < 0)):
+            raise _Problem(f"[signature] `{key}` must be "
+                           f"{'true or false' if kind is bool else 'a non-negative integer'}",
+                           "signature", key)
+    source = _str(header, "source", "code")
     return Signature(
-        tensors=_tensors(_table(doc, "tensors", path), path, source == "code"),
-        versions=_versions(doc.get("versions", {}), path),
-        aliases=_aliases(doc.get("aliases", {}), path),
-        has_metadata=bool(header.get("metadata", True)),
-        model=_str(header, "model", path),
-        target=_str(header, "target", path),
-        torch_version=_str(header, "torch", path),
+        tensors=_tensors(_table(doc, "tensors"), source == "code"),
+        versions=_versions(doc.get("versions", {})),
+        aliases=_aliases(doc.get("aliases", {})),
+        has_metadata=header.get("metadata", True),
+        model=_str(header, "model"),
+        target=_str(header, "target"),
+        torch_version=_str(header, "torch"),
         source=source,
     )
 
 
-def _table(doc: Mapping[str, Any], name: str, path: str) -> Mapping[str, Any]:
+def _check_format(version: Any) -> None:
+    if type(version) is not int or version < 1:
+        raise _Problem(f"has `format = {_toml_value(version)}` in [signature], not a format "
+                       "number (1 or more)" if version is not None else
+                       "has no integer `format` in [signature]", "signature",
+                       "format" if version is not None else None)
+    if version > FORMAT_VERSION:
+        raise _Problem(f"was written by a newer ckptlint (format {version}; this one reads "
+                       f"format {FORMAT_VERSION}): upgrade ckptlint", "signature", "format")
+
+
+def _toml_value(value: Any) -> str:
+    return {True: "true", False: "false"}.get(value, repr(value)) \
+        if isinstance(value, bool) else printable(repr(value))[:40]
+
+
+def _table(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     table = doc.get(name)
     if not isinstance(table, dict):
-        raise SignatureFileError(path, f"has no [{name}] table; regenerate it with "
-                                       "`ckptlint update`")
+        raise _Problem(f"has no [{name}] table; regenerate it with `ckptlint update`")
     return table
 
 
-def _reject_unknown(table: Mapping[str, Any], known: set[str], path: str, what: str) -> None:
+def _reject_unknown(table: Mapping[str, Any], known: set[str], where: str | None,
+                    what: str) -> None:
     for key in table:
         if key not in known:
-            raise SignatureFileError(path, f"has an unknown {what} `{key}`")
+            raise _Problem(f"has an unknown {what} `{key}`", where if where else key,
+                           key if where else None)
 
 
-def _str(header: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
+def _str(header: Mapping[str, Any], key: str, default: str = "") -> str:
     value = header.get(key, default)
     if not isinstance(value, str):
-        raise SignatureFileError(path, f"[signature] `{key}` must be a string")
+        raise _Problem(f"[signature] `{key}` must be a string", "signature", key)
     return value
 
 
-def _tensors(table: Mapping[str, Any], path: str, from_code: bool) -> dict[str, TensorSpec]:
+def _keys(pattern: str, table: str, room: int) -> list[str]:
+    """The keys of a folded pattern, refused when a range runs backwards or is too big."""
+    for a, b in _RANGES.findall(pattern):
+        if len(a) > _MAX_DIGITS or len(b) > _MAX_DIGITS or int(a) >= int(b):
+            raise _Problem(f"`{pattern}` has a range {{{a}..{b}}} that is not a run of layers "
+                           "(first..last, first < last)", table, pattern)
+    try:
+        return expand(pattern, limit=room)
+    except TooManyKeys:
+        raise _Problem(f"`{pattern}` stands for {count(pattern):,} keys, more than the "
+                       f"{MAX_KEYS:,} a signature may hold", table, pattern) from None
+
+
+def _tensors(table: Mapping[str, Any], from_code: bool) -> dict[str, TensorSpec]:
     tensors: dict[str, TensorSpec] = {}
     for pattern, value in table.items():
         spec = parse_spec(value, from_code) if isinstance(value, str) else None
+        if spec is None and isinstance(value, str) and _SPEC.match(value):
+            raise _Problem(f"tensor `{pattern}` has a dimension in {value!r} larger than "
+                           "torch's sizes (int64) allow", "tensors", pattern)
         if spec is None:
-            raise SignatureFileError(path, f"tensor `{pattern}` has value {value!r}, "
-                                           "expected \"dtype[shape]\" such as \"f32[768, 64]\"")
-        for key in expand(pattern):
+            raise _Problem(f"tensor `{pattern}` has value {value!r}, expected \"dtype[shape]\" "
+                           "such as \"f32[768, 64]\"", "tensors", pattern)
+        problem = spec_problem(spec)
+        if problem:
+            raise _Problem(f"tensor `{pattern}` {problem}", "tensors", pattern)
+        for key in _keys(pattern, "tensors", MAX_KEYS - len(tensors)):
             if key in tensors:
-                raise SignatureFileError(path, f"lists tensor `{key}` twice")
+                raise _Problem(f"lists tensor `{key}` twice", "tensors", pattern)
             tensors[key] = spec
     return tensors
 
 
-def _versions(table: Any, path: str) -> dict[str, int]:
+def _versions(table: Any) -> dict[str, int]:
     if not isinstance(table, dict):
-        raise SignatureFileError(path, "[versions] must be a table")
+        raise _Problem("[versions] must be a table", "versions")
     versions: dict[str, int] = {}
     for pattern, value in table.items():
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise SignatureFileError(path, f"version of module `{pattern}` must be an integer")
-        versions.update(dict.fromkeys(expand(pattern), value))
+        if type(value) is not int:
+            raise _Problem(f"version of module `{pattern}` must be an integer", "versions",
+                           pattern)
+        versions.update(dict.fromkeys(_keys(pattern, "versions", MAX_KEYS - len(versions)),
+                                      value))
     return versions
 
 
-def _aliases(table: Any, path: str) -> dict[str, str]:
+def _aliases(table: Any) -> dict[str, str]:
     if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise SignatureFileError(path, "[aliases] must map keys to key strings")
+        raise _Problem("[aliases] must map keys to key strings", "aliases")
     return dict(table)
 
 
+def _line_of(text: str, table: str | None, key: str | None) -> int | None:
+    """The 1-based line of `[table]`'s entry `key` (or of the table's header), if found."""
+    if table is None:
+        return None
+    current, header_line = None, None
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _TABLE_LINE.match(line)
+        if match:
+            current = match.group(1)
+            header_line = number if current == table else header_line
+            continue
+        match = _KEY_LINE.match(line) if current == table and key is not None else None
+        if match and _toml_key(match.group(1)) == key:
+            return number
+    return header_line
+
+
+def _toml_key(raw: str) -> str:
+    if raw.startswith('"'):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw[1:-1]
+    return raw.strip("'")
+
+
 def read(path: Path, shown: str | None = None) -> Signature:
-    """Read a signature file; errors name it as `shown` (default: the path as given)."""
+    """Read a signature file; errors name it as `shown` (default: the path as given).
+
+    It is opened as every untrusted file is (`open_regular`): a FIFO in its place is refused,
+    never waited on.
+    """
+    # imported here: the readers import this module
+    from ckptlint.readers.base import MAX_TEXT_BYTES, NotRegularFile, open_regular
+
     shown = shown or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open_regular(path) as handle:
+            data = handle.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise SignatureFileError(shown, f"is more than {MAX_TEXT_BYTES >> 20} MiB, too big "
+                                            "for a signature file")
+        text = data.decode("utf-8")
+    except NotRegularFile as exc:
+        raise SignatureFileError(shown, f"is {exc.kind}, not a signature file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SignatureFileError(shown, f"cannot be read ({exc.__class__.__name__}: {exc})")
+        raise SignatureFileError(shown, f"cannot be read ({exc.__class__.__name__}: {exc})") \
+            from None
     return loads(text, shown)

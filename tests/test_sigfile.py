@@ -37,16 +37,16 @@ def test_text_is_deterministic_and_folded():
 
 
 @pytest.mark.parametrize("text,sentence", [
-    ("[signature\n", "m.toml: is not valid TOML"),
-    ("[signature]\nformat = 9\n[tensors]\n", "m.toml: was written by a newer ckptlint (format 9; "
+    ("[signature\n", "m.toml:1: is not valid TOML"),
+    ("[signature]\nformat = 9\n[tensors]\n", "m.toml:2: was written by a newer ckptlint (format 9; "
                                              "this one reads format 1): upgrade ckptlint"),
     ("[tensors]\n", "m.toml: has no [signature] table"),
     ("[signature]\nformat = 1\n[tensors]\n\"a\" = \"f32(3)\"\n",
-     "m.toml: tensor `a` has value 'f32(3)', expected \"dtype[shape]\""),
+     "m.toml:4: tensor `a` has value 'f32(3)', expected \"dtype[shape]\""),
     ("[signature]\nformat = 1\ncolour = 1\n[tensors]\n",
-     "m.toml: has an unknown key in [signature] `colour`"),
+     "m.toml:3: has an unknown key in [signature] `colour`"),
     ("[signature]\nformat = 1\n[tensors]\n\"h.{0..1}.w\" = \"f32[1]\"\n\"h.1.w\" = \"f32[1]\"\n",
-     "m.toml: lists tensor `h.1.w` twice"),
+     "m.toml:5: lists tensor `h.1.w` twice"),
 ])
 def test_broken_files_name_the_file(text, sentence):
     with pytest.raises(SignatureFileError) as info:
@@ -78,6 +78,6 @@ def test_hand_broken_committed_signature_is_a_finding_not_a_crash(project):
     (project.root / "signatures" / "m.toml").write_text("[signature]\nformat = 2\n")
     run = project.run("check", "--color", "never")
     assert run.code == 2
-    assert "signatures/m.toml:1:1: CKL204 signatures/m.toml: was written by a newer ckptlint" \
+    assert "signatures/m.toml:2:1: CKL204 signatures/m.toml:2: was written by a newer ckptlint" \
         in run.out
     assert "Checked 2 models: 1 could not be checked, 1 clean." in run.out

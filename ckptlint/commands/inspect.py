@@ -1,4 +1,8 @@
-"""`ckptlint inspect FILE`: the signature of any checkpoint or signature file, and what it fits."""
+"""`ckptlint inspect FILE`: the signature of any checkpoint or signature file, and what it fits.
+
+The text output escapes what the file says (keys, notes) with `keys.printable`; JSON keeps
+it exactly.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from ckptlint import engine, sigfile
 from ckptlint.commands.setup import prepare
 from ckptlint.errors import NoProjectError
 from ckptlint.ftypes import Signature
-from ckptlint.keys import fold
+from ckptlint.keys import fold, printable
 from ckptlint.readers import CheckpointRead, read_checkpoint
 from ckptlint.reporters.json import spec_dict
 
@@ -53,20 +57,21 @@ def _document(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) ->
 
 def _text(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) -> str:
     sig: Signature = read.signature
-    lines = [f"{name}: {read.format}, {len(sig.tensors)} tensors, "
+    lines = [f"{printable(name)}: {read.format}, {len(sig.tensors)} tensors, "
              f"{sig.num_parameters:,} values (parameters and buffers)"]
     if read.note:
-        lines.append(f"note: {read.note}")
+        lines.append(f"note: {printable(read.note)}")
     entries = {k: sigfile.format_spec(v) for k, v in sig.tensors.items()}
-    folded = fold(entries)
+    folded = [(printable(key), spec) for key, spec in fold(entries)]
     width = min(max((len(k) for k, _ in folded), default=0), 72)
     lines += [f"  {key:<{width}}  {spec}" for key, spec in folded]
     if sig.aliases:
-        lines += [f"  {k} = {v} (tied)" for k, v in sorted(sig.aliases.items())]
+        lines += [f"  {printable(k)} = {printable(v)} (tied)"
+                  for k, v in sorted(sig.aliases.items())]
     if fits:
         lines += ["", "Fits the registered models (best first):"]
-        lines += [f"  {f.model}: {f.verdict}" + (f" ({f.detail})" if f.detail else "")
-                  for f in fits]
+        lines += [f"  {f.model}: {printable(f.verdict)}"
+                  + (f" ({printable(f.detail)})" if f.detail else "") for f in fits]
     elif fits is not None:
         lines += ["", "No registered model shares a key with it."]
     return "\n".join(lines) + "\n"

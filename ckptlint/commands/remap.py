@@ -20,7 +20,7 @@ from ckptlint import diff, engine, prefix, sigfile
 from ckptlint.commands.setup import prepare
 from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, ModelSpec, Signature
-from ckptlint.keys import expand, natural_sorted, segments
+from ckptlint.keys import expand, natural_sorted, printable, segments
 from ckptlint.paths import relative
 
 _RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
@@ -203,7 +203,8 @@ def {name}(module, state_dict, prefix, *args):
 
 
 def _raw_string(text: str) -> str:
-    if "'" not in text and not text.endswith("\\"):
+    # repr escapes what is not printable: a key's ESC or newline never reaches the terminal
+    if "'" not in text and not text.endswith("\\") and text.isprintable():
         return f"r'{text}'"
     return repr(text)
 
@@ -250,12 +251,13 @@ def _json(spec: ModelSpec, label: str, remap: Remap) -> str:
 
 def _text(spec: ModelSpec, label: str, remap: Remap) -> str:
     if remap.proved and not remap.mapping:
-        return f"{label} already loads into `{spec.name}` with strict=True: nothing to remap.\n"
-    lines = [f"# {len(remap.mapping)} keys of {label} move; "]
+        return (f"{printable(label)} already loads into `{spec.name}` with strict=True: "
+                "nothing to remap.\n")
+    lines = [f"# {len(remap.mapping)} keys of {printable(label)} move; "]
     if remap.proved:
         lines[0] += (f"with this hook the checkpoint loads into `{spec.name}` with strict=True "
                      "(checked with torch's load_state_dict on meta tensors).")
         return "\n".join(lines) + "\n\n" + remap.snippet
     lines[0] += f"even with these renames it does not load into `{spec.name}`:"
-    lines += [f"#   {failure}" for failure in _failures(remap.proof)]
+    lines += [f"#   {printable(failure)}" for failure in _failures(remap.proof)]
     return "\n".join(lines) + "\n\n" + remap.snippet

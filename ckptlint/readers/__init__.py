@@ -15,17 +15,24 @@ from ckptlint.errors import CheckpointError, CkptlintError
 from ckptlint.readers import dcp, legacy, safetensors, sharded, sigtoml, torchzip
 from ckptlint.readers.base import (
     CheckpointRead,
+    NotRegularFile,
     Reader,
     UnsafeCheckpointError,
+    file_kind,
+    open_regular,
     read_head,
+    unreadable,
     with_tied,
 )
 
 __all__ = [
     "READERS",
     "CheckpointRead",
+    "NotRegularFile",
     "Reader",
     "UnsafeCheckpointError",
+    "file_kind",
+    "open_regular",
     "read_checkpoint",
     "with_tied",
 ]
@@ -80,8 +87,14 @@ def read_shard(path: Path) -> CheckpointRead:
 
 
 def _read(path: Path, state_dict_key: str | None, formats: tuple[str, ...]) -> CheckpointRead:
-    if path.is_dir():
-        if dcp.sniff(path, b"") and dcp.FORMAT in formats:
+    try:
+        kind = file_kind(path)  # before anything opens it: a FIFO or device is refused here
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    if kind == "folder":
+        if dcp.FORMAT not in formats:
+            raise CheckpointError(str(path), "is a folder, not a checkpoint file")
+        if dcp.sniff(path, b""):
             return dcp.read(path, state_dict_key)
         inner = _folder_checkpoint(path)
         result = _read(inner, state_dict_key, formats)
@@ -98,22 +111,22 @@ def _read(path: Path, state_dict_key: str | None, formats: tuple[str, ...]) -> C
 
 
 def _head(path: Path) -> bytes:
-    try:
-        head = read_head(path)
-    except FileNotFoundError:
-        raise CheckpointError(str(path), "does not exist") from None
-    except OSError as exc:
-        raise CheckpointError(str(path), f"cannot be read ({exc.strerror or exc})") from None
+    head = read_head(path)
     if not head:
         raise CheckpointError(str(path), "is empty (0 bytes), not a checkpoint")
     return head
 
 
 def _folder_checkpoint(folder: Path) -> Path:
+    """The one checkpoint a folder holds; a special file among them is never chosen."""
     for name in _FOLDER_FILES:
-        if (folder / name).is_file():
+        if _is_file(folder / name):
             return folder / name
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise unreadable(folder, exc) from None
+    found = [p for p in entries if p.name.endswith(_SUFFIXES) and _is_file(p)]
     indexes = [p for p in found if p.name.endswith(".index.json")]
     if len(indexes) == 1 or len(found) == 1:
         return (indexes or found)[0]
@@ -121,6 +134,13 @@ def _folder_checkpoint(folder: Path) -> Path:
     raise CheckpointError(str(folder), (f"holds several checkpoints ({names}); name one" if found
                                         else "holds no checkpoint ckptlint recognises (no "
                                         ".metadata, *.safetensors, *.index.json, *.pt, *.bin)"))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return file_kind(path) == "file"
+    except OSError:
+        return False
 
 
 def _unknown(head: bytes, formats: tuple[str, ...]) -> str:

@@ -8,6 +8,7 @@ back as inert placeholders from the restricted unpickler; the `.distcp` shards a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,7 +28,8 @@ _MODULE = "torch.distributed.checkpoint.metadata."
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    return path.name == METADATA or (path.is_dir() and (path / METADATA).is_file())
+    # a `.metadata` of any kind makes a DCP folder: reading it refuses a FIFO with a sentence
+    return path.name == METADATA or (path.is_dir() and os.path.lexists(path / METADATA))
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
@@ -35,7 +37,7 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     where = str(file)
     data = read_small(file, MAX_PICKLE_BYTES, "a .metadata pickle")
     try:
-        root = unpickler.loads(data, storages=False)
+        root = unpickler.loads(data, ids="none").value
     except unpickler.PickleRefused as exc:
         raise UnsafeCheckpointError(where, exc.name, METADATA) from None
     except unpickler.PickleInvalid as exc:

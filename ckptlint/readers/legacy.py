@@ -15,8 +15,15 @@ from typing import IO, Any
 
 from ckptlint.errors import CheckpointError
 from ckptlint.readers import statedict, unpickler
-from ckptlint.readers.base import MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError
-from ckptlint.readers.unpickler import StorageRef, TensorRecord
+from ckptlint.readers.base import (
+    MAX_PICKLE_BYTES,
+    CheckpointRead,
+    UnsafeCheckpointError,
+    open_regular,
+    read_head,
+    unreadable,
+)
+from ckptlint.readers.unpickler import StorageRef
 
 FORMAT = "torch-legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -55,29 +62,23 @@ class _Bounded:
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     where = str(path)
-    if is_tar(_head(path)):
+    if is_tar(read_head(path)):
         raise CheckpointError(where, "is a torch checkpoint in the pre-1.0 tar format, which "
                                      "ckptlint does not read: re-save it with a current torch")
     try:
-        with open(path, "rb") as handle:
-            root, keys = _pickles(handle, where)
-            _check_storages(handle, keys, _storages(root), os.fstat(handle.fileno()).st_size,
-                            where)
+        with open_regular(path) as handle:
+            root, storages, keys = _pickles(handle, where)
+            _check_storages(handle, keys, storages, os.fstat(handle.fileno()).st_size, where)
     except OSError as exc:
-        raise CheckpointError(where, f"cannot be read ({exc.strerror or exc})") from None
+        raise unreadable(path, exc) from None
     state, note = statedict.locate(root, where, state_dict_key)
     return CheckpointRead(statedict.signature(state, where), FORMAT, note)
 
 
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(512)
-
-
-def _pickles(handle: IO[bytes], where: str) -> tuple[Any, list]:
+def _pickles(handle: IO[bytes], where: str) -> tuple[Any, dict[str, StorageRef], list]:
     """The saved object and its storage keys, read pickle by pickle."""
     stream = _Bounded(handle, MAX_PICKLE_BYTES)
-    header = [_load(stream, where, "header", storages=False) for _ in range(3)]
+    header = [_load(stream, where, "header", "none").value for _ in range(3)]
     magic, protocol, sys_info = header
     if magic != MAGIC_NUMBER or protocol != PROTOCOL_VERSION or not isinstance(sys_info, dict):
         raise CheckpointError(where, "has a legacy torch.save header ckptlint does not know "
@@ -85,56 +86,42 @@ def _pickles(handle: IO[bytes], where: str) -> tuple[Any, list]:
     if sys_info.get("little_endian") is False:
         raise CheckpointError(where, "was saved on a big-endian machine, which ckptlint does "
                                      "not read")
-    root = _load(stream, where, "object pickle", storages=True)
-    keys = _load(stream, where, "storage list", storages=False)
+    root = _load(stream, where, "object pickle", "legacy")
+    keys = _load(stream, where, "storage list", "none").value
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise CheckpointError(where, "has a malformed storage list after its object pickle")
-    return root, keys
+    return root.value, root.storages, keys
 
 
-def _load(stream: _Bounded, where: str, what: str, storages: bool) -> Any:
+def _load(stream: _Bounded, where: str, what: str, ids: unpickler.Ids) -> unpickler.Unpickled:
     try:
-        return unpickler.load(stream, storages=storages)  # type: ignore[arg-type]
+        return unpickler.load(stream, ids=ids)  # type: ignore[arg-type]
     except unpickler.PickleRefused as exc:
         raise UnsafeCheckpointError(where, exc.name, f"its {what}") from None
     except unpickler.PickleInvalid as exc:
         raise CheckpointError(where, f"its {what} {exc}") from None
 
 
-def _storages(root: Any) -> dict[str, StorageRef]:
-    """Every storage the object pickle points to, by key (tensors anywhere in the tree)."""
-    found: dict[str, StorageRef] = {}
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, TensorRecord) and node.storage is not None:
-            found.setdefault(node.storage.key, node.storage)
-        elif isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-        elif isinstance(node, unpickler.Opaque):
-            stack.extend([node.state, node.items, node.elements])
-    return found
-
-
 def _check_storages(handle: IO[bytes], keys: list, refs: dict[str, StorageRef], size: int,
                     where: str) -> None:
-    """Walk the storage section by its counts only; it must fit the file and the pickle."""
+    """Walk the storage section by its counts only; it must fit the file and the pickle.
+
+    torch.load reads each listed storage into the one its pickle declared, and fails when the
+    key is unknown or the count differs.
+    """
     for key in keys:
+        ref = refs.get(key)
+        if ref is None:
+            raise CheckpointError(where, f"lists storage `{key}`, which its pickle never "
+                                         "declares: torch.load would fail")
         head = handle.read(8)
         if len(head) < 8:
             raise CheckpointError(where, f"is truncated: storage `{key}` is missing")
         (count,) = struct.unpack("<q", head)
-        ref = refs.get(key)
-        nbytes = count if ref is None or ref.untyped else count * (ref.nbytes // max(ref.numel, 1))
-        if count < 0 or (ref is not None and ref.numel and count != ref.numel):
+        if count != ref.numel:
             raise CheckpointError(where, f"storage `{key}` holds {count} elements but the pickle "
                                          "declares another count: the file lies about its data")
+        nbytes = ref.nbytes
         if handle.tell() + nbytes > size:
             raise CheckpointError(where, f"is truncated: storage `{key}` runs past the end of "
                                          "the file")

@@ -1,8 +1,10 @@
 """safetensors files: the 8-byte header length and the JSON header, nothing after it.
 
-The header is parsed here rather than with `safe_open`, which maps the whole file. Each entry's
-byte range is checked against its shape and the file's size, so a header that lies about the
-data (or a file cut short after its header) is refused instead of trusted.
+The header is parsed here rather than with `safe_open`, which maps the whole file, and checked
+as the Rust reader checks it (safetensors' `Metadata::validate`), so a file it refuses is
+refused here too: no duplicate names (Python's json keeps the last one), `__metadata__` only
+as a table of strings, no lone surrogates, the byte ranges sorted by offset tiling the data
+region exactly (no gap, no overlap, no trailing bytes), each as long as its shape needs.
 """
 
 from __future__ import annotations
@@ -12,24 +14,33 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from ckptlint.dtypes import ITEMSIZE, SAFETENSORS_DTYPES, shape_problem
 from ckptlint.errors import CheckpointError
 from ckptlint.ftypes import Signature, TensorSpec
+from ckptlint.keys import MAX_KEYS
 from ckptlint.readers import statedict
-from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead
-from ckptlint.readers.dtypes import ITEMSIZE, SAFETENSORS_DTYPES
+from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, open_regular, unreadable
 
 FORMAT = "safetensors"
+METADATA = "__metadata__"
+_U64 = 2**64 - 1  # the Rust reader's shapes and offsets are `usize`
+_SURROGATES = range(0xD800, 0xE000)
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    return len(head) >= 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+    # the Rust reader skips JSON whitespace before the header's `{`
+    return len(head) >= 9 and head[8:].lstrip(b" \t\r\n")[:1] == b"{" \
+        and not head.startswith(b"PK")
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     header, data_size = read_header(path)
-    metadata = header.pop("__metadata__", None)
+    metadata = _metadata(header.pop(METADATA, None), str(path))
+    if len(header) > MAX_KEYS:
+        raise CheckpointError(str(path), f"names {len(header):,} tensors, more than the "
+                                         f"{MAX_KEYS:,} ckptlint reads")
     tensors = {key: _spec(key, entry, str(path)) for key, entry in header.items()}
-    _check_offsets(header, str(path), data_size)
+    _check_offsets(header, tensors, str(path), data_size)
     tied = _tied(metadata, tensors)
     note = ""
     if state_dict_key:
@@ -47,7 +58,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     """
     where = str(path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             prefix = handle.read(8)
             if len(prefix) < 8:
@@ -57,28 +68,59 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
             if length > MAX_HEADER_BYTES or length > size - 8:
                 raise CheckpointError(where, f"declares a {length}-byte safetensors header, more "
                                              f"than the file ({size} bytes) or the "
-                                             f"{MAX_HEADER_BYTES >> 20} MiB safetensors allows")
+                                             f"{MAX_HEADER_BYTES:,} bytes safetensors allows")
             raw = handle.read(length)
     except OSError as exc:
-        raise CheckpointError(where, f"cannot be read ({exc.strerror or exc})") from None
+        raise unreadable(path, exc) from None
     return _parse(raw, where), size - 8 - length
 
 
 def _parse(raw: bytes, where: str) -> dict[str, Any]:
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise CheckpointError(where, "has a safetensors header that names a key twice")
-        return dict(pairs)
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in found:
+                raise CheckpointError(where, f"has a safetensors header that names `{key}` "
+                                             "twice: readers disagree on which one counts")
+            if _lone_surrogate(key):
+                raise _surrogate(where)
+            found[key] = value
+        return found
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
 
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique,
+                            parse_constant=no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(where, f"has a safetensors header that is not valid JSON "
                                      f"({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise CheckpointError(where, "has a safetensors header that is not a JSON object")
     return header
+
+
+def _lone_surrogate(text: str) -> bool:
+    # json turns "\ud800" into a lone surrogate; the Rust reader refuses such a header
+    return not text.isascii() and any(ord(c) in _SURROGATES for c in text)
+
+
+def _surrogate(where: str) -> CheckpointError:
+    return CheckpointError(where, "has a safetensors header with a lone surrogate escape "
+                                  "(\\ud800-\\udfff), which the safetensors reader refuses")
+
+
+def _metadata(table: Any, where: str) -> dict[str, str]:
+    """The `__metadata__` table: null or strings only, as the Rust reader insists."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise CheckpointError(where, "has a `__metadata__` entry that is not a table of strings "
+                                     "(a tensor by that name is refused by safetensors)")
+    if any(_lone_surrogate(v) for v in table.values()):
+        raise _surrogate(where)
+    return table
 
 
 def _spec(key: str, entry: Any, where: str) -> TensorSpec:
@@ -89,33 +131,64 @@ def _spec(key: str, entry: Any, where: str) -> TensorSpec:
         raise CheckpointError(where, f"tensor `{key}` has dtype {entry.get('dtype')!r}, which "
                                      "ckptlint does not know")
     shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= _U64 for d in shape):
         raise CheckpointError(where, f"tensor `{key}` has a malformed shape {shape!r}")
+    problem = shape_problem(dtype, shape) or _overflow(shape, ITEMSIZE[dtype])
+    if problem:
+        raise CheckpointError(where, f"tensor `{key}` {problem}")
     return TensorSpec(dtype, tuple(shape))
 
 
-def _check_offsets(header: Mapping[str, Any], where: str, data_size: int) -> None:
-    """Each byte range must lie in the data region and match its tensor's shape and dtype."""
+def _overflow(shape: list[int], itemsize: int) -> str | None:
+    """The Rust reader multiplies the dimensions in order in a u64 and refuses an overflow."""
+    numel = 1
+    for d in shape:
+        numel *= d
+        if numel > _U64:
+            return f"has a shape {shape} whose size overflows safetensors' arithmetic"
+    return None if numel * itemsize * 8 <= _U64 else (
+        f"has a shape {shape} whose size in bits overflows safetensors' arithmetic")
+
+
+def _check_offsets(header: Mapping[str, Any], tensors: Mapping[str, TensorSpec], where: str,
+                   data_size: int) -> None:
+    """The byte ranges, sorted, must tile the data region exactly, each as long as its tensor.
+
+    As the Rust reader: ranges start where the previous one ended (empty tensors may share
+    an offset), and the last one ends at the end of the file.
+    """
+    spans = []
     for key, entry in header.items():
         offsets = entry.get("data_offsets")
         if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(type(o) is int for o in offsets)):
+                or not all(type(o) is int and 0 <= o <= _U64 for o in offsets)):
             raise CheckpointError(where, f"tensor `{key}` has malformed data_offsets")
-        begin, end = offsets
-        numel = 1
-        for d in entry["shape"]:
-            numel *= d
-        expected = numel * ITEMSIZE[SAFETENSORS_DTYPES[entry["dtype"]]]
-        if not 0 <= begin <= end <= data_size or end - begin != expected:
-            raise CheckpointError(where, f"tensor `{key}` {entry['shape']} claims bytes "
-                                         f"{begin}..{end} of a {data_size}-byte data region "
-                                         f"(it needs {expected}): the header lies about the "
-                                         "data")
+        spans.append((offsets[0], offsets[1], key))
+    cursor = 0
+    for begin, end, key in sorted(spans):
+        expected = tensors[key].numel * ITEMSIZE[tensors[key].dtype]
+        if begin != cursor or end - begin != expected or end > data_size:
+            raise CheckpointError(where, _offset_problem(key, header[key], begin, end, cursor,
+                                                         expected, data_size))
+        cursor = end
+    if cursor != data_size:
+        raise CheckpointError(where, f"has {data_size - cursor} bytes after its last tensor "
+                                     "that no tensor claims, so safetensors refuses it")
 
 
-def _tied(metadata: Any, tensors: Mapping[str, TensorSpec]) -> dict[str, str]:
+def _offset_problem(key: str, entry: Mapping[str, Any], begin: int, end: int, cursor: int,
+                    expected: int, data_size: int) -> str:
+    if end > data_size or end - begin != expected:
+        return (f"tensor `{key}` {entry['shape']} claims bytes {begin}..{end} of a "
+                f"{data_size}-byte data region (it needs {expected}): the header lies about "
+                "the data")
+    if begin < cursor:
+        return (f"tensor `{key}` claims bytes {begin}..{end}, which overlap another tensor's "
+                "(aliased offsets: safetensors refuses them)")
+    return (f"tensor `{key}` starts at byte {begin}, leaving bytes {cursor}..{begin} that no "
+            "tensor claims, so safetensors refuses it")
+
+
+def _tied(metadata: Mapping[str, str], tensors: Mapping[str, TensorSpec]) -> dict[str, str]:
     """Keys `save_model` dropped as duplicates: it records `dropped -> kept` in the metadata."""
-    if not isinstance(metadata, dict):
-        return {}
-    return {k: v for k, v in metadata.items()
-            if isinstance(v, str) and k not in tensors and v in tensors}
+    return {k: v for k, v in metadata.items() if k not in tensors and v in tensors}

@@ -7,6 +7,7 @@ by the reader its content calls for, and the index must agree with what the shar
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -68,9 +69,9 @@ def _shard_path(index: Path, name: str) -> Path:
         raise CheckpointError(str(index), f"names shard {name!r}, which is not a file name in "
                                           "its folder")
     shard = index.parent / name
-    if not shard.is_file():
+    if not os.path.lexists(shard):
         raise CheckpointError(str(index), f"names shard {name}, which does not exist")
-    return shard
+    return shard  # its reader refuses a folder, FIFO or device there with its own sentence
 
 
 def _merge(reads: dict[str, CheckpointRead], where: str) -> tuple[Signature, dict[str, str]]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
+from ckptlint.dtypes import shape_problem
 from ckptlint.errors import CheckpointError
 from ckptlint.ftypes import Signature, TensorSpec
-from ckptlint.keys import natural_sorted
+from ckptlint.keys import MAX_KEYS, natural_sorted
 from ckptlint.readers.unpickler import Opaque, PickledDict, TensorRecord
 
 # entries that hold the model's weights, most preferred first; EMA copies only when alone
@@ -65,71 +66,84 @@ def _dict_items(value: Any) -> Iterator[tuple[str, Any]]:
         yield from ((k, v) for k, v in value.items() if isinstance(k, str))
 
 
-def _has_tensors(node: Any) -> bool:
-    found = entries(node)
-    return found is not None and any(isinstance(v, TensorRecord) for v in found.values())
+class _Walk:
+    """One search for the state dict: what each node holds is worked out once.
 
+    Pickles share objects through their memo, so one subtree may hang below thousands of
+    entries; remembering per node keeps the search linear in the tree's size.
+    """
 
-def _holds_tensors(node: Any, depth: int = _MAX_DEPTH) -> bool:
-    """Whether tensors sit within `depth` levels; each node is looked at once (pickles share)."""
-    seen: set[int] = set()
-    frontier = [node]
-    for _ in range(depth):
-        below: list[Any] = []
-        for item in frontier:
-            found = entries(item) if id(item) not in seen else None
-            seen.add(id(item))
-            for value in (found or {}).values():
-                if isinstance(value, TensorRecord):
-                    return True
-                below.append(value)
-        frontier = below
-    return False
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Any, Mapping[Any, Any] | None]] = {}
+        self._holds: dict[tuple[int, int], bool] = {}
+
+    def entries(self, node: Any) -> Mapping[Any, Any] | None:
+        known = self._entries.get(id(node))
+        if known is None or known[0] is not node:
+            known = self._entries[id(node)] = (node, entries(node))
+        return known[1]
+
+    def has_tensors(self, node: Any) -> bool:
+        found = self.entries(node)
+        return found is not None and any(isinstance(v, TensorRecord) for v in found.values())
+
+    def holds_tensors(self, node: Any, depth: int = _MAX_DEPTH) -> bool:
+        """Whether tensors sit within `depth` levels below `node`."""
+        key = (id(node), depth)
+        if key not in self._holds:
+            self._holds[key] = False  # a cycle back to this node adds nothing
+            values = list((self.entries(node) or {}).values())
+            self._holds[key] = any(isinstance(v, TensorRecord) for v in values) or (
+                depth > 1 and any(self.holds_tensors(v, depth - 1) for v in values))
+        return self._holds[key]
 
 
 def locate(root: Any, path: str, state_dict_key: str | None) -> tuple[Mapping[str, Any], str]:
     """The state dict and a note saying which entry it is (empty for a plain state dict)."""
+    walk = _Walk()
     if state_dict_key:
         node = follow(root, state_dict_key, path)
-        if not _has_tensors(node):
+        if not walk.has_tensors(node):
             raise CheckpointError(path, f"entry `{state_dict_key}` holds no tensors, so it is "
                                         "not a state dict")
         return _mapping(node), f"using the `{state_dict_key}` entry (as asked)"
-    return _choose(root, path, "", 0)
+    return _choose(walk, root, path, "", 0)
 
 
 def _mapping(node: Any) -> Mapping[str, Any]:
     found = entries(node)
-    assert found is not None  # callers checked _has_tensors
+    assert found is not None  # callers checked has_tensors
     return found
 
 
-def _choose(node: Any, path: str, where: str, depth: int) -> tuple[Mapping[str, Any], str]:
-    found = entries(node)
+def _choose(walk: _Walk, node: Any, path: str, where: str,
+            depth: int) -> tuple[Mapping[str, Any], str]:
+    found = walk.entries(node)
     if found is None:
         raise CheckpointError(path, f"holds a {_kind(node)}, not a state dict")
-    named = [k for k in (*PRIMARY, *EMA) if k in found and _holds_tensors(found[k])]
+    named = [k for k in (*PRIMARY, *EMA) if k in found and walk.holds_tensors(found[k])]
     if named and depth < _MAX_DEPTH:
         chosen = named[0]
-        inner, note = _choose(found[chosen], path, f"{where}{chosen}.", depth + 1)
+        inner, note = _choose(walk, found[chosen], path, f"{where}{chosen}.", depth + 1)
         note = note or f"using the `{where}{chosen}` entry"
         others = ", ".join(f"`{where}{k}`" for k in named[1:])
         return inner, note + (f" (also present: {others}; choose with state_dict_key)"
                               if others else "")
-    if _has_tensors(node):
+    if walk.has_tensors(node):
         if isinstance(node, Opaque) and "_modules" in (node.state or {}):
             return found, f"the file pickles a whole `{node.global_name}`; read its parameters"
         return found, ""
-    return _search(found, path, where)
+    return _search(walk, found, path, where)
 
 
-def _search(found: Mapping[Any, Any], path: str, where: str) -> tuple[Mapping[str, Any], str]:
+def _search(walk: _Walk, found: Mapping[Any, Any], path: str,
+            where: str) -> tuple[Mapping[str, Any], str]:
     """An unnamed entry holding tensors, when exactly one (optimizer state aside) does."""
     candidates = [k for k, v in found.items()
-                  if isinstance(k, str) and k not in NOT_MODELS and _holds_tensors(v)]
+                  if isinstance(k, str) and k not in NOT_MODELS and walk.holds_tensors(v)]
     if len(candidates) == 1:
         key = candidates[0]
-        inner, note = _choose(found[key], path, f"{where}{key}.", _MAX_DEPTH)
+        inner, note = _choose(walk, found[key], path, f"{where}{key}.", _MAX_DEPTH)
         return inner, note or f"using the `{where}{key}` entry"
     if not candidates:
         keys = ", ".join(f"`{k}`" for k in list(found)[:8] if isinstance(k, str))
@@ -168,12 +182,18 @@ def _kind(node: Any) -> str:
 
 def signature(state: Mapping[str, Any], path: str, metadata: Any = None) -> Signature:
     """The signature of a state dict of `TensorRecord`s; non-tensors are skipped."""
+    if len(state) > MAX_KEYS:
+        raise CheckpointError(path, f"holds {len(state):,} entries, more than the {MAX_KEYS:,} "
+                                    "ckptlint reads")
     tensors: dict[str, TensorSpec] = {}
     views: dict[tuple, list[str]] = {}
     for key, value in state.items():
         if not isinstance(key, str):
             continue
         if isinstance(value, TensorRecord):
+            problem = shape_problem(value.dtype, value.shape)
+            if problem:
+                raise CheckpointError(path, f"tensor `{key}` {problem}")
             if not value.fits():
                 raise CheckpointError(path, f"tensor `{key}` {list(value.shape)} runs past the "
                                             "end of its storage: the file lies about its data")

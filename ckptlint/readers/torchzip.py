@@ -1,100 +1,126 @@
-"""The `torch.save` zip format (torch >= 1.6; .pt/.pth/.bin/.ckpt): only `data.pkl` is read.
+"""The `torch.save` zip format (torch >= 1.6; .pt/.pth/.bin/.ckpt), read as torch reads it.
 
-The archive's central directory says where `<archive>/data.pkl` is; that one member goes through
-the restricted unpickler. Storage records (`<archive>/data/N`) are never opened: their sizes in
-the directory are compared with what the pickle declares, and a record that is absent is
-tolerated, since the signature needs none of its bytes.
+`zipdir` parses the archive once, refusing any layout two readers could see differently. Then,
+as `torch.load` does: the first member's folder is the archive's name, `version` (or
+`.data/version`) must be a format torch supports, `byteorder` and `.storage_alignment` must be
+what torch accepts, and `data.pkl` goes through the restricted unpickler. Storage records
+(`data/N`) are never opened: each one the pickle points to must be there with exactly the size
+it declares, as torch requires, but its bytes are not read.
 """
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import BinaryIO
 
 from ckptlint.errors import CheckpointError
-from ckptlint.readers import statedict, unpickler
-from ckptlint.readers.base import MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError
-from ckptlint.readers.unpickler import TensorRecord
+from ckptlint.readers import statedict, unpickler, zipdir
+from ckptlint.readers.base import (
+    MAX_PICKLE_BYTES,
+    CheckpointRead,
+    UnsafeCheckpointError,
+    open_regular,
+    unreadable,
+)
+from ckptlint.readers.unpickler import StorageRef, Unpickled
 
 FORMAT = "torch-zip"
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError,
-               RuntimeError, EOFError, OSError, ValueError, KeyError, OverflowError,
-               UnicodeDecodeError)
+# the file format versions torch 2.x reads (kMinSupportedFileFormatVersion..kMax...)
+MIN_VERSION, MAX_VERSION = 1, 10
+_SMALL_RECORD = 64  # version, byteorder, .storage_alignment: a few bytes each
+_BYTEORDERS = (b"little", b"big")  # torch byte-swaps "big" storages: shapes do not change
 
 
 def sniff(path: Path, head: bytes) -> bool:
+    # torch.load takes the zip path only for files starting with a local header; an empty
+    # archive is recognised here to be refused with a sentence
     return head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     where = str(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            member = _data_pkl(archive, where)
-            root = _unpickle(archive, member, where)
-            sizes = {i.filename: i.file_size for i in archive.infolist()}
-    except _ZIP_ERRORS as exc:
-        raise CheckpointError(where, f"is not a readable zip archive ({_detail(exc)})") from None
-    state, note = statedict.locate(root, where, state_dict_key)
-    _check_records(state, sizes, member.rpartition("data.pkl")[0], where)
+        with open_regular(path) as handle:
+            archive = zipdir.read_directory(handle, where)
+            _check_torch_records(handle, archive, where)
+            pickled = _unpickle(handle, archive, where)
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    _check_storages(pickled.storages, archive, where)
+    state, note = statedict.locate(pickled.value, where, state_dict_key)
     return CheckpointRead(statedict.signature(state, where), FORMAT, note)
 
 
-def _data_pkl(archive: zipfile.ZipFile, where: str) -> str:
-    names = archive.namelist()
-    if not names:
-        raise CheckpointError(where, "is an empty zip archive, not a torch.save file")
-    # torch names every record `<archive name>/...` after the first record's folder
-    prefix = names[0].partition("/")[0]
-    candidates = [f"{prefix}/data.pkl"] + [n for n in names if n.count("/") == 1
-                                           and n.endswith("/data.pkl")]
-    for name in candidates:
-        if name in archive.NameToInfo:
-            if f"{name[:-len('data.pkl')]}constants.pkl" in archive.NameToInfo:
-                raise CheckpointError(where, "is a TorchScript archive (torch.jit.save); "
-                                             "ckptlint reads torch.save files: save the "
-                                             "model's state_dict() instead")
-            return name
-    raise CheckpointError(where, "is a zip archive without a `data.pkl`, so not a torch.save "
-                                 "file")
+def _check_torch_records(handle: BinaryIO, archive: zipdir.Archive, where: str) -> None:
+    """What torch.load checks before it unpickles anything, checked the same way."""
+    if archive.has_exactly("constants.pkl"):
+        raise CheckpointError(where, "is a TorchScript archive (torch.jit.save), which torch.load "
+                                     "hands to torch.jit.load: ckptlint reads torch.save files; "
+                                     "save the model's state_dict() instead")
+    version = archive.find(".data/version") or archive.find("version")
+    if version is None:
+        raise CheckpointError(where, "has no `version` record, so torch.load refuses it (not a "
+                                     "torch.save file?)")
+    number = _stoull(_small(handle, version, where))
+    if number is None or not MIN_VERSION <= number <= MAX_VERSION:
+        raise CheckpointError(where, f"has file format version {number}, which torch does not "
+                                     f"read (it reads {MIN_VERSION} to {MAX_VERSION})")
+    byteorder = archive.find("byteorder")
+    if byteorder is not None and _small(handle, byteorder, where) not in _BYTEORDERS:
+        raise CheckpointError(where, "has a `byteorder` record that is neither little nor big, "
+                                     "so torch.load refuses it")
+    alignment = archive.find(".storage_alignment")
+    if alignment is not None:
+        try:
+            int(_small(handle, alignment, where))  # exactly what torch.load does with it
+        except ValueError:
+            raise CheckpointError(where, "has a `.storage_alignment` record that is not a "
+                                         "number, so torch.load refuses it") from None
 
 
-def _unpickle(archive: zipfile.ZipFile, member: str, where: str) -> Any:
-    info = archive.getinfo(member)
-    if info.file_size > MAX_PICKLE_BYTES:
-        raise CheckpointError(where, f"has a {info.file_size}-byte {member}, more than the "
-                                     f"{MAX_PICKLE_BYTES >> 20} MiB ckptlint reads")
-    with archive.open(info) as handle:
-        data = handle.read(MAX_PICKLE_BYTES + 1)
+def _small(handle: BinaryIO, member: zipdir.Member, where: str) -> bytes:
+    return zipdir.read_member(handle, member, _SMALL_RECORD, where)
+
+
+def _stoull(text: bytes) -> int | None:
+    """The number C++'s `std::stoull` reads (torch parses `version` with it), or None."""
+    body = text.lstrip(b" \t\n\v\f\r")
+    sign = body[:1] if body[:1] in (b"+", b"-") else b""
+    digits = body[len(sign):]
+    count = len(digits) - len(digits.lstrip(b"0123456789"))
+    if not count:
+        return None
+    value = int(digits[:count])
+    return (-value) % 2**64 if sign == b"-" else value
+
+
+def _unpickle(handle: BinaryIO, archive: zipdir.Archive, where: str) -> Unpickled:
+    member = archive.find("data.pkl")
+    if member is None:
+        raise CheckpointError(where, "is a zip archive without a `data.pkl`, so not a torch.save "
+                                     "file")
+    data = zipdir.read_member(handle, member, MAX_PICKLE_BYTES, where)
     try:
-        return unpickler.loads(data)
+        return unpickler.loads(data, ids="zip")
     except unpickler.PickleRefused as exc:
-        raise UnsafeCheckpointError(where, exc.name, member) from None
+        raise UnsafeCheckpointError(where, exc.name, member.shown) from None
     except unpickler.PickleInvalid as exc:
-        raise CheckpointError(where, f"{member} {exc}") from None
+        raise CheckpointError(where, f"{member.shown} {exc}") from None
 
 
-def _check_records(state: Any, sizes: dict[str, int], prefix: str, where: str) -> None:
-    """A storage record that is there must hold the bytes the pickle declares for it."""
-    for key, record in _tensors(state):
-        storage = record.storage
-        if storage is None:
-            continue
-        size = sizes.get(f"{prefix}data/{storage.key}")
-        if size is not None and size != storage.nbytes:
-            raise CheckpointError(where, f"tensor `{key}` needs {storage.nbytes} bytes of storage "
-                                         f"`{storage.key}` but the archive holds {size}: the "
-                                         "file lies about its data")
+def _check_storages(storages: dict[str, StorageRef], archive: zipdir.Archive,
+                    where: str) -> None:
+    """Every storage the pickle points to is a record of exactly the declared size.
 
-
-def _tensors(state: Any) -> Iterator[tuple[str, TensorRecord]]:
-    for key, value in state.items():
-        if isinstance(value, TensorRecord):
-            yield key, value
-
-
-def _detail(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    torch.load reads each one and fails on a missing or mis-sized record; a file it cannot
+    load is not a checkpoint to pass.
+    """
+    for key, storage in storages.items():
+        record = archive.find(f"data/{key}")
+        if record is None:
+            raise CheckpointError(where, f"has no storage record data/{key}, which its pickle "
+                                         "needs: torch.load would fail")
+        if record.size != storage.nbytes:
+            raise CheckpointError(where, f"declares {storage.nbytes} bytes for storage `{key}` "
+                                         f"but the archive holds {record.size}: the file lies "
+                                         "about its data")

@@ -2,18 +2,32 @@
 
 GitHub shows at most 10 annotations per level per step, so the most severe come first and one
 closing notice counts the findings that did not fit. The output is workflow commands only.
+Text from files is escaped twice: control characters as `keys.printable` shows them (the log
+viewer would render an ESC sequence), except the line breaks the runner's own escaping turns
+into `%0A` (a multi-line annotation is safe), then as that escaping demands.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from ckptlint.ftypes import Finding, Location, Report, Severity
+from ckptlint.keys import printable
 from ckptlint.reporters.options import RenderOptions
 
 PER_LEVEL = 10  # annotations GitHub displays per level (error, warning, notice) per step
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "notice"}
 ORDER = (Severity.ERROR, Severity.WARNING, Severity.NOTE)
+
+
+_BREAKS = re.compile(r"(\r\n|\r|\n)")
+
+
+def visible(text: str) -> str:
+    """Untrusted text with its control characters escaped, its line breaks kept."""
+    return "".join(part if i % 2 else printable(part)
+                   for i, part in enumerate(_BREAKS.split(text)))
 
 
 def escape_data(text: str) -> str:
@@ -37,7 +51,7 @@ def location_properties(loc: Location | None) -> list[tuple[str, object]]:
     on a multi-line one). `end_column` is passed through exclusive, as ruff does."""
     if loc is None:
         return []
-    props: list[tuple[str, object]] = [("file", loc.file), ("line", loc.line),
+    props: list[tuple[str, object]] = [("file", printable(loc.file)), ("line", loc.line),
                                        ("endLine", loc.end_line)]
     if loc.end_line is None or loc.end_line == loc.line:
         props += [("col", loc.column), ("endColumn", loc.end_column)]
@@ -45,11 +59,11 @@ def location_properties(loc: Location | None) -> list[tuple[str, object]]:
 
 
 def title(f: Finding) -> str:
-    return f"{f.code} {f.kind.slug}" + (f" ({f.model})" if f.model else "")
+    return f"{f.code} {f.kind.slug}" + (f" ({printable(f.model)})" if f.model else "")
 
 
 def annotation(f: Finding) -> str:
-    message = f"{f.message}\n\nhelp: {f.help}" if f.help else f.message
+    message = visible(f.message) + (f"\n\nhelp: {visible(f.help)}" if f.help else "")
     props = location_properties(f.location) + [("title", title(f))]
     return command(LEVELS[f.severity], props, message)
 

@@ -2,7 +2,8 @@
 
 A table with one row per model, then for each model with findings a folded signature diff and
 its findings. Every section is capped so even a 7B model's report stays far under GitHub's
-1 MiB summary limit, and each cap says what it left out.
+1 MiB summary limit, and each cap says what it left out. Text from files (keys, notes, names)
+has its control characters escaped (`keys.printable`) before any markup is added.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import html
 import re
 
 from ckptlint.ftypes import Finding, Kind, ModelReport, Report, TensorSpec
-from ckptlint.keys import natural_key
+from ckptlint.keys import natural_key, printable
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.sigfile import format_spec
 
@@ -39,7 +40,7 @@ def plural(n: int, word: str) -> str:
 
 def code(text: str) -> str:
     """A code span that survives backticks inside `text` (CommonMark: a longer fence)."""
-    text = " ".join(text.splitlines())
+    text = printable(" ".join(text.splitlines()))
     runs = re.findall(r"`+", text)
     fence = "`" * (max(map(len, runs), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
@@ -57,7 +58,7 @@ def inline(text: str) -> str:
     Messages quote keys in backticks on purpose, but a build error may carry `<module>` or
     `</details>`, which GitHub would swallow or which would break the page's structure.
     """
-    text = " ".join(text.splitlines())
+    text = printable(" ".join(text.splitlines()))
     if len(text) > MAX_MESSAGE:
         text = text[:MAX_MESSAGE - 1] + "…"
     out, pos = [], 0
@@ -156,9 +157,9 @@ def diff(findings: tuple[Finding, ...]) -> list[str]:
     sides = [s for f in ordered for s in _sides(f)]
     if not sides:
         return []
-    width = min(max(len(key) for _, key, _ in sides), MAX_KEY_WIDTH)
-    body = [f"{sign} {key.ljust(width)}  {format_spec(spec)}".rstrip() if spec else
-            f"{sign} {key}" for sign, key, spec in sides[:MAX_DIFF_LINES]]
+    width = min(max(len(printable(key)) for _, key, _ in sides), MAX_KEY_WIDTH)
+    body = [f"{sign} {printable(key).ljust(width)}  {format_spec(spec)}".rstrip() if spec else
+            f"{sign} {printable(key)}" for sign, key, spec in sides[:MAX_DIFF_LINES]]
     if len(sides) > MAX_DIFF_LINES:
         body.append(f"@@ {plural(len(sides) - MAX_DIFF_LINES, 'more line')} not shown @@")
     fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", "\n".join(body))), default=0) + 1)
@@ -182,7 +183,8 @@ def finding_list(findings: tuple[Finding, ...], options: RenderOptions,
 
 
 def details(m: ModelReport, options: RenderOptions) -> list[str]:
-    summary = (f"<code>{html.escape(m.name)}</code>: {STATUS.get(m.status, m.status)}, "
+    name = html.escape(printable(m.name))
+    summary = (f"<code>{name}</code>: {STATUS.get(m.status, m.status)}, "
                f"{plural(len(m.findings), 'finding')}")
     return [f"<details><summary>{summary}</summary>", "", *diff(m.findings),
             *finding_list(m.findings, options, m.name), "</details>", ""]

@@ -1,13 +1,16 @@
 """`--format sarif`: SARIF 2.1.0 for GitHub code scanning, one run, one rule per finding kind.
 
 Results carry `partialFingerprints` built from (code, model, key) only, so an alert keeps its
-identity when unrelated edits shift its line.
+identity when unrelated edits shift its line. Text is kept exactly (JSON escapes what it
+must); a lone surrogate from a pickled key is written as its `\\udXXX` escape, since raw it
+cannot be encoded as UTF-8.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +23,7 @@ SCHEMA_URI = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schema
               "sarif-schema-2.1.0.json")
 FINGERPRINT = "ckptlint/v1"
 SRCROOT = "%SRCROOT%"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "note"}
 # GitHub sorts and filters alerts by `problem.severity`, whose vocabulary differs from SARIF's.
 PROBLEM_SEVERITY = {Severity.ERROR: "error", Severity.WARNING: "warning",
@@ -76,7 +80,8 @@ def rule(kind: Kind, options: RenderOptions) -> dict[str, Any]:
 
 def fingerprint(f: Finding) -> str:
     """Stable across line shifts: only what the finding is about, never where it is."""
-    return hashlib.sha256(f"{f.code}\0{f.model}\0{f.key}".encode()).hexdigest()[:32]
+    text = f"{f.code}\0{f.model}\0{f.key}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).hexdigest()[:32]
 
 
 def region(loc: Location) -> dict[str, int]:
@@ -151,4 +156,6 @@ def render(report: Report, options: RenderOptions) -> str:
         "results": [result(f, index) for f in report.findings],
     }
     doc = {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    # only inside JSON strings can a surrogate be; there its escape means the same
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

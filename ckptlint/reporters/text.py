@@ -1,8 +1,14 @@
-"""`--format text`: findings grouped by model, ruff-style lines, and a closing summary."""
+"""`--format text`: findings grouped by model, ruff-style lines, and a closing summary.
+
+Every piece of text that comes from a file (keys in messages, notes, paths, source lines) is
+escaped with `keys.printable` before it is painted: a key holding an ESC sequence or a newline
+reaches the terminal (or a CI log) as visible `\x1b`/`\n`, never as a command.
+"""
 
 from __future__ import annotations
 
 from ckptlint.ftypes import Finding, Location, ModelReport, Outcome, Report, Severity
+from ckptlint.keys import printable as _t
 from ckptlint.reporters.options import RenderOptions
 
 _ANSI = {"bold": "1", "red": "31", "yellow": "33", "cyan": "36", "blue": "34", "dim": "2",
@@ -30,8 +36,8 @@ def render(report: Report, options: RenderOptions) -> str:
     for finding in report.extra:
         out += _finding_lines(finding, paint)
     for note in (n for m in report.models for n in m.notes):
-        out.append(f"{paint('note', 'bold', 'blue')}: {note}")
-    out += [f"{paint('note', 'bold', 'blue')}: {note}" for note in report.notes]
+        out.append(f"{paint('note', 'bold', 'blue')}: {_t(note)}")
+    out += [f"{paint('note', 'bold', 'blue')}: {_t(note)}" for note in report.notes]
     if out:
         out.append("")
     out += summary(report, options, paint)
@@ -42,8 +48,8 @@ def _model_block(model: ModelReport, paint: Paint) -> list[str]:
     if not model.findings:
         return []
     count = len(model.findings)
-    source = f" ({model.signature_file})" if model.signature_file else ""
-    lines = [paint(f"{model.name}", "bold") + f"{source}: {plural(count, 'finding')}"]
+    source = f" ({_t(model.signature_file)})" if model.signature_file else ""
+    lines = [paint(_t(model.name), "bold") + f"{source}: {plural(count, 'finding')}"]
     for group in _same_statement(model.findings):
         lines += _group_lines(group, paint)
     if model.verdict:
@@ -56,8 +62,8 @@ def verdict_line(model: ModelReport, paint: Paint) -> str:
     from ckptlint.diff import VERDICT_TEXT
 
     color = {"loads": "green", "does-not-load": "red"}.get(model.verdict, "yellow")
-    note = f" ({model.verdict_note})" if model.verdict_note else ""
-    return f"{paint('verdict', 'bold')}: {model.name} " \
+    note = f" ({_t(model.verdict_note)})" if model.verdict_note else ""
+    return f"{paint('verdict', 'bold')}: {_t(model.name)} " \
            f"{paint(VERDICT_TEXT.get(model.verdict, model.verdict), 'bold', color)}{note}"
 
 
@@ -83,20 +89,20 @@ def _finding_lines(f: Finding, paint: Paint) -> list[str]:
 def _group_lines(group: list[Finding], paint: Paint) -> list[str]:
     """Each finding's `path:line:col: CODE message` line, then one code frame, notes and helps."""
     loc = group[0].location
-    where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
+    where = f"{_t(loc.file)}:{loc.line}:{loc.column}: " if loc else ""
     lines = []
     for f in group:
-        against = f"[against {f.against}] " if f.against else ""
+        against = f"[against {_t(f.against)}] " if f.against else ""
         code = paint(f.code, "bold", _SEVERITY_COLOR[f.severity])
-        lines.append(f"{paint(where, 'bold') if where else ''}{code} {against}{f.message}")
+        lines.append(f"{paint(where, 'bold') if where else ''}{code} {against}{_t(f.message)}")
     worst = min(group, key=lambda f: list(Severity).index(f.severity))
     if loc and loc.source:
         lines += code_frame(loc, paint, _SEVERITY_COLOR[worst.severity])
     gutter = " " * (len(str(_last_line(loc))) + 1) if loc and loc.source else "  "
     for note in dict.fromkeys(f.location.note for f in group if f.location and f.location.note):
-        lines.append(f"{gutter}= {paint('note', 'bold')}: {note}")
+        lines.append(f"{gutter}= {paint('note', 'bold')}: {_t(note)}")
     for text in dict.fromkeys(f.help for f in group if f.help):
-        lines.append(f"{gutter}= {paint('help', 'bold', 'cyan')}: {text}")
+        lines.append(f"{gutter}= {paint('help', 'bold', 'cyan')}: {_t(text)}")
     return lines
 
 
@@ -111,7 +117,7 @@ def code_frame(loc: Location, paint: Paint, color: str) -> list[str]:
     frame = [bar]
     end_line = loc.end_line or loc.line
     for number, raw in enumerate(loc.source, start=loc.line):
-        text = raw.expandtabs(TAB_WIDTH)
+        text = _t(raw.expandtabs(TAB_WIDTH))
         frame.append(paint(f"{number:>{width}} |", "bold", "blue") + f" {text}")
         start = _shown_column(raw, loc.column) if number == loc.line else \
             len(text) - len(text.lstrip()) + 1
@@ -144,7 +150,7 @@ def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
     broken = [m for m in report.models if m.status == "error"]
     if not (report.outcome & (Outcome.DRIFT | Outcome.UNCHECKED)):
         if report.against:
-            text = f"All clear: {report.against} loads into {plural(total, 'model')}."
+            text = f"All clear: {_t(report.against)} loads into {plural(total, 'model')}."
         else:
             verb = "matches its" if total == 1 else "match their"
             text = f"All clear: {plural(total, 'model')} {verb} committed " \
@@ -153,19 +159,19 @@ def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
     parts = [f"{len(drifted)} drifted"] if drifted else []
     parts += [f"{len(broken)} could not be checked"] if broken else []
     parts.append(f"{total - len(drifted) - len(broken)} clean")
-    against = f" against {report.against}" if report.against else ""
+    against = f" against {_t(report.against)}" if report.against else ""
     lines = [paint(f"Checked {plural(total, 'model')}{against}: {', '.join(parts)}.", "bold")]
     if report.against:
         return lines
     accept = [m for m in drifted if any(_drift(f) and not f.against for f in m.findings)]
     if accept:
-        names = " ".join(m.name for m in accept)
-        files = " ".join(m.signature_file for m in accept)
+        names = " ".join(_t(m.name) for m in accept)
+        files = " ".join(_t(m.signature_file) for m in accept)
         lines.append(f"If the drift is intended, accept it with `{options.command} update {names}` "
                      f"and commit {files}; otherwise fix the code.")
     stale = sorted({(m.name, f.against) for m in drifted for f in m.findings
                     if f.against and _drift(f)})
-    for name, checkpoint in stale:
+    for name, checkpoint in ((_t(n), _t(c)) for n, c in stale):
         lines.append(f"{name} no longer loads {checkpoint} as it is: `{options.command} remap "
                      f"{name} --against {checkpoint}` shows how to load it, or drop it from the "
                      "model's `checkpoints`.")
@@ -177,7 +183,7 @@ def _drift(f: Finding) -> bool:
 
 
 def _diff_summary(report: Report, paint: Paint) -> list[str]:
-    old, new = report.compared or ("", "")
+    old, new = (_t(side) for side in report.compared or ("", ""))
     count = len(report.findings)
     if not count:
         return [paint(f"No differences: {old} and {new} have the same signature.",

@@ -266,24 +266,6 @@ def test_folder_with_one_checkpoint(tmp_path: Path, model: Tied) -> None:
     same(read.signature, expected(model))
 
 
-def test_storage_records_are_never_read(tmp_path: Path, model: Tied) -> None:
-    """Deleting or scrambling every `data/N` record changes nothing: only data.pkl is read."""
-    path = tmp_path / "model.pt"
-    torch.save(model.state_dict(), path)
-    want = read_checkpoint(path).signature
-    with zipfile.ZipFile(path) as src:
-        members = [(i, src.read(i)) for i in src.infolist()]
-    deleted, scrambled = tmp_path / "deleted.pt", tmp_path / "scrambled.pt"
-    with zipfile.ZipFile(deleted, "w") as a, zipfile.ZipFile(scrambled, "w") as b:
-        for info, data in members:
-            is_storage = "/data/" in info.filename
-            if not is_storage:
-                a.writestr(info, data)
-            b.writestr(info, bytes(255 - x for x in data) if is_storage else data)
-    assert read_checkpoint(deleted).signature == want
-    assert read_checkpoint(scrambled).signature == want
-
-
 def test_storage_record_of_wrong_size_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(4, 4)}, path)
@@ -315,7 +297,7 @@ def test_safetensors_cut_after_header_is_refused(tmp_path: Path) -> None:
     ((200 * 2**20).to_bytes(8, "little") + b"{" + b" " * 100, "header"),
     ((10).to_bytes(8, "little") + b"{\"a\": 1}  ", "malformed"),
     ((4).to_bytes(8, "little") + b"{}}}", "not valid JSON"),
-    (b"PK\x03\x04garbage", "not a readable zip"),
+    (b"PK\x03\x04garbage", "too short to be a zip archive"),
     (b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.", "header"),
     (b"GGUF\x03\x00\x00\x00", "GGUF"),
 ])
