@@ -101,7 +101,8 @@ def _instance_methods(node: ast.ClassDef) -> list[ast.stmt]:
     return [stmt for stmt in node.body if not special(stmt)]
 
 
-def _self_assignments(init: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[tuple[str, ast.expr]]:
+def _self_assignments(init: ast.FunctionDef | ast.AsyncFunctionDef,
+                      ) -> Iterator[tuple[str, ast.expr]]:
     for node in ast.walk(init):
         if isinstance(node, ast.Assign):
             for target in node.targets:
