@@ -1,23 +1,22 @@
 """What `ckptlint init` proposes, found statically: the project's classes whose bases resolve to
 `torch.nn.Module` (through imports, the project's own classes and installed packages' sources),
 public module-level `build_*`/`create_*` functions that return one, which of them are main models,
-and the config dataclasses that build them. Nothing is imported or executed.
-
-Parses with the standard library's `ast`, not libcst: only names, bases and line numbers matter
-here, and installed packages (torch.nn, lightning, diffusers...) are parsed too, where ast is
-5-10x faster (x_transformers.py: 54 ms against 518 ms).
+and the config dataclasses that build them. Nothing is imported or executed: names are
+followed by `ckptlint.resolve`.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, Union
+from typing import Callable, Iterator, Sequence
+
+from ckptlint.resolve import (Def, Finder, Found, Inits, Param, Resolver, Source, arguments,
+                              dotted, find_method, own_params)
 
 # directories that hold no project model code: environments, build output, tests
 _SKIP_DIRS = frozenset({"venv", "site-packages", "dist-packages", "build", "dist", "tests",
@@ -26,26 +25,10 @@ _SKIP_FILES = re.compile(r"^(test_.*|.*_test|conftest|setup|noxfile|mocks?(_.*)?
 # test doubles are never models a project registers, wherever they live
 _MOCK = re.compile(r"^(Mock|Fake|Dummy|Stub)|(Mock|Fake|Dummy|Stub)$")
 _FACTORY = re.compile(r"^(build|create)_\w+$")
-# where the class hierarchy ends: torch's own Module (as `torch.nn.Module` or its home)
-_ROOT = ("torch.nn.modules.module", "Module")
-_ROOT_NAMES = frozenset({"torch.nn.Module", "torch.nn.modules.Module",
-                         "torch.nn.modules.module.Module"})
-# torch.nn classes that are not Modules; used only when torch's sources cannot be found
-_NN_NOT_MODULES = frozenset({"Parameter", "Buffer", "UninitializedParameter",
-                             "UninitializedBuffer"})
 _TYPE_TESTS = frozenset({"isinstance", "issubclass", "super", "type"})
 _NESTED_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 # `_build_sam` -> `_build_sam_vit` -> ... : how far returns are followed through helpers
 _RETURN_DEPTH = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """A constructor or factory argument; `required` when it has no default and is not
-    `*args`/`**kwargs`."""
-
-    name: str
-    required: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,423 +62,6 @@ class Discovery:
     files: int
 
 
-# -- parsed files ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Def:
-    """A class or function of a parsed file; `node` is None for a torch.nn name taken on trust
-    because torch's sources were not found."""
-
-    module: str
-    qualname: str
-    node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef | None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.module, self.qualname
-
-    @property
-    def target(self) -> str:
-        return f"{self.module}:{self.qualname}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Mod:
-    name: str
-
-
-_BUILTIN = "builtin"  # a builtin name (`object`, `dict`): never a Module
-_Found = Union[_Def, _Mod, str, None]
-
-
-@dataclass
-class _Source:
-    """One parsed file: its definitions, import bindings, star imports and script statements
-    (module level, outside functions and classes, including `if __name__ == "__main__":`)."""
-
-    name: str
-    path: Path | None
-    package: bool
-    project: bool
-    defs: dict[str, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef] = field(
-        default_factory=dict)
-    bindings: dict[str, list[ast.AST]] = field(default_factory=dict)
-    stars: list[str] = field(default_factory=list)
-    script: list[ast.stmt] = field(default_factory=list)
-    values: dict[str, ast.expr] = field(default_factory=dict)  # module-level `NAME = value`
-
-    def absolute(self, module: str | None, level: int) -> str:
-        """The absolute name of `from <level dots><module> import ...` in this file."""
-        if not level:
-            return module or ""
-        parts = self.name.split(".")
-        base = parts[:len(parts) - level + (1 if self.package else 0)]
-        return ".".join(base + ([module] if module else []))
-
-
-def _parse(name: str, path: Path | None, package: bool, project: bool) -> _Source:
-    source = _Source(name, path, package, project)
-    if path is None:  # a namespace package: only its submodules exist
-        return source
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError, RecursionError):
-        return source  # unreadable or not Python this interpreter parses: it defines nothing
-    _collect(source, tree.body, "", False)
-    return source
-
-
-def _collect(source: _Source, body: Sequence[ast.stmt], scope: str, script: bool) -> None:
-    for stmt in body:
-        if isinstance(stmt, ast.ClassDef):
-            if not script:  # a class of a script block is not part of the importable module
-                source.defs[scope + stmt.name] = stmt
-                _collect(source, [s for s in stmt.body if isinstance(s, ast.ClassDef)],
-                         f"{scope}{stmt.name}.", False)
-        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if not scope and not script:
-                source.defs[stmt.name] = stmt
-        elif scope:
-            continue
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            _bind_import(source, stmt)
-        elif isinstance(stmt, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
-            guard = isinstance(stmt, ast.If) and _is_main_guard(stmt.test)
-            for part in ("body", "orelse", "finalbody"):
-                _collect(source, getattr(stmt, part, []), "", script or (guard and part == "body"))
-            for handler in getattr(stmt, "handlers", []):
-                _collect(source, handler.body, "", script)
-        else:
-            _bind_alias(source, stmt)
-            source.script.append(stmt)
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-            and test.left.id == "__name__" and len(test.comparators) == 1
-            and isinstance(test.comparators[0], ast.Constant)
-            and test.comparators[0].value == "__main__")
-
-
-def _bind_import(source: _Source, stmt: ast.Import | ast.ImportFrom) -> None:
-    if isinstance(stmt, ast.Import):
-        for alias in stmt.names:
-            bound = alias.asname or alias.name.partition(".")[0]
-            module = alias.name if alias.asname else bound
-            source.bindings.setdefault(bound, []).append(ast.Constant(module))
-        return
-    module = source.absolute(stmt.module, stmt.level)
-    for alias in stmt.names:
-        if alias.name == "*":
-            source.stars.append(module)
-        else:
-            pair = ast.Tuple([ast.Constant(module), ast.Constant(alias.name)])
-            source.bindings.setdefault(alias.asname or alias.name, []).append(pair)
-
-
-def _bind_alias(source: _Source, stmt: ast.stmt) -> None:
-    """`Norm = nn.LayerNorm` at module level: the name stands for what the value names;
-    `BLOCKS = dict(basic=BasicBlock)` is kept as a registry its users draw classes from."""
-    if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Name)):
-        source.values[stmt.targets[0].id] = stmt.value
-        if isinstance(stmt.value, (ast.Name, ast.Attribute)):
-            source.bindings.setdefault(stmt.targets[0].id, []).append(stmt.value)
-
-
-# -- finding modules without importing them -------------------------------------------------
-
-
-class _Finder:
-    """Module name -> parsed source: the project's own files first, then the search path
-    (project roots, the project's virtualenv, this interpreter's sys.path), as Python would."""
-
-    def __init__(self, project: dict[str, Path], search: Sequence[str]):
-        self._project = project
-        self._search = [Path(p) for p in dict.fromkeys(search) if p and os.path.isdir(p)]
-        self._sources: dict[str, _Source | None] = {}
-
-    def source(self, name: str) -> _Source | None:
-        if name not in self._sources:
-            self._sources[name] = self._load(name) if name else None
-        return self._sources[name]
-
-    def _load(self, name: str) -> _Source | None:
-        path = self._project.get(name)
-        if path is not None:
-            return _parse(name, path, path.name == "__init__.py", True)
-        found = self._locate(name.split("."))
-        if found is None:
-            return None
-        path, package = found
-        return _parse(name, path, package, False)
-
-    def _locate(self, parts: list[str]) -> tuple[Path | None, bool] | None:
-        """(file, is a package) of a regular module; (None, True) for a namespace package."""
-        namespace = False
-        for entry in self._search:
-            directory = entry.joinpath(*parts)
-            if directory.joinpath("__init__.py").is_file():
-                return directory / "__init__.py", True
-            if directory.with_suffix(".py").is_file() and directory.parent.is_dir():
-                return directory.with_suffix(".py"), False
-            namespace = namespace or directory.is_dir()
-        return (None, True) if namespace else None
-
-
-# -- resolving names -------------------------------------------------------------------------
-
-
-class _Resolver:
-    """Follows names through imports, star imports and aliases to the class or function they
-    stand for, and answers whether a class is an nn.Module (None: a base could not be read)."""
-
-    def __init__(self, finder: _Finder):
-        self.finder = finder
-        self._modules: dict[tuple[str, str], bool | None] = {}
-        self._busy: set[tuple[str, ...]] = set()
-
-    def lookup(self, module: str, name: str) -> _Found:
-        """What `name` is in `module` (a class, function, submodule), or None."""
-        if f"{module}.{name}" in _ROOT_NAMES:
-            return _Def(*_ROOT, None)
-        key = ("lookup", module, name)
-        if key in self._busy:
-            return None  # a cycle of re-exports
-        self._busy.add(key)
-        try:
-            return self._lookup(module, name)
-        finally:
-            self._busy.discard(key)
-
-    def _lookup(self, module: str, name: str, own: bool = True) -> _Found:
-        source = self.finder.source(module)
-        if source is None:
-            trusted = module.startswith("torch.nn") and name[:1].isupper()
-            return _Def(module, name, None) if trusted else None
-        if own and name in source.defs:
-            return _Def(module, name, source.defs[name])
-        for binding in source.bindings.get(name, []):
-            found = self._binding(source, binding)
-            if found is not None:
-                return found
-        for star in source.stars:
-            found = self.lookup(star, name)
-            if found is not None:
-                return found
-        if source.package and self.finder.source(f"{module}.{name}") is not None:
-            return _Mod(f"{module}.{name}")
-        return None
-
-    def _binding(self, source: _Source, binding: ast.AST) -> _Found:
-        if isinstance(binding, ast.Constant):  # `import a.b` / `import a.b as c`
-            return _Mod(binding.value) if self.finder.source(binding.value) else None
-        if isinstance(binding, ast.Tuple):  # `from m import n`
-            module, name = (e.value for e in binding.elts)  # type: ignore[attr-defined]
-            if self.finder.source(f"{module}.{name}") is not None and \
-                    f"{module}.{name}" not in _ROOT_NAMES:
-                return _Mod(f"{module}.{name}")
-            return self.lookup(module, name)
-        return self.expr(source, binding)  # type: ignore[arg-type]
-
-    def expr(self, source: _Source, node: ast.expr, scope: str = "") -> _Found:
-        """What an expression in `source` names (`nn.Linear`, `Base[T]`, `"Config"`)."""
-        if isinstance(node, ast.Name):
-            return self.name(source, node.id, scope)
-        if isinstance(node, ast.Attribute):
-            return self._attribute(self.expr(source, node.value, scope), node.attr)
-        if isinstance(node, ast.Subscript):
-            return self.expr(source, node.value, scope)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            try:  # a string annotation: `config: "GPTConfig"`
-                parsed = ast.parse(node.value, mode="eval").body
-            except SyntaxError:
-                return None
-            return self.expr(source, parsed, scope) if not isinstance(parsed, ast.Constant) \
-                else None
-        return None
-
-    def _attribute(self, owner: _Found, attr: str) -> _Found:
-        if isinstance(owner, _Mod):
-            return self.lookup(owner.name, attr)
-        if isinstance(owner, _Def) and isinstance(owner.node, ast.ClassDef):
-            source = self.finder.source(owner.module)
-            nested = f"{owner.qualname}.{attr}"
-            if source is not None and nested in source.defs:
-                return _Def(owner.module, nested, source.defs[nested])
-        return None
-
-    def name(self, source: _Source, name: str, scope: str = "") -> _Found:
-        """A bare name seen in `source`, inside class `scope` (nested classes see outer ones)."""
-        parts = scope.split(".") if scope else []
-        for depth in range(len(parts), 0, -1):
-            nested = ".".join(parts[:depth] + [name])
-            if nested in source.defs:
-                return _Def(source.name, nested, source.defs[nested])
-        found = self.lookup(source.name, name)
-        if found is None and hasattr(builtins, name):
-            return _BUILTIN
-        return found
-
-    def is_module(self, found: _Found) -> bool | None:
-        """True when the class's bases lead to torch.nn.Module; None when a base is unknown."""
-        if not isinstance(found, _Def):
-            return False if found is not None else None
-        if found.key == _ROOT:
-            return True
-        if found.node is None:
-            return found.qualname not in _NN_NOT_MODULES
-        if not isinstance(found.node, ast.ClassDef):
-            return False
-        if found.key not in self._modules:
-            self._modules[found.key] = None  # in progress: a cycle is unknown
-            self._modules[found.key] = self._bases_are_modules(found)
-        return self._modules[found.key]
-
-    def _bases_are_modules(self, found: _Def) -> bool | None:
-        answers = [self.is_module(base) for base in self.bases(found)]
-        if True in answers:
-            return True
-        return None if None in answers else False
-
-    def bases(self, found: _Def) -> list[_Found]:
-        assert isinstance(found.node, ast.ClassDef)
-        source = self.finder.source(found.module)
-        if source is None:
-            return [None for _ in found.node.bases]
-        scope = found.qualname.rpartition(".")[0]
-        return [self._imported(found.module, base.id)
-                if isinstance(base, ast.Name) and base.id == found.qualname
-                else self.expr(source, base, scope) for base in found.node.bases]
-
-    def _imported(self, module: str, name: str) -> _Found:
-        """`class Block(Block)`: the base is the imported name the class then shadows."""
-        key = ("imported", module, name)
-        if key in self._busy:
-            return None
-        self._busy.add(key)
-        try:
-            return self._lookup(module, name, own=False)
-        finally:
-            self._busy.discard(key)
-
-
-# -- constructors ----------------------------------------------------------------------------
-
-
-def _params(function: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) -> list[ast.arg]:
-    args = function.args
-    every = [*args.posonlyargs, *args.args]
-    return every[1:] if method else every
-
-
-def _own_params(function: ast.FunctionDef | ast.AsyncFunctionDef,
-                method: bool) -> tuple[Param, ...]:
-    args = function.args
-    positional = _params(function, method)
-    defaults = len(args.defaults)
-    first_default = len([*args.posonlyargs, *args.args]) - defaults
-    offset = 1 if method else 0
-    params = [Param(a.arg, i + offset < first_default) for i, a in enumerate(positional)]
-    params += [Param(a.arg, d is None) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
-    return tuple(params)
-
-
-def _method(node: ast.ClassDef, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    for stmt in _class_statements(node):
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == name:
-            return stmt
-    return None
-
-
-def _class_statements(node: ast.ClassDef) -> Iterator[ast.stmt]:
-    """The class body's statements, also under `if`/`try` (conditional method definitions)."""
-    stack = list(reversed(node.body))
-    while stack:
-        stmt = stack.pop()
-        yield stmt
-        if isinstance(stmt, (ast.If, ast.Try)):
-            nested = [*stmt.body, *stmt.orelse, *getattr(stmt, "finalbody", [])]
-            stack.extend(reversed(nested))
-
-
-def _forwards_to_super(init: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Call | None:
-    """`super().__init__(..., **kwargs)` passing on the `*args`/`**kwargs` of `init`."""
-    star = {a.arg for a in (init.args.vararg, init.args.kwarg) if a is not None}
-    for node in ast.walk(init):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "__init__" and isinstance(node.func.value, ast.Call)
-                and isinstance(node.func.value.func, ast.Name)
-                and node.func.value.func.id == "super"):
-            passed = [a.value for a in node.args if isinstance(a, ast.Starred)] + \
-                [k.value for k in node.keywords if k.arg is None]
-            if any(isinstance(p, ast.Name) and p.id in star for p in passed):
-                return node
-    return None
-
-
-class _Inits:
-    """Each class's constructor: its own `__init__` or the first one found along its bases
-    (depth first, left to right: Python's order for the usual single-inheritance chains)."""
-
-    def __init__(self, resolver: _Resolver):
-        self.resolver = resolver
-        self._found: dict[tuple[str, str], tuple[_Def, ast.FunctionDef | ast.AsyncFunctionDef]
-                          | str | None] = {}
-
-    def init(self, cls: _Def) -> tuple[_Def, ast.FunctionDef | ast.AsyncFunctionDef] | str | None:
-        """(owner, `__init__`), "root" when torch.nn.Module's (no arguments) is the one used,
-        None when it is in code that could not be read."""
-        if cls.key not in self._found:
-            self._found[cls.key] = None  # a cycle of bases is unknown
-            self._found[cls.key] = self._init(cls)
-        return self._found[cls.key]
-
-    def _init(self, cls: _Def) -> tuple[_Def, ast.FunctionDef | ast.AsyncFunctionDef] | str | None:
-        if cls.key == _ROOT or cls.node is None and cls.qualname == "Module":
-            return "root"
-        if not isinstance(cls.node, ast.ClassDef):
-            return None
-        own = _method(cls.node, "__init__")
-        if own is not None:
-            return cls, own
-        for base in self.resolver.bases(cls):
-            if base == _BUILTIN:
-                continue  # object, Generic...: their __init__ takes nothing
-            if not isinstance(base, _Def):
-                return None
-            found = self.init(base)
-            if found is not None:
-                return found
-        return "root" if not cls.node.bases or all(
-            b == _BUILTIN for b in self.resolver.bases(cls)) else None
-
-    def params(self, cls: _Def) -> tuple[Param, ...] | None:
-        found = self.init(cls)
-        if found is None or found == "root":
-            return None if found is None else ()
-        owner, init = found  # type: ignore[misc]
-        own = _own_params(init, method=True)
-        call = _forwards_to_super(init)
-        if call is None:
-            return own
-        return self._forwarded(owner, call, own)
-
-    def _forwarded(self, owner: _Def, call: ast.Call,
-                   own: tuple[Param, ...]) -> tuple[Param, ...] | None:
-        """`def __init__(self, **kwargs): super().__init__(causal=False, **kwargs)` needs what
-        the base needs, less what the call passes itself."""
-        bases = [b for b in self.resolver.bases(owner) if isinstance(b, _Def)]
-        inherited = self.params(bases[0]) if bases else ()
-        if inherited is None:
-            return None
-        given = {k.arg for k in call.keywords if k.arg} | {p.name for p in own}
-        positional = len([a for a in call.args if not isinstance(a, ast.Starred)])
-        rest = [p for p in inherited[positional:] if p.name not in given]
-        return own + tuple(rest)
-
-
 # -- how classes use each other --------------------------------------------------------------
 
 
@@ -506,7 +72,7 @@ def _value_refs(node: ast.AST) -> Iterator[ast.expr]:
     stack: list[ast.AST] = [node]
     while stack:
         current = stack.pop()
-        if isinstance(current, (ast.Name, ast.Attribute)) and _dotted(current):
+        if isinstance(current, (ast.Name, ast.Attribute)) and dotted(current):
             yield current  # type: ignore[misc]
             continue
         if isinstance(current, ast.Call) and isinstance(current.func, ast.Name) \
@@ -520,15 +86,6 @@ def _value_refs(node: ast.AST) -> Iterator[ast.expr]:
                          and not (isinstance(c, ast.ClassDef) and c is not node))
 
 
-def _dotted(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return f"{head}.{node.attr}" if head else None
-    return None
-
-
 def _head(node: ast.expr) -> str:
     while isinstance(node, ast.Attribute):
         node = node.value
@@ -540,11 +97,12 @@ def _instance_methods(node: ast.ClassDef) -> list[ast.stmt]:
     `from_pretrained` build the class, they are not part of it)."""
     def special(stmt: ast.stmt) -> bool:
         return isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
-            _dotted(d) in ("staticmethod", "classmethod") for d in stmt.decorator_list)
+            dotted(d) in ("staticmethod", "classmethod") for d in stmt.decorator_list)
     return [stmt for stmt in node.body if not special(stmt)]
 
 
-def _self_assignments(init: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[tuple[str, ast.expr]]:
+def _self_assignments(init: ast.FunctionDef | ast.AsyncFunctionDef,
+                      ) -> Iterator[tuple[str, ast.expr]]:
     for node in ast.walk(init):
         if isinstance(node, ast.Assign):
             for target in node.targets:
@@ -572,39 +130,39 @@ class _Project:
 
     def __init__(self, root: Path, modules: dict[str, Path], search: Sequence[str]):
         self.root = root
-        self.finder = _Finder(modules, search)
-        self.resolver = _Resolver(self.finder)
-        self.inits = _Inits(self.resolver)
+        self.finder = Finder(modules, search)
+        self.resolver = Resolver(self.finder)
+        self.inits = Inits(self.resolver)
         self.sources = [s for s in map(self.finder.source, modules) if s is not None]
-        classes = [_Def(s.name, q, n) for s in self.sources for q, n in s.defs.items()
+        classes = [Def(s.name, q, n) for s in self.sources for q, n in s.defs.items()
                    if isinstance(n, ast.ClassDef)]
         verdicts = {c.key: self.resolver.is_module(c) for c in classes}
         self.classes = [c for c in classes if verdicts[c.key]]
         self.unknown = [c for c in classes if verdicts[c.key] is None]
         self.keys = {c.key for c in self.classes}
         self._refs: dict[_Key, frozenset[_Key]] = {}
-        self._taken: dict[_Key, tuple[str, _Def | None] | None] = {}
+        self._taken: dict[_Key, tuple[str, Def | None] | None] = {}
 
-    def source(self, found: _Def) -> _Source:
+    def source(self, found: Def) -> Source:
         source = self.finder.source(found.module)
         assert source is not None
         return source
 
-    def model(self, source: _Source, node: ast.expr, scope: str = "") -> _Def | None:
+    def model(self, source: Source, node: ast.expr, scope: str = "") -> Def | None:
         """The project Module class an expression names, if it names one."""
         found = self.resolver.expr(source, node, scope)
-        return found if isinstance(found, _Def) and found.key in self.keys else None
+        return found if isinstance(found, Def) and found.key in self.keys else None
 
-    def refs(self, source: _Source, nodes: Sequence[ast.AST], scope: str) -> frozenset[_Key]:
+    def refs(self, source: Source, nodes: Sequence[ast.AST], scope: str) -> frozenset[_Key]:
         """The project Module classes `nodes` use as values, also through the project's
         functions and module-level registries (`BLOCKS = dict(basic=BasicBlock)`)."""
         found: set[_Key] = set()
         for node in nodes:
             for ref in _value_refs(node):
                 target = self.resolver.expr(source, ref, scope)
-                if isinstance(target, _Def) and target.key in self.keys:
+                if isinstance(target, Def) and target.key in self.keys:
                     found.add(target.key)
-                elif isinstance(target, _Def) and self._is_project_function(target):
+                elif isinstance(target, Def) and self._is_project_function(target):
                     found |= self._cached(target.key, lambda t=target: [t.node])  # type: ignore
                 elif _head(ref) in source.values:  # `BLOCKS[kind]`, `BLOCKS.get(kind)`
                     name = _head(ref)
@@ -620,19 +178,19 @@ class _Project:
             self._refs[key] = self.refs(source, nodes(), "")
         return self._refs[key]
 
-    def _is_project_function(self, found: _Def) -> bool:
+    def _is_project_function(self, found: Def) -> bool:
         source = self.finder.source(found.module)
         return source is not None and source.project and isinstance(
             found.node, (ast.FunctionDef, ast.AsyncFunctionDef))
 
-    def class_refs(self, cls: _Def) -> frozenset[_Key]:
+    def class_refs(self, cls: Def) -> frozenset[_Key]:
         assert isinstance(cls.node, ast.ClassDef)
         return self.refs(self.source(cls), _instance_methods(cls.node), cls.qualname)
 
-    def project_bases(self, cls: _Def) -> list[_Def]:
-        return [b for b in self.resolver.bases(cls) if isinstance(b, _Def) and b.key in self.keys]
+    def project_bases(self, cls: Def) -> list[Def]:
+        return [b for b in self.resolver.bases(cls) if isinstance(b, Def) and b.key in self.keys]
 
-    def ancestors(self, cls: _Def) -> set[_Key]:
+    def ancestors(self, cls: Def) -> set[_Key]:
         seen: set[_Key] = set()
         stack = self.project_bases(cls)
         while stack:
@@ -644,18 +202,18 @@ class _Project:
 
     # -- constructors -----------------------------------------------------------------------
 
-    def creates_state(self, cls: _Def, init: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    def creates_state(self, cls: Def, init: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         """Whether `__init__` makes a submodule, parameter or buffer of its own."""
         source = self.source(cls)
         for _, value in _self_assignments(init):
             if isinstance(value, ast.Call):
                 made = self.resolver.expr(source, value.func, cls.qualname)
-                if self.resolver.is_module(made) or (isinstance(made, _Def)
+                if self.resolver.is_module(made) or (isinstance(made, Def)
                                                      and made.qualname == "Parameter"):
                     return True
         return _registers(init)
 
-    def takes_model(self, cls: _Def) -> tuple[str, _Def | None] | None:
+    def takes_model(self, cls: Def) -> tuple[str, Def | None] | None:
         """The one required `__init__` argument kept as a submodule (`self.net = net`, then
         called or annotated with a Module class): its name, and the project class it is
         annotated with, if any."""
@@ -663,13 +221,13 @@ class _Project:
             self._taken[cls.key] = self._takes_model(cls)
         return self._taken[cls.key]
 
-    def _takes_model(self, cls: _Def) -> tuple[str, _Def | None] | None:
+    def _takes_model(self, cls: Def) -> tuple[str, Def | None] | None:
         assert isinstance(cls.node, ast.ClassDef)
-        init = _method(cls.node, "__init__")
+        init = find_method(cls.node, "__init__")
         if init is None:
             return None
-        args = {a.arg: a for a in [*_params(init, method=True), *init.args.kwonlyargs]}
-        required = {p.name for p in _own_params(init, method=True) if p.required}
+        args = {a.arg: a for a in [*arguments(init, method=True), *init.args.kwonlyargs]}
+        required = {p.name for p in own_params(init, method=True) if p.required}
         kept = [(attr, v.id) for attr, v in _self_assignments(init)
                 if isinstance(v, ast.Name) and v.id in required]
         called = _called_attributes(cls.node) if kept else set()
@@ -678,12 +236,12 @@ class _Project:
             note = args[arg].annotation
             named = self.resolver.expr(self.source(cls), note, cls.qualname) if note else None
             if attr in called or self.resolver.is_module(named):
-                models.append((arg, named if isinstance(named, _Def) and named.key in self.keys
+                models.append((arg, named if isinstance(named, Def) and named.key in self.keys
                                else None))
         # one model passed in is wrapped; several are assembled (Sam(encoder, decoder))
         return models[0] if len({arg for arg, _ in models}) == 1 else None
 
-    def returns(self, function: _Def, depth: int = 0) -> _Def | None:
+    def returns(self, function: Def, depth: int = 0) -> Def | None:
         """The Module class a factory returns: by its annotation, or what its `return`
         statements build (directly, through a local name, or through another function)."""
         node, source = function.node, self.source(function)
@@ -703,7 +261,7 @@ class _Project:
                 made = self.resolver.expr(source, value.func)
                 if self.resolver.is_module(made):
                     return made  # type: ignore[return-value]
-                if isinstance(made, _Def) and self._is_project_function(made):
+                if isinstance(made, Def) and self._is_project_function(made):
                     found = self.returns(made, depth + 1)
                     if found is not None:
                         return found
@@ -799,7 +357,7 @@ def _named_by_configs(project: _Project) -> dict[_Key, _Key]:
 
 
 def _is_dataclass(node: ast.ClassDef) -> bool:
-    return any((_dotted(d.func if isinstance(d, ast.Call) else d) or "").rpartition(".")[2]
+    return any((dotted(d.func if isinstance(d, ast.Call) else d) or "").rpartition(".")[2]
                == "dataclass" for d in node.decorator_list)
 
 
@@ -809,7 +367,7 @@ def _wrappers(project: _Project) -> tuple[dict[_Key, str], set[_Key]]:
     that keep a model passed in that is unannotated, a generic Module, or a model used whole."""
     taken = {c.key: (c, project.takes_model(c)) for c in project.classes}
     pure = {key: arg[0] for key, (cls, arg) in taken.items() if arg is not None
-            and not project.creates_state(cls, _method(cls.node, "__init__"))}  # type: ignore
+            and not project.creates_state(cls, find_method(cls.node, "__init__"))}  # type: ignore
     whole = {arg[1].key for key, (_, arg) in taken.items() if key in pure and arg and arg[1]}
     for source in project.sources:
         whole |= _built_in_scripts(project, source, pure)
@@ -821,7 +379,7 @@ def _wrappers(project: _Project) -> tuple[dict[_Key, str], set[_Key]]:
     return wrappers, whole
 
 
-def _built_in_scripts(project: _Project, source: _Source, wrappers: dict[_Key, str],
+def _built_in_scripts(project: _Project, source: Source, wrappers: dict[_Key, str],
                       ) -> set[_Key]:
     """The outermost project models built by module-level code (`model = GPT(config)` in
     train.py, a `__main__` demo), looking through wrappers: `Wrapper(GPT(...))` builds GPT."""
@@ -840,7 +398,7 @@ def _built_in_scripts(project: _Project, source: _Source, wrappers: dict[_Key, s
     return found
 
 
-def _nested_builds(project: _Project, source: _Source) -> Iterator[tuple[_Key, _Key]]:
+def _nested_builds(project: _Project, source: Source) -> Iterator[tuple[_Key, _Key]]:
     """(part, model) for each project model built as an argument of another's constructor
     outside class bodies: `Sam(mask_decoder=MaskDecoder(transformer=TwoWayTransformer()))`
     in a factory, `TransformerWrapper(attn_layers=Decoder(...))` in a script."""
@@ -860,9 +418,9 @@ def _nested_builds(project: _Project, source: _Source) -> Iterator[tuple[_Key, _
 # -- configs ---------------------------------------------------------------------------------
 
 
-def _defaulted_fields(project: _Project, found: _Found) -> frozenset[str] | None:
+def _defaulted_fields(project: _Project, found: Found) -> frozenset[str] | None:
     """The fields of a project dataclass whose fields all have defaults, else None."""
-    if not (isinstance(found, _Def) and isinstance(found.node, ast.ClassDef)
+    if not (isinstance(found, Def) and isinstance(found.node, ast.ClassDef)
             and project.finder.source(found.module) is not None
             and project.source(found).project and _is_dataclass(found.node)):
         return None
@@ -881,19 +439,19 @@ def _defaulted_fields(project: _Project, found: _Found) -> frozenset[str] | None
 
 def _required_field(value: ast.expr) -> bool:
     """`field()` without a default or default_factory."""
-    return (isinstance(value, ast.Call) and (_dotted(value.func) or "").endswith("field")
+    return (isinstance(value, ast.Call) and (dotted(value.func) or "").endswith("field")
             and not {k.arg for k in value.keywords} & {"default", "default_factory"})
 
 
-def _configs(project: _Project, owner: _Def, function: ast.FunctionDef | ast.AsyncFunctionDef,
+def _configs(project: _Project, owner: Def, function: ast.FunctionDef | ast.AsyncFunctionDef,
              method: bool, required: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """Required arguments a config dataclass fills: the one their annotation names (anywhere
     in the project), or, unannotated, the only one of the same file that has every attribute
     the constructor reads from the argument (nanoGPT's `GPT(config)` and `GPTConfig`)."""
     source = project.source(owner)
-    local = [_Def(source.name, q, n) for q, n in source.defs.items() if isinstance(n, ast.ClassDef)]
+    local = [Def(source.name, q, n) for q, n in source.defs.items() if isinstance(n, ast.ClassDef)]
     configs = []
-    for arg in _params(function, method) + list(function.args.kwonlyargs):
+    for arg in arguments(function, method) + list(function.args.kwonlyargs):
         if arg.arg not in required:
             continue
         if arg.annotation is not None:
@@ -904,7 +462,7 @@ def _configs(project: _Project, owner: _Def, function: ast.FunctionDef | ast.Asy
                     and isinstance(n.value, ast.Name) and n.value.id == arg.arg}
             matches = [c for c in local if read and read <= (_defaulted_fields(project, c)
                                                                or frozenset())]
-        if len(matches) == 1 and isinstance(matches[0], _Def):
+        if len(matches) == 1 and isinstance(matches[0], Def):
             configs.append((arg.arg, matches[0].target))
     return tuple(configs)
 
@@ -976,7 +534,7 @@ def _proposable(qualname: str) -> bool:
     return not last.startswith("_") and not _MOCK.search(last)
 
 
-def _unknown_base(project: _Project, cls: _Def) -> str:
+def _unknown_base(project: _Project, cls: Def) -> str:
     assert isinstance(cls.node, ast.ClassDef)
     for node, base in zip(cls.node.bases, project.resolver.bases(cls)):
         if project.resolver.is_module(base) is None:
@@ -984,21 +542,21 @@ def _unknown_base(project: _Project, cls: _Def) -> str:
     return "?"
 
 
-def _factories(project: _Project, roles: _Roles) -> list[tuple[_Def, _Def, bool]]:
+def _factories(project: _Project, roles: _Roles) -> list[tuple[Def, Def, bool]]:
     """(factory, the class it builds, whether that is a main model) for each public
     module-level `build_*`/`create_*` function that returns an nn.Module."""
     found = []
     for source in project.sources:
         for name, node in source.defs.items():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _FACTORY.match(name):
-                function = _Def(source.name, name, node)
+                function = Def(source.name, name, node)
                 cls = project.returns(function)
                 if cls is not None:
                     found.append((function, cls, not roles.role(cls.key)))
     return found
 
 
-def _class_proposal(project: _Project, roles: _Roles, cls: _Def,
+def _class_proposal(project: _Project, roles: _Roles, cls: Def,
                     built_by: str | None) -> Proposal:
     params = project.inits.params(cls)
     found = project.inits.init(cls)
@@ -1011,23 +569,23 @@ def _class_proposal(project: _Project, roles: _Roles, cls: _Def,
                     not role, role)
 
 
-def _factory_proposal(project: _Project, roles: _Roles, function: _Def, cls: _Def,
+def _factory_proposal(project: _Project, roles: _Roles, function: Def, cls: Def,
                       main: bool) -> Proposal:
     node = function.node
     assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    params = _own_params(node, method=False)
+    params = own_params(node, method=False)
     configs = _configs(project, function, node, False, [p.name for p in params if p.required])
     role = "" if main else f"builds {cls.target}, {roles.role(cls.key)}"
     return Proposal(function.target, "factory", _relative(project, function), _line(function),
                     params, configs, main, role)
 
 
-def _relative(project: _Project, found: _Def) -> str:
+def _relative(project: _Project, found: Def) -> str:
     path = project.source(found).path
     assert path is not None
     return path.relative_to(project.root).as_posix()
 
 
-def _line(found: _Def) -> int:
+def _line(found: Def) -> int:
     assert found.node is not None
     return found.node.lineno

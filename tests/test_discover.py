@@ -180,7 +180,8 @@ ROLES = {
                 super().__init__()
                 self.act = ACTS[act]()
         """, {"m:Net": "", "m:Gelu": "part of m:Net", "m:Relu": "part of m:Net",
-              "m:SmallMLP": "chosen by name in m:Config", "m:BigMLP": "chosen by name in m:Config"}),
+              "m:SmallMLP": "chosen by name in m:Config",
+              "m:BigMLP": "chosen by name in m:Config"}),
     # segment-anything: public build_* factories of the main model, through a private helper
     # that builds its parts as arguments
     "factories": ("""

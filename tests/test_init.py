@@ -440,7 +440,8 @@ def test_x_transformers(project: Any) -> None:
     run = project.run("init", "--dry-run")
     assert run.code == 0, run.err
     listed = _listed(run.out)
-    assert listed["transformer_wrapper"] == (True, "x_transformers.x_transformers:TransformerWrapper")
+    assert listed["transformer_wrapper"] == (
+        True, "x_transformers.x_transformers:TransformerWrapper")
     assert listed["x_transformer"] == (True, "x_transformers.x_transformers:XTransformer")
     assert not listed.get("autoregressive_wrapper", (False,))[0]  # a wrapper, not proposed
     assert {target for _, target in listed.values()} <= {t for t in truth if truth[t]}

@@ -233,7 +233,8 @@ def _remap(project, source: str) -> dict:
 @pytest.mark.parametrize("n_layer", [2, 4, 7])
 def test_a_rename_of_every_layer_survives_another_depth(project, n_layer):
     doc = _remap(project, RENAMED)
-    assert doc["rules"] == [[r"^transformer\.h\.(\d+)\.mlp\.c_fc\.", r"transformer.h.\g<1>.mlp.fc."]]
+    assert doc["rules"] == [[r"^transformer\.h\.(\d+)\.mlp\.c_fc\.",
+                             r"transformer.h.\g<1>.mlp.fc."]]
     old_state, name = _old_checkpoint(project, n_layer)
     model = _hooked(RENAMED, doc["snippet"], n_layer)
     model.load_state_dict(torch.load(project.root / name, weights_only=True), strict=True)
