@@ -28,7 +28,7 @@ from ckptlint import __version__
 from ckptlint.atomic import write_atomic
 from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
 from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
-from ckptlint.inputs import digest, load_json, verify
+from ckptlint.inputs import digest, load_json, seal, unsealed, verify
 from ckptlint.replay import cache_enabled
 
 DIRECTORY = CACHE_DIRECTORY
@@ -71,8 +71,8 @@ class Cache:
 
     def _read(self, spec: ModelSpec) -> dict | None:
         if spec.name not in self._docs:
-            doc = load_json(str(self._entry(spec))) if self._usable() else None
-            self._docs[spec.name] = doc if isinstance(doc, dict) else {}
+            doc = unsealed(load_json(str(self._entry(spec)))) if self._usable() else None
+            self._docs[spec.name] = doc or {}
         return self._docs[spec.name] or None
 
     def _entry(self, spec: ModelSpec) -> Path:
@@ -123,6 +123,7 @@ class Cache:
         doc = {"key": key, "signature_file": report.signature_file,
                "parameters": report.new_parameters, "inputs": inputs,
                "used_suppressions": [list(u) for u in report.used_suppressions]}
+        doc = seal(doc)
         if self._write(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n"):
             self._docs[spec.name] = doc
 

@@ -99,6 +99,24 @@ def load_json(path: str) -> Any:
         return None
 
 
+def seal(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc` with a checksum of itself, so that a damaged copy (truncated, a bit flipped, a
+    value of the wrong type, an input deleted from it) is never mistaken for a good one."""
+    body = {k: v for k, v in doc.items() if k != "seal"}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=True)
+    return {**body, "seal": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def unsealed(doc: Any) -> dict[str, Any] | None:
+    """The document if its checksum holds, else None."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("seal"), str):
+        return None
+    try:
+        return doc if seal(doc)["seal"] == doc["seal"] else None
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 def digest(path: str) -> str | None:
     """A file by content (by stat fingerprint when large), a folder by its files' stats.
 

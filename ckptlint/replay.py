@@ -17,7 +17,7 @@ import sys
 from typing import Iterable, Mapping, Sequence, TextIO
 
 from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION, ENV_NO_CACHE, ENV_PYTHON, VENVS
-from ckptlint.inputs import load_json, merge, read_regular, verify
+from ckptlint.inputs import load_json, merge, read_regular, seal, unsealed, verify
 
 RECORD = os.path.join(CACHE_DIRECTORY, CACHE_VERSION, "last-clean-check.json")
 # what else decides a run's output besides its inputs: recorded with it, compared on replay
@@ -117,7 +117,7 @@ def replay(argv: list[str], stdout: TextIO) -> int | None:
     root = _root(cwd)
     if root is None:
         return None
-    doc = load_json(os.path.join(root, RECORD))
+    doc = unsealed(load_json(os.path.join(root, RECORD)))
     try:
         if doc["argv"] != argv or doc["made_under"] != _made_under() or doc["cwd"] != cwd \
                 or doc["environment"] != json.loads(json.dumps(environment(root))):
@@ -145,5 +145,5 @@ def record(root: str, argv: Sequence[str], docs: Iterable[Mapping], plain: str,
     doc = {"argv": list(argv), "made_under": _made_under(), "cwd": os.getcwd(),
            "environment": environment(root), "exit": 0, "inputs": inputs,
            "plain": plain, "color": color}
-    write_atomic(Path(root) / RECORD, json.dumps(doc, indent=1) + "\n")
+    write_atomic(Path(root) / RECORD, json.dumps(seal(doc), indent=1) + "\n")
     return True
