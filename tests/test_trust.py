@@ -4,6 +4,7 @@ would not load as the code expects, through the real CLI on real torch."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -296,3 +297,43 @@ class Noisy(nn.Module):
     assert run.code == 0, run.err
     assert json.loads(run.out)["exit_code"] == 0
     assert "at import" in run.err and "in a hook" in run.err and "['noisy']" in run.err
+
+
+@pytest.mark.parametrize("how", ["-j 2", "project interpreter"])
+def test_output_of_models_never_breaks_the_worker_protocol(project, tmp_path_factory, how,
+                                                           monkeypatch):
+    project.write("noisy.py", '''
+import os, subprocess, sys
+from torch import nn
+
+os.write(1, b"{not json at import\\n")
+subprocess.run([sys.executable, "-c", "print('a subprocess on fd 1')"])
+
+
+class Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        os.write(1, b"raw fd 1 in __init__\\n")
+        self.fc = nn.Linear(2, 2)
+''')
+    project.write("good.py", GOOD)
+    project.write("quits.py", _ending_model("import sys\n", "sys.exit(0)"))
+    project.configure('name = "noisy"\ntarget = "noisy:Noisy"', GOOD_ENTRY)
+    assert project.run("update").code == 0
+    project.configure('name = "noisy"\ntarget = "noisy:Noisy"', GOOD_ENTRY,
+                      'name = "quits"\ntarget = "quits:Bad"')
+    argv = ["check", "--format", "json", "--no-cache"]
+    if how == "-j 2":
+        argv += ["-j", "2"]
+    else:
+        shim = tmp_path_factory.mktemp("venv") / "python"
+        shim.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+        shim.chmod(0o755)
+        monkeypatch.setenv("CKPTLINT_PYTHON", str(shim))
+    run = project.run(*argv)
+    doc = json.loads(run.out)
+    statuses = {m["name"]: m["status"] for m in doc["models"]}
+    assert statuses == {"noisy": "clean", "good": "clean", "quits": "error"}
+    # quits: its build called sys.exit (CKL201), and it has no signature yet (CKL202)
+    assert sorted((f["model"], f["code"]) for f in doc["findings"]) == \
+        [("quits", "CKL201"), ("quits", "CKL202")]
