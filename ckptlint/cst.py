@@ -35,6 +35,9 @@ _CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict", "ParameterLis
 _DICT_BUILDERS = frozenset({"OrderedDict", "dict"})
 # the dicts nn.Module keeps its children in: `self._modules["x"] = m` creates `x`
 _REGISTRIES = frozenset({"_modules", "_parameters", "_buffers"})
+# the parts of a statement an edit may touch alone: `mult = 4` in a long `def`, one entry of a
+# preset dict, one keyword of a call, one element of a list
+_PARTS = (cst.Param, cst.Arg, cst.DictElement, cst.Element)
 _IGNORE = re.compile(r"ckptlint:\s*ignore\b(?:\[([^\]]*)\])?")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
@@ -107,6 +110,10 @@ class _Parsed:
     statements: tuple[Span, ...]
     headers: tuple[Span, ...]
     comments: Mapping[int, tuple[tuple[int, str], ...]]
+    # every function: (header from `def` to the colon, the whole definition), in source order
+    functions: tuple[tuple[Span, Span], ...] = ()
+    # parameters, arguments and literal elements: the parts a multi-line statement is made of
+    parts: tuple[Span, ...] = ()
 
     def span(self, node: cst.CSTNode) -> Span:
         return _span(self.positions[node])
@@ -130,18 +137,31 @@ class SourceIndex:
 
     def parsed(self, path: PathLike) -> _Parsed | None:
         """The parsed file (its `.lines` are the source lines, for code frames), or None."""
-        key = os.path.abspath(os.fspath(path))
+        key = _key(path) if os.fspath(path) not in self._files else os.fspath(path)
         if key not in self._files:
             self.parses += 1
             self._files[key] = _parse(key)
         return self._files[key]
+
+    def remember(self, name: str, text: str) -> str:
+        """Parse `text` (a file as it was in a commit) once; `name` then works as its path.
+
+        Names must not look like files of the work tree (`git:<commit>:<path>` does not)."""
+        if name not in self._files:
+            self.parses += 1
+            try:  # git's bytes that were not UTF-8 come back as they were
+                data = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                data = b"\0"  # parses to nothing: no answer from this text
+            self._files[name] = _parse_text(data)
+        return name
 
     def _choose(self, path: PathLike, qualname: str, attr: str,
                 ) -> tuple[_Parsed | None, _Hit | None, list[_Hit]]:
         parsed = self.parsed(path)
         if parsed is None:
             return None, None, []
-        key = (os.path.abspath(os.fspath(path)), qualname)
+        key = (_key(path) if os.fspath(path) not in self._files else os.fspath(path), qualname)
         if key not in self._hits:
             self._hits[key] = _class_hits(parsed, qualname)
         return (parsed, *_choose(self._hits[key], attr))
@@ -157,6 +177,13 @@ class SourceIndex:
                 return span
         headers = [s for s in parsed.headers if s.line <= line <= s.end_line]
         return max(headers, key=lambda s: (s.line, s.column), default=None)
+
+    def next_statement(self, path: PathLike, line: int) -> Span | None:
+        """The first simple statement that starts below `line`."""
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None
+        return next((s for s in parsed.statements if s.line > line), None)
 
     def find_creation(self, path: PathLike, class_qualname: str, attr: str) -> Creation | None:
         """The statement that creates `attr` inside the class `class_qualname` (its exact
@@ -195,6 +222,47 @@ class SourceIndex:
         found = parsed.classes_named(class_qualname)
         return _header(parsed, found[0]) if found else None
 
+    def method_header(self, path: PathLike, class_qualname: str,
+                      name: str = "__init__") -> Span | None:
+        """The `def` header of method `name` directly in the class `class_qualname`."""
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None
+        for node in parsed.classes_named(class_qualname):
+            for method, _ in _methods(node):
+                if method.name.value == name:
+                    return _header(parsed, method)
+        return None
+
+    def function_at(self, path: PathLike, line: int) -> tuple[Span, Span] | None:
+        """The innermost function around `line`: (its `def` header, the whole definition)."""
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None
+        around = [f for f in parsed.functions if f[1].line <= line <= f[1].end_line]
+        return max(around, key=lambda f: f[1].line, default=None)
+
+    def narrowest(self, path: PathLike, line: int, end_line: int) -> Span | None:
+        """The smallest statement, header, parameter, argument or literal element that holds
+        the lines `line`..`end_line` whole (the part of a long statement an edit touched)."""
+        parsed = self.parsed(path)
+        if parsed is None:
+            return None
+        holding = [s for s in (*parsed.statements, *parsed.headers, *parsed.parts)
+                   if s.line <= line and end_line <= s.end_line]
+        return min(holding, key=lambda s: (s.end_line - s.line, -s.line, -s.column),
+                   default=None)
+
+    def text(self, path: PathLike, span: Span) -> str:
+        """The source text of `span` (lines joined with newlines), or "" if unreadable."""
+        parsed = self.parsed(path)
+        if parsed is None or span.end_line > len(parsed.lines):
+            return ""
+        lines = list(parsed.lines[span.line - 1:span.end_line])
+        lines[-1] = lines[-1][:span.end_column - 1]
+        lines[0] = lines[0][span.column - 1:]
+        return "\n".join(lines)
+
     def suppressions(self, path: PathLike, span: Span) -> frozenset[str]:
         """Codes from `# ckptlint: ignore[CKL101, CKL103]` comments on any line of `span`, or
         on a comment-only line just above it; a bare `# ckptlint: ignore` gives {"*"}.
@@ -213,12 +281,24 @@ class SourceIndex:
 # -- parsing -------------------------------------------------------------------------------
 
 
+def _key(path: PathLike) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
 def _parse(path: str) -> _Parsed | None:
     try:
         with open(path, "rb") as f:
-            module = cst.parse_module(f.read())
+            data = f.read()
+    except OSError:
+        return None
+    return _parse_text(data)
+
+
+def _parse_text(data: bytes) -> _Parsed | None:
+    try:
+        module = cst.parse_module(data)
     # undecodable text or a bad coding cookie surface as SyntaxError / LookupError
-    except (OSError, SyntaxError, LookupError, UnicodeDecodeError, cst.ParserSyntaxError,
+    except (SyntaxError, LookupError, UnicodeDecodeError, cst.ParserSyntaxError,
             RecursionError):
         return None
     # skip libcst's defensive deep copy: the tree is never mutated
@@ -229,7 +309,8 @@ def _parse(path: str) -> _Parsed | None:
     return _Parsed(module, positions, tuple(_NEWLINE.split(module.code)),
                    tuple(collector.classes), tuple(collector.statements),
                    tuple(collector.headers),
-                   {line: tuple(found) for line, found in collector.comments.items()})
+                   {line: tuple(found) for line, found in collector.comments.items()},
+                   tuple(collector.functions), tuple(collector.parts))
 
 
 def _span(rng: CodeRange) -> Span:
@@ -247,8 +328,12 @@ class _Collector(cst.CSTVisitor):
         self.statements: list[Span] = []
         self.headers: list[Span] = []
         self.comments: dict[int, list[tuple[int, str]]] = {}
+        self.functions: list[tuple[Span, Span]] = []
+        self.parts: list[Span] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, _PARTS):
+            self.parts.append(self._part(node))
         if isinstance(node, cst.BaseSmallStatement):
             self.statements.append(_span(self.positions[node]))
         elif isinstance(node, cst.Decorator):
@@ -259,6 +344,14 @@ class _Collector(cst.CSTVisitor):
             start = self.positions[node].start
             self.comments.setdefault(start.line, []).append((start.column, node.value))
         return super().on_visit(node)  # dispatches to visit_ClassDef / visit_FunctionDef
+
+    def _part(self, node: cst.CSTNode) -> Span:
+        # libcst places a parameter at its name alone: stretch it over the default
+        start, end = self.positions[node].start, self.positions[node].end
+        if isinstance(node, cst.Param):
+            last = node.default or (node.annotation.annotation if node.annotation else None)
+            end = self.positions[last].end if last is not None else end
+        return Span(start.line, start.column + 1, end.line, end.column + 1)
 
     def _header(self, node: cst.CSTNode) -> Span:
         """From the keyword to the colon, inclusive."""
@@ -280,6 +373,7 @@ class _Collector(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.scope += [node.name.value, "<locals>"]
+        self.functions.append((self.headers[-1], _span(self.positions[node])))
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         del self.scope[-2:]

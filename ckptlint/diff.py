@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Mapping
 
 from ckptlint import prefix, renames
 from ckptlint.ftypes import Finding, Kind, LoadReport, Signature, TensorSpec
-from ckptlint.keys import expand, fold, natural_key, natural_sorted, segments
+from ckptlint.keys import ancestors, expand, fold, natural_key, natural_sorted, segments
 from ckptlint.sigfile import format_spec
 
 _WRAPPED_BY = {
@@ -24,21 +24,23 @@ _WRAPPED_BY = {
 
 
 def compare(model: str, old: Signature, new: Signature, load: LoadReport | None = None,
-            nonpersistent: Iterable[str] = (), restored: Iterable[str] = ()) -> list[Finding]:
+            nonpersistent: Iterable[str] = (), restored: Iterable[str] = (),
+            evidence: renames.Evidence | None = None) -> list[Finding]:
     """Findings of loading `old` into code that now produces `new`, folded across layers.
 
     `nonpersistent` names the code's buffers registered with persistent=False, which explain
     keys that left the state dict although the module still holds them. `restored` names the
     tied keys the file lacks and `old` was given back from their tie (`engine.restore_ties`):
-    plain strict loading still fails on them, which is said too.
+    plain strict loading still fails on them, which is said too. `evidence` is what the
+    source says about same-shaped renames (`open_renames` asks which).
     """
     return fold_findings(_raw(model, old, new, load, frozenset(nonpersistent),
-                              frozenset(restored)))
+                              frozenset(restored), evidence))
 
 
 def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
-         nonpersistent: frozenset[str], restored: frozenset[str] = frozenset()
-         ) -> Iterator[Finding]:
+         nonpersistent: frozenset[str], restored: frozenset[str] = frozenset(),
+         evidence: renames.Evidence | None = None) -> Iterator[Finding]:
     wrapper = prefix.detect(old, new)
     if wrapper is not None:  # the build re-keyed the dry run's state dict the same way
         yield _prefix_finding(model, wrapper)
@@ -47,7 +49,7 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
     if load is not None and load.hook_errors:
         yield _hook_finding(model, load)
     else:
-        yield from _keys(model, old, new, load, nonpersistent)
+        yield from _keys(model, old, new, load, nonpersistent, evidence)
     common = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape]
     for key in natural_sorted(common):
         if old_t[key].dtype != new_t[key].dtype:
@@ -63,7 +65,8 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
 
 
 def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
-          nonpersistent: frozenset[str]) -> Iterator[Finding]:
+          nonpersistent: frozenset[str],
+          evidence: renames.Evidence | None = None) -> Iterator[Finding]:
     """Missing, unexpected, renamed and mismatched keys: torch's verdict, explained."""
     old_t, new_t = old.tensors, new.tensors
     missing, unexpected = _unloaded(old, new, load)
@@ -74,9 +77,9 @@ def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
     for key in natural_sorted(unexpected & nonpersistent):
         yield _finding(Kind.BUFFER_NOT_PERSISTENT, model, key, old_t.get(key), None)
     unexpected -= nonpersistent
-    pairs = _pairs(old, new, missing, unexpected)
-    moved = renames.expand_pairs(pairs, unexpected)
-    yield from _rename_findings(model, pairs, moved, old_t, new_t)
+    pairing = _pairs(old, new, missing, unexpected, evidence)
+    moved = renames.expand_pairs(pairing.pairs, unexpected)
+    yield from _rename_findings(model, pairing, moved, old_t, new_t)
     yield from _added_or_removed(Kind.MISSING_KEY, model, missing - set(moved.values()),
                                  new_t, old_t)
     silent = set(load.dropped) if load else set()
@@ -190,11 +193,24 @@ def _subtree_finding(kind: Kind, model: str, module: str, members: list[str],
     return Finding(kind, model, message, key=f"{module}.*", keys=tuple(members))
 
 
-def _pairs(old: Signature, new: Signature, missing: set[str],
-           unexpected: set[str]) -> dict[str, str]:
+def _pairs(old: Signature, new: Signature, missing: set[str], unexpected: set[str],
+           evidence: renames.Evidence | None = None) -> renames.Pairing:
     old_t, new_t = old.tensors, new.tensors
-    return renames.find({k: old_t[k] for k in unexpected if k in old_t},
-                        {k: new_t[k] for k in missing if k in new_t}, old_t, new_t)
+    return renames.pair({k: old_t[k] for k in unexpected if k in old_t},
+                        {k: new_t[k] for k in missing if k in new_t}, old_t, new_t, evidence)
+
+
+def open_renames(old: Signature, new: Signature, load: LoadReport | None = None,
+                 nonpersistent: Iterable[str] = ()) -> tuple:
+    """The same-shaped groups `compare` cannot pair on structure and names alone, as
+    (old paths, new paths): what to ask the source about (`renames.Evidence`)."""
+    wrapper = prefix.detect(old, new)
+    if wrapper is not None:
+        old = prefix.rekey(old, wrapper.mapping)
+    if load is not None and load.hook_errors:
+        return ()
+    missing, unexpected = _unloaded(old, new, load)
+    return _pairs(old, new, missing, unexpected - set(nonpersistent)).open_groups
 
 
 def rename_pairs(old: Signature, new: Signature, load: LoadReport | None = None,
@@ -205,7 +221,7 @@ def rename_pairs(old: Signature, new: Signature, load: LoadReport | None = None,
     """
     missing = set(new.tensors) - set(old.tensors) if load is None else set(load.missing)
     unexpected = set(old.tensors) - set(new.tensors) if load is None else set(load.unexpected)
-    return _pairs(old, new, missing, unexpected - set(nonpersistent))
+    return dict(_pairs(old, new, missing, unexpected - set(nonpersistent)).pairs)
 
 
 def _prefix_finding(model: str, wrapper: prefix.Wrapper) -> Finding:
@@ -231,24 +247,37 @@ def _hook_finding(model: str, load: LoadReport) -> Finding:
                         "skip meta tensors")
 
 
-def _rename_findings(model: str, pairs: Mapping[str, str], moved: Mapping[str, str],
+def _rename_findings(model: str, pairing: renames.Pairing, moved: Mapping[str, str],
                      old_t: Mapping[str, TensorSpec],
                      new_t: Mapping[str, TensorSpec]) -> Iterator[Finding]:
-    for old_pattern, new_pattern, subtree in fold_renames(pairs):
-        keys = tuple(k for old in expand(old_pattern) for k in moved
-                     if k == old or (subtree and k.startswith(old + ".")))
+    under = _moved_under(moved)
+    for old_pattern, new_pattern, subtree, reason in _fold_renames(pairing.pairs,
+                                                                   pairing.reasons):
+        keys = tuple(k for old in expand(old_pattern)
+                     for k in (under.get(old, ()) if subtree else (old,)) if k in moved)
         key, new_key = (f"{old_pattern}.*", f"{new_pattern}.*") if subtree \
             else (old_pattern, new_pattern)
         old_spec = None if subtree else old_t.get(keys[0])
         new_spec = None if subtree else new_t.get(moved[keys[0]])
         what = f"{len(keys)} tensors" if subtree else _spec(old_spec)
+        said = f" ({reason})" if reason else ""
         yield Finding(
             Kind.RENAMED_KEY, model,
-            f"`{key}` ({what}) moved to `{new_key}`: strict loading of an old checkpoint fails "
-            "with \"Missing/Unexpected key(s)\", and with strict=False the moved weights stay "
-            "randomly initialised", key=key, keys=keys, new_key=new_key, old=old_spec,
-            new=new_spec, help=f"`ckptlint remap {model}` prints a key mapping and a load hook, "
-                               "proven to load old checkpoints")
+            f"`{key}` ({what}) moved to `{new_key}`{said}: strict loading of an old checkpoint "
+            "fails with \"Missing/Unexpected key(s)\", and with strict=False the moved weights "
+            "stay randomly initialised", key=key, keys=keys, new_key=new_key, old=old_spec,
+            new=new_spec, new_keys=tuple(moved[k] for k in keys), evidence=reason,
+            help=f"`ckptlint remap {model}` prints a key mapping and a load hook, "
+                 "proven to load old checkpoints")
+
+
+def _moved_under(moved: Mapping[str, str]) -> dict[str, list[str]]:
+    """Each module prefix -> the moved keys below it (one pass, not one per pattern)."""
+    under: dict[str, list[str]] = {}
+    for key in moved:
+        for owner in ancestors(key)[:-1]:
+            under.setdefault(owner, []).append(key)
+    return under
 
 
 def fold_renames(pairs: Mapping[str, str]) -> list[tuple[str, str, bool]]:
@@ -257,13 +286,21 @@ def fold_renames(pairs: Mapping[str, str]) -> list[tuple[str, str, bool]]:
     `blocks.3.fc.` -> `blocks.3.up.` for every block becomes `blocks.{0..11}.fc` ->
     `blocks.{0..11}.up`: an index of the new key that repeats one of the old key is a reference.
     """
-    templates = {old.rstrip("."): (_template(old, new), old.endswith("."))
+    return [(old, new, subtree) for old, new, subtree, _ in _fold_renames(pairs, {})]
+
+
+def _fold_renames(pairs: Mapping[str, str], reasons: Mapping[str, str]
+                  ) -> list[tuple[str, str, bool, str]]:
+    """`fold_renames` with each pair's reason; pairs made on different evidence do not fold
+    together."""
+    templates = {old.rstrip("."): (_template(old, new), old.endswith("."),
+                                   reasons.get(old, ""))
                  for old, new in pairs.items()}
     folded = []
-    for pattern, (template, subtree) in fold(templates):
+    for pattern, (template, subtree, reason) in fold(templates):
         parts = segments(pattern)
         new = ".".join(parts[int(t[1:])] if t.startswith("\0") else t for t in template)
-        folded.append((pattern, new, subtree))
+        folded.append((pattern, new, subtree, reason))
     return folded
 
 

@@ -109,7 +109,7 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
         sources.update(results[0].files)
         report = _model_report(config, spec, refs, results)
         if report.findings:
-            report = _located(config, spec, results[0], report, locators)
+            report = _located(config, spec, results[0], report, locators, refs)
         if cache and keys.get(spec.name):
             cache.store(spec, keys[spec.name], report, results)
         fresh.append(report)
@@ -197,18 +197,31 @@ def _listed_keys(keys: Sequence[str], limit: int = 3) -> str:
 
 
 def _located(config: Config, spec: ModelSpec, result: BuildResult, report: ModelReport,
-             locators: dict) -> ModelReport:
+             locators: dict, refs: Sequence[Reference] = ()) -> ModelReport:
+    """The findings at their statements, suppressed where a comment says so, then one per
+    cause (`ckptlint.causes`)."""
     from ckptlint import suppress
     from ckptlint.locate import Locator  # libcst is imported only when there is something to point at
 
     if "run" not in locators:
         locators["run"] = Locator(config)
-    located = locators["run"].locate(report.findings, spec, result)
-    kept = suppress.inline(located, config.root, locators["run"].index)
-    silenced = [f for f in located if f not in kept]
+    locator = locators["run"]
+    compared = {("" if r.committed else r.label): r.signature for r in refs if r.signature}
+    located = locator.locate(report.findings, spec, result, compared)
+    kept = suppress.inline(located, config.root, locator.index)
+    # a comment on the line a cause was traced to silences the whole group there
+    grouped = locator.group(kept, spec, result)
+    shown = suppress.inline(grouped, config.root, locator.index)
+    silenced = _left_out(located, kept) + _left_out(grouped, shown)
     used = suppress.used_comments(silenced, suppress.comments(config.root, result.files)) \
         if silenced else set()
-    return replace(report, findings=tuple(kept), used_suppressions=tuple(sorted(used)))
+    return replace(report, findings=tuple(shown), used_suppressions=tuple(sorted(used)))
+
+
+def _left_out(before: Sequence[Finding], after: Sequence[Finding]) -> list[Finding]:
+    """What a filter removed, by identity (comparing whole findings would be quadratic)."""
+    kept = {id(f) for f in after}
+    return [f for f in before if id(f) not in kept]
 
 
 def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
@@ -228,8 +241,9 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         for ref, result in zip(readable, results):
             restored, current_sig, load = _tied(ref.signature, result)
             absent = set(restored.tensors) - set(ref.signature.tensors) - set(ref.declared_ties)
+            evidence = _rename_evidence(config, spec, ref, result, restored, load)
             found = diff.compare(spec.name, restored, current_sig, load, result.nonpersistent,
-                                 absent)
+                                 absent, evidence)
             per_ref.append((ref, [f if ref.committed else replace(f, against=ref.label)
                                   for f in found]))
     compared = [f for _, found in per_ref for f in found]
@@ -250,6 +264,21 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         + _torch_note(primary, results[0], findings, config, refs[0]),
         verdict=verdict, verdict_note=verdict_note,
     )
+
+
+def _rename_evidence(config: Config, spec: ModelSpec, ref: Reference, result: BuildResult,
+                     old: Signature, load) -> object | None:
+    """What the source says about renames of same-shaped layers, asked only when the diff
+    leaves some open; only the committed signature has a commit to compare the source with."""
+    from ckptlint import diff
+
+    groups = diff.open_renames(old, result.signature, load, result.nonpersistent) \
+        if ref.committed else ()
+    if not groups:
+        return None
+    from ckptlint.locate import rename_evidence
+
+    return rename_evidence(config, spec, result, groups)
 
 
 def _checkpoint_verdicts(spec: ModelSpec,

@@ -196,6 +196,9 @@ class Finding:
     """One coded problem with one model (or one signature file).
 
     `against` names the checkpoint file compared with, when it is not the committed signature.
+    A rename lists each new key in `new_keys`, in the order of `keys`, and the evidence that
+    paired them in `evidence`. A finding that stands for a cause (one edit, or one statement)
+    holds the findings it explains in `members`, each at the statement creating its keys.
     """
 
     kind: Kind
@@ -211,6 +214,9 @@ class Finding:
     against: str = ""
     # torch's strict loading raises nothing for these keys, yet drops them (a None slot)
     silent: bool = False
+    new_keys: tuple[str, ...] = ()
+    evidence: str = ""
+    members: tuple["Finding", ...] = ()
 
     @property
     def code(self) -> str:
@@ -273,12 +279,25 @@ class LoadReport:
     added: tuple[str, ...] = ()
 
 
+# how a recorded statement produced its attribute (`Site.via`)
+CREATED = ""       # a new module, parameter or buffer
+TIED = "tie"       # a tensor or module already held under another name: a tie (or a share)
+EMPTIED = "none"   # None: the slot is named, but holds nothing any more
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
-    """Where the build saw a submodule, parameter or buffer created: a project file and line."""
+    """Where the build saw a submodule, parameter or buffer created: a project file and line.
+
+    `via` says what the statement assigned (`CREATED`, `TIED`, `EMPTIED`); `stack` holds the
+    project frames that led to it, innermost first (the parent's statement creating the
+    module, a helper's caller, ...), so a changed line anywhere on the way can be found.
+    """
 
     file: str
     line: int
+    via: str = CREATED
+    stack: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

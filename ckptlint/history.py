@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import Sequence
 
 
-def git(root: Path, *args: str) -> str | None:
-    """Git's stripped output, or None when git is missing, fails, or `root` is no work tree."""
+def git(root: Path, *args: str, strip: bool = True) -> str | None:
+    """Git's output (stripped unless told), or None when git is missing, fails, or `root` is
+    no work tree."""
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=30, check=False)
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=30,
+                              check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    # file contents may be any bytes: keep what is not UTF-8 visible instead of failing
+    out = done.stdout.decode("utf-8", "surrogateescape")
+    return out.strip() if strip else out
 
 
 def last_commit(root: Path, path: str) -> str | None:
@@ -49,5 +54,5 @@ def python_unchanged_since(root: Path, commit: str) -> bool:
 
 
 def show(root: Path, commit: str, path: str) -> str | None:
-    """The text of `path` (relative to `root`) as it was at `commit`."""
-    return git(root, "show", f"{commit}:./{path}")
+    """The text of `path` (relative to `root`) as it was at `commit`, byte for byte."""
+    return git(root, "show", f"{commit}:./{path}", strip=False)

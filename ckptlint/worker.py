@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ckptlint import sigfile
 from ckptlint.errors import CkptlintError
@@ -59,7 +59,7 @@ def encode_result(result: BuildResult) -> dict[str, Any]:
         "error": result.error,
         "error_location": asdict(result.error_location) if result.error_location else None,
         "notes": list(result.notes),
-        "sites": {k: [s.file, s.line] for k, s in result.sites.items()},
+        **_sites_doc(result.sites),
         "modules": {k: [m.type_name, [list(c) for c in m.classes]]
                     for k, m in result.modules.items()},
         "files": list(result.files),
@@ -78,13 +78,27 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
         error_location=Location(**{k: v for k, v in location.items() if k != "source"})
         if location else None,
         notes=tuple(doc["notes"]),
-        sites={k: Site(f, line) for k, (f, line) in doc["sites"].items()},
+        sites=_sites(doc),
         modules={k: ModuleInfo(t, tuple(tuple(c) for c in classes))
                  for k, (t, classes) in doc["modules"].items()},
         files=tuple(doc["files"]),
         nonpersistent=tuple(doc.get("nonpersistent", ())),
         inputs=doc.get("inputs"),
     )
+
+
+def _sites_doc(sites: Mapping[str, Site]) -> dict[str, Any]:
+    """Sites with their stacks written once each: layers repeated a thousand times share one."""
+    stacks: dict[tuple, int] = {}
+    encoded = {k: [s.file, s.line, s.via, stacks.setdefault(s.stack, len(stacks))]
+               for k, s in sites.items()}
+    return {"sites": encoded, "stacks": [[list(f) for f in stack] for stack in stacks]}
+
+
+def _sites(doc: dict[str, Any]) -> dict[str, Site]:
+    stacks = [tuple((f, line) for f, line in stack) for stack in doc["stacks"]]
+    return {k: Site(f, line, via, stacks[index])
+            for k, (f, line, via, index) in doc["sites"].items()}
 
 
 # -- the child -----------------------------------------------------------------------------------

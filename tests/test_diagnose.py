@@ -140,9 +140,14 @@ CLEAN = {
 _WHOLE = {"missing-key", "unexpected-key"}
 
 
+def explained(findings: list) -> list:
+    """The findings as diffed: a grouped finding (one cause) stands for its members."""
+    return [m for f in findings for m in (f.get("members") or [f])]
+
+
 def _findings(out: str) -> set[tuple[str, str, str]]:
     # a whole added or removed submodule (`a.*`) stands for each of its keys
-    return {(f["kind"], k, f["new_key"] or "") for f in json.loads(out)["findings"]
+    return {(f["kind"], k, f["new_key"] or "") for f in explained(json.loads(out)["findings"])
             for k in (f["keys"] if f["key"].endswith(".*") and f["kind"] in _WHOLE
                       else [f["key"]])}
 

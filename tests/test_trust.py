@@ -28,8 +28,13 @@ def _instance(source: str, name: str) -> nn.Module:
     return namespace[name]()
 
 
+def explained(findings: list) -> list:
+    """The findings as diffed: a grouped finding (one cause) stands for its members."""
+    return [m for f in findings for m in (f.get("members") or [f])]
+
+
 def _findings(run) -> list[dict]:
-    return json.loads(run.out)["findings"]
+    return explained(json.loads(run.out)["findings"])
 
 
 # -- 1. keys torch's loader drops without a word ---------------------------------------------

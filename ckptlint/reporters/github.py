@@ -62,10 +62,30 @@ def title(f: Finding) -> str:
     return f"{f.code} {f.kind.slug}" + (f" ({printable(f.model)})" if f.model else "")
 
 
+MAX_MEMBERS = 20  # keys listed in one annotation; SARIF and JSON keep every one
+
+
 def annotation(f: Finding) -> str:
-    message = visible(f.message) + (f"\n\nhelp: {visible(f.help)}" if f.help else "")
+    message = visible(f.message) + members(f) + \
+        (f"\n\nhelp: {visible(f.help)}" if f.help else "")
     props = location_properties(f.location) + [("title", title(f))]
     return command(LEVELS[f.severity], props, message)
+
+
+def members(f: Finding) -> str:
+    """The keys a grouped finding explains, one per line, each with its creating statement
+    when that is elsewhere: one annotation per cause, not one per key."""
+    from ckptlint.causes import brief
+
+    lines = []
+    for member in f.members[:MAX_MEMBERS]:
+        loc = member.location
+        where = f" ({loc.file}:{loc.line})" if loc and f.location and \
+            (loc.file, loc.line) != (f.location.file, f.location.line) else ""
+        lines.append(f"- {member.code} {visible(brief(member))}{visible(where)}")
+    if len(f.members) > MAX_MEMBERS:
+        lines.append(f"- … and {len(f.members) - MAX_MEMBERS} more")
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def budget(counts: dict[Severity, int]) -> dict[Severity, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ckptlint.ftypes import Finding, ModelReport, Report, TensorSpec
+from ckptlint.ftypes import Finding, Location, ModelReport, Report, TensorSpec
 from ckptlint.reporters.options import RenderOptions
 
 SCHEMA_VERSION = 1
@@ -18,8 +18,11 @@ def spec_dict(spec: TensorSpec | None) -> dict[str, Any] | None:
 
 
 def finding_dict(f: Finding) -> dict[str, Any]:
+    """One finding; a grouped one (one cause) sits at its cause and keeps, per key, the
+    statement creating it (`locations`), every old -> new pair of a rename (`renames`), and
+    the findings it explains (`members`), so nothing a machine needs is folded away."""
     loc = f.location
-    return {
+    doc = {
         "model": f.model, "code": f.code, "kind": f.kind.slug, "severity": f.severity.value,
         "key": f.key, "count": len(f.keys), "keys": list(f.keys), "new_key": f.new_key or None,
         "old": spec_dict(f.old), "new": spec_dict(f.new), "message": f.message,
@@ -28,6 +31,22 @@ def finding_dict(f: Finding) -> dict[str, Any]:
         "column": loc.column if loc else None, "end_line": loc.end_line if loc else None,
         "end_column": loc.end_column if loc else None,
     }
+    if f.keys:
+        doc["locations"] = {key: {"file": where.file, "line": where.line}
+                            for key, where in _locations(f).items()}
+    renames = {old: new for m in (f.members or (f,)) for old, new in zip(m.keys, m.new_keys)}
+    if renames:
+        doc["renames"] = renames
+    if f.evidence:
+        doc["evidence"] = f.evidence
+    if f.members:
+        doc["members"] = [finding_dict(m) for m in f.members]
+    return doc
+
+
+def _locations(f: Finding) -> dict[str, Location]:
+    return {k: m.location for m in (f.members or (f,)) if m.location is not None
+            for k in m.keys}
 
 
 def model_dict(m: ModelReport) -> dict[str, Any]:

@@ -78,9 +78,10 @@ def rule(kind: Kind, options: RenderOptions) -> dict[str, Any]:
     }
 
 
-def fingerprint(f: Finding) -> str:
+def fingerprint(f: Finding, key: str | None = None) -> str:
     """Stable across line shifts: only what the finding is about, never where it is."""
-    text = f"{f.code}\0{f.model}\0{f.key}".encode("utf-8", "surrogatepass")
+    text = f"{f.code}\0{f.model}\0{f.key if key is None else key}".encode(
+        "utf-8", "surrogatepass")
     return hashlib.sha256(text).hexdigest()[:32]
 
 
@@ -116,6 +117,11 @@ def properties(f: Finding) -> dict[str, Any]:
     props: dict[str, Any] = {"model": f.model, "key": f.key, "count": len(f.keys)}
     if f.new_key:
         props["newKey"] = f.new_key
+    renames = {old: new for m in (f.members or (f,)) for old, new in zip(m.keys, m.new_keys)}
+    if renames:
+        props["renames"] = renames
+    if f.evidence:
+        props["evidence"] = f.evidence
     if f.old is not None:
         props["old"] = format_spec(f.old)
     if f.new is not None:
@@ -124,15 +130,37 @@ def properties(f: Finding) -> dict[str, Any]:
 
 
 def result(f: Finding, index: dict[Kind, int]) -> dict[str, Any]:
+    """One result per finding; a grouped finding (one cause) is one result at the cause, each
+    key it explains a related location at its creating statement with its own fingerprint.
+    The result's fingerprint is its first key's, so an alert keeps its identity when a
+    finding starts or stops being grouped with others."""
     out: dict[str, Any] = {
         "ruleId": f.code, "ruleIndex": index[f.kind], "level": LEVELS[f.severity],
         "message": {"text": message(f)},
     }
     if locs := locations(f):
         out["locations"] = locs
-    out["partialFingerprints"] = {FINGERPRINT: fingerprint(f)}
+    if f.members:
+        out["relatedLocations"] = related(f)
+    out["partialFingerprints"] = {FINGERPRINT: fingerprint(f.members[0] if f.members else f)}
     out["properties"] = properties(f)
     return out
+
+
+def related(f: Finding) -> list[dict[str, Any]]:
+    """Every key of a grouped finding, where it is created, with its finding's fingerprint."""
+    from ckptlint.causes import brief
+
+    found = []
+    for member in f.members:
+        for key in member.keys:
+            entry: dict[str, Any] = {
+                "id": len(found), "message": {"text": f"{member.code} {brief(member)}"},
+                "properties": {"key": key, "fingerprint": fingerprint(member, key)}}
+            if physical := locations(member):
+                entry.update(physical[0])
+            found.append(entry)
+    return found
 
 
 def notifications(report: Report) -> list[dict[str, Any]]:

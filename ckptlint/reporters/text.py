@@ -101,8 +101,32 @@ def _group_lines(group: list[Finding], paint: Paint) -> list[str]:
     gutter = " " * (len(str(_last_line(loc))) + 1) if loc and loc.source else "  "
     for note in dict.fromkeys(f.location.note for f in group if f.location and f.location.note):
         lines.append(f"{gutter}= {paint('note', 'bold')}: {_t(note)}")
+    for f in group:
+        lines += _member_lines(f, gutter, paint)
     for text in dict.fromkeys(f.help for f in group if f.help):
         lines.append(f"{gutter}= {paint('help', 'bold', 'cyan')}: {_t(text)}")
+    return lines
+
+
+MAX_MEMBERS = 12  # keys listed under a grouped finding; JSON and SARIF keep every one
+
+
+def _member_lines(f: Finding, gutter: str, paint: Paint) -> list[str]:
+    """`= affects:` and one line per finding a grouped finding explains, with its statement
+    when that is elsewhere."""
+    from ckptlint.causes import brief
+
+    lines = []
+    for i, member in enumerate(f.members[:MAX_MEMBERS]):
+        loc = member.location
+        where = f" ({_t(loc.file)}:{loc.line})" if loc and f.location and \
+            (loc.file, loc.line) != (f.location.file, f.location.line) else ""
+        lead = f"= {paint('affects', 'bold')}: " if i == 0 else " " * len("= affects: ")
+        lines.append(f"{gutter}{lead}{member.code} {_t(brief(member))}{where}")
+    if len(f.members) > MAX_MEMBERS:
+        rest = len(f.members) - MAX_MEMBERS
+        lines.append(f"{gutter}{' ' * len('= affects: ')}… and {plural(rest, 'more')} "
+                     "(`--format json` lists every key)")
     return lines
 
 
