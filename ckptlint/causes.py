@@ -136,7 +136,8 @@ class _Tracer:
     def _traced(self, finding: Finding) -> Cause | None:
         """The finding's own statement, or the innermost statement on its way, if it changed."""
         own = finding.location
-        if own.file.endswith(".py") and self._claim(own.file, own.line, own.end_line):
+        if own.file.endswith(".py") and (self._claim(own.file, own.line, own.end_line)
+                                         or self._at_deletion(own)):
             return Cause(replace(own, note=self._changed_note(own, own.note)), True)
         for file, line in self.frames(finding)[:_MAX_FRAMES_ASKED]:
             span = self.index.statement_at(self.root / file, line)
@@ -151,10 +152,19 @@ class _Tracer:
             self.claimed.add((file, hunk))
         return hunk is not None
 
+    def _at_deletion(self, own: Location) -> bool:
+        """Whether `own` is where a deletion left its gap (a removed layer's statement)."""
+        for hunk in self.changes.of(own.file):
+            span = self.locator._at_hunk(own.file, hunk) if not hunk.new_count else None
+            if span is not None and (span.line, span.column) == (own.line, own.column):
+                self.claimed.add((own.file, hunk))
+                return True
+        return False
+
     def _changed_note(self, location: Location, note: str) -> str:
         changes = self.changes
         said = f"changed since {changes.signature} was committed ({changes.short})"
-        return f"{note}; {said}" if note and said not in note else note or said
+        return f"{note}; {said}" if note and changes.short not in note else note or said
 
     # -- a change elsewhere ---------------------------------------------------------------------
 

@@ -241,9 +241,12 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         for ref, result in zip(readable, results):
             restored, current_sig, load = _tied(ref.signature, result)
             absent = set(restored.tensors) - set(ref.signature.tensors) - set(ref.declared_ties)
-            evidence = _rename_evidence(config, spec, ref, result, restored, load)
             found = diff.compare(spec.name, restored, current_sig, load, result.nonpersistent,
-                                 absent, evidence)
+                                 absent)
+            evidence = _rename_evidence(config, spec, ref, result, restored, load, found)
+            if evidence is not None:  # the source settles renames the shapes could not
+                found = diff.compare(spec.name, restored, current_sig, load,
+                                     result.nonpersistent, absent, evidence)
             per_ref.append((ref, [f if ref.committed else replace(f, against=ref.label)
                                   for f in found]))
     compared = [f for _, found in per_ref for f in found]
@@ -267,13 +270,16 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
 
 
 def _rename_evidence(config: Config, spec: ModelSpec, ref: Reference, result: BuildResult,
-                     old: Signature, load) -> object | None:
+                     old: Signature, load, found: Sequence[Finding]) -> object | None:
     """What the source says about renames of same-shaped layers, asked only when the diff
-    leaves some open; only the committed signature has a commit to compare the source with."""
+    left keys both missing and unexpected (so some may be open); only the committed signature
+    has a commit to compare the source with."""
     from ckptlint import diff
 
-    groups = diff.open_renames(old, result.signature, load, result.nonpersistent) \
-        if ref.committed else ()
+    kinds = {f.kind for f in found}
+    if not ref.committed or not {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY} <= kinds:
+        return None
+    groups = diff.open_renames(old, result.signature, load, result.nonpersistent)
     if not groups:
         return None
     from ckptlint.locate import rename_evidence

@@ -239,8 +239,8 @@ class Locator:
             span = self._at_hunk(file, hunk) if hunk is not None else None
             if span is not None:
                 quoted = _quoted(self.index.text(old, creation.span))
-                note = (f"`{quoted}` created it at {changes.short} (when {changes.signature} "
-                        "was committed); that statement was removed here")
+                note = (f"removed here since {changes.signature} was committed "
+                        f"({changes.short}): `{quoted}` created it")
                 return Found(span.location(file, note), self._frames(result.sites.get(survivor)))
         return None
 
