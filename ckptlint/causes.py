@@ -16,10 +16,9 @@ import builtins
 import keyword
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from ckptlint.changes import Changes, Hunk
+from ckptlint.changes import Hunk
 from ckptlint.ftypes import BuildResult, Finding, Kind, Location, ModelSpec, Severity
 from ckptlint.sigfile import format_spec
 
@@ -29,9 +28,10 @@ if TYPE_CHECKING:  # the locator brings libcst; this module only asks it questio
 # findings about tensors, which one edit can explain together
 GROUPED = frozenset({Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.SHAPE_MISMATCH,
                      Kind.DTYPE_MISMATCH, Kind.RENAMED_KEY, Kind.ROLE_CHANGED,
-                     Kind.BUFFER_NOT_PERSISTENT, Kind.TIE_CHANGED, Kind.TIED_KEY_ABSENT})
+                     Kind.BUFFER_NOT_PERSISTENT, Kind.TIE_CHANGED})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMENT = re.compile(r"#.*$")
+_ASSIGNED = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\s*=(?!=)")  # a keyword or target, not `==`
 # names every model's code says: they tie nothing to anything
 _COMMON = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {
     "self", "cls", "nn", "torch", "F", "np", "math", "super", "config", "kwargs", "args",
@@ -112,6 +112,7 @@ class _Tracer:
         self.changes = locator.changes(spec.name, result) if result is not None else None
         self.claimed: set[tuple[str, Hunk]] = set()
         self._unchanged: bool | None = None
+        self._said: dict[tuple, frozenset[str]] = {}
 
     def causes(self, findings: Sequence[Finding]) -> list[Cause | None]:
         traced = [self._traced(f) if self._traceable(f) else None for f in findings]
@@ -234,16 +235,19 @@ class _Tracer:
 
     def _elsewhere(self, finding: Finding, regions: list[_Region]) -> Cause | None:
         """The one region that explains a finding whose own statements did not change: the
-        only one whose names its code reads (statements first, then their functions), or the
-        kwargs when no Python file changed at all (then nothing else can have)."""
+        first its code reads, nearest code first (its statement, the statements on the way,
+        then their functions), while that is only one; or the kwargs, when no Python file
+        changed at all (then nothing else can have)."""
         if len(regions) == 1 and regions[0].kwargs and self._python_unchanged():
             return Cause(regions[0].location, True)
-        for names in (self._statement_names(finding), self._function_names(finding)):
+        names: frozenset[str] = frozenset()
+        for said in self._readers(finding):
+            names |= said
             read = [r for r in regions if r.names & names]
             if len(read) == 1:
                 return Cause(read[0].location, True)
             if len(read) > 1:
-                return None
+                return None  # two edits it reads: which one did it is not known
         return None
 
     def _python_unchanged(self) -> bool:
@@ -253,34 +257,41 @@ class _Tracer:
             self._unchanged = history.python_unchanged_since(self.root, self.changes.commit)
         return self._unchanged
 
-    def _statement_names(self, finding: Finding) -> frozenset[str]:
-        texts = []
-        for file, line in self._spots(finding):
-            span = self.index.statement_at(self.root / file, line)
-            texts.append(self.index.text(self.root / file, span) if span else "")
-        return _names(texts)
-
-    def _function_names(self, finding: Finding) -> frozenset[str]:
-        texts, seen = [], set()
-        for file, line in self._spots(finding):
-            function = self.index.function_at(self.root / file, line)
-            if function is not None and (file, function) not in seen:
-                seen.add((file, function))
-                texts.append(self.index.text(self.root / file, function[1]))
-        return _names(texts)
-
-    def _spots(self, finding: Finding) -> list[tuple[str, int]]:
+    def _readers(self, finding: Finding) -> Iterator[frozenset[str]]:
+        """The names said by the code that made the finding's keys, nearest first."""
         own = finding.location
-        spots = [(own.file, own.line)] if own and own.file.endswith(".py") else []
-        return (spots + list(self.frames(finding)))[:_MAX_FRAMES_ASKED]
+        spots = list(self.frames(finding))[:_MAX_FRAMES_ASKED]
+        if own.file.endswith(".py"):
+            # the located span itself (an element of a literal container, not all of it)
+            yield self._names_of(own.file, replace(own, end_line=own.end_line or own.line,
+                                                   end_column=own.end_column or 10 ** 6))
+            spots.insert(0, (own.file, own.line))
+        for file, line in spots:
+            span = self.index.statement_at(self.root / file, line)
+            if span is not None:
+                yield self._names_of(file, span)
+        for file, line in spots:
+            function = self.index.function_at(self.root / file, line)
+            if function is not None:
+                yield self._names_of(file, function[1])
+
+    def _names_of(self, file: str, span) -> frozenset[str]:
+        """The names a statement or function says (each read once per run)."""
+        key = (file, span)
+        if key not in self._said:
+            self._said[key] = _names([self.index.text(self.root / file, span)], read=True)
+        return self._said[key]
 
 
-def _names(texts: Iterable[str]) -> frozenset[str]:
-    """Identifiers in the code of `texts` (comments dropped), minus names every model says."""
-    found = set()
+def _names(texts: Iterable[str], read: bool = False) -> frozenset[str]:
+    """Identifiers in the code of `texts` (comments dropped), minus names every model says;
+    with `read`, only the names the code reads: not those it assigns or passes a keyword as
+    (`bias=` in `nn.Linear(d, n, bias=False)` reads no `bias`)."""
+    found: set[str] = set()
     for text in texts:
         for line in text.splitlines():
-            found.update(_IDENT.findall(_COMMENT.sub("", line)))
+            code = _COMMENT.sub("", line)
+            found.update(_IDENT.findall(_ASSIGNED.sub("", code) if read else code))
     return frozenset(found - _COMMON)
 
 

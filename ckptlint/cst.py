@@ -35,9 +35,6 @@ _CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict", "ParameterLis
 _DICT_BUILDERS = frozenset({"OrderedDict", "dict"})
 # the dicts nn.Module keeps its children in: `self._modules["x"] = m` creates `x`
 _REGISTRIES = frozenset({"_modules", "_parameters", "_buffers"})
-# the parts of a statement an edit may touch alone: `mult = 4` in a long `def`, one entry of a
-# preset dict, one keyword of a call, one element of a list
-_PARTS = (cst.Param, cst.Arg, cst.DictElement, cst.Element)
 _IGNORE = re.compile(r"ckptlint:\s*ignore\b(?:\[([^\]]*)\])?")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
@@ -112,8 +109,6 @@ class _Parsed:
     comments: Mapping[int, tuple[tuple[int, str], ...]]
     # every function: (header from `def` to the colon, the whole definition), in source order
     functions: tuple[tuple[Span, Span], ...] = ()
-    # parameters, arguments and literal elements: the parts a multi-line statement is made of
-    parts: tuple[Span, ...] = ()
 
     def span(self, node: cst.CSTNode) -> Span:
         return _span(self.positions[node])
@@ -133,6 +128,7 @@ class SourceIndex:
         self._files: dict[str, _Parsed | None] = {}
         # a report asks about many keys of one class: walk each class once
         self._hits: dict[tuple[str, str], list[_Hit]] = {}
+        self._at: dict[tuple[int, int], Span | None] = {}
         self.parses = 0
 
     def parsed(self, path: PathLike) -> _Parsed | None:
@@ -172,11 +168,12 @@ class SourceIndex:
         parsed = self.parsed(path)
         if parsed is None:
             return None
-        for span in parsed.statements:
-            if span.line <= line <= span.end_line:
-                return span
-        headers = [s for s in parsed.headers if s.line <= line <= s.end_line]
-        return max(headers, key=lambda s: (s.line, s.column), default=None)
+        # every key of every layer asks about the same few lines: answer each once
+        key = (id(parsed), line)
+        if key not in self._at:
+            self._at[key] = _statement_at(parsed, line)
+        return self._at[key]
+
 
     def next_statement(self, path: PathLike, line: int) -> Span | None:
         """The first simple statement that starts below `line`."""
@@ -242,17 +239,6 @@ class SourceIndex:
         around = [f for f in parsed.functions if f[1].line <= line <= f[1].end_line]
         return max(around, key=lambda f: f[1].line, default=None)
 
-    def narrowest(self, path: PathLike, line: int, end_line: int) -> Span | None:
-        """The smallest statement, header, parameter, argument or literal element that holds
-        the lines `line`..`end_line` whole (the part of a long statement an edit touched)."""
-        parsed = self.parsed(path)
-        if parsed is None:
-            return None
-        holding = [s for s in (*parsed.statements, *parsed.headers, *parsed.parts)
-                   if s.line <= line and end_line <= s.end_line]
-        return min(holding, key=lambda s: (s.end_line - s.line, -s.line, -s.column),
-                   default=None)
-
     def text(self, path: PathLike, span: Span) -> str:
         """The source text of `span` (lines joined with newlines), or "" if unreadable."""
         parsed = self.parsed(path)
@@ -279,6 +265,14 @@ class SourceIndex:
 
 
 # -- parsing -------------------------------------------------------------------------------
+
+
+def _statement_at(parsed: _Parsed, line: int) -> Span | None:
+    for span in parsed.statements:
+        if span.line <= line <= span.end_line:
+            return span
+    headers = [s for s in parsed.headers if s.line <= line <= s.end_line]
+    return max(headers, key=lambda s: (s.line, s.column), default=None)
 
 
 def _key(path: PathLike) -> str:
@@ -310,7 +304,7 @@ def _parse_text(data: bytes) -> _Parsed | None:
                    tuple(collector.classes), tuple(collector.statements),
                    tuple(collector.headers),
                    {line: tuple(found) for line, found in collector.comments.items()},
-                   tuple(collector.functions), tuple(collector.parts))
+                   tuple(collector.functions))
 
 
 def _span(rng: CodeRange) -> Span:
@@ -329,11 +323,8 @@ class _Collector(cst.CSTVisitor):
         self.headers: list[Span] = []
         self.comments: dict[int, list[tuple[int, str]]] = {}
         self.functions: list[tuple[Span, Span]] = []
-        self.parts: list[Span] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, _PARTS):
-            self.parts.append(self._part(node))
         if isinstance(node, cst.BaseSmallStatement):
             self.statements.append(_span(self.positions[node]))
         elif isinstance(node, cst.Decorator):
@@ -344,14 +335,6 @@ class _Collector(cst.CSTVisitor):
             start = self.positions[node].start
             self.comments.setdefault(start.line, []).append((start.column, node.value))
         return super().on_visit(node)  # dispatches to visit_ClassDef / visit_FunctionDef
-
-    def _part(self, node: cst.CSTNode) -> Span:
-        # libcst places a parameter at its name alone: stretch it over the default
-        start, end = self.positions[node].start, self.positions[node].end
-        if isinstance(node, cst.Param):
-            last = node.default or (node.annotation.annotation if node.annotation else None)
-            end = self.positions[last].end if last is not None else end
-        return Span(start.line, start.column + 1, end.line, end.column + 1)
 
     def _header(self, node: cst.CSTNode) -> Span:
         """From the keyword to the colon, inclusive."""

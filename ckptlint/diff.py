@@ -32,7 +32,7 @@ def compare(model: str, old: Signature, new: Signature, load: LoadReport | None 
     keys that left the state dict although the module still holds them. `restored` names the
     tied keys the file lacks and `old` was given back from their tie (`engine.restore_ties`):
     plain strict loading still fails on them, which is said too. `evidence` is what the
-    source says about same-shaped renames (`open_renames` asks which).
+    source says about same-shaped renames (`weighed_renames` says which to ask about).
     """
     return fold_findings(_raw(model, old, new, load, frozenset(nonpersistent),
                               frozenset(restored), evidence))
@@ -200,17 +200,17 @@ def _pairs(old: Signature, new: Signature, missing: set[str], unexpected: set[st
                         {k: new_t[k] for k in missing if k in new_t}, old_t, new_t, evidence)
 
 
-def open_renames(old: Signature, new: Signature, load: LoadReport | None = None,
-                 nonpersistent: Iterable[str] = ()) -> tuple:
-    """The same-shaped groups `compare` cannot pair on structure and names alone, as
-    (old paths, new paths): what to ask the source about (`renames.Evidence`)."""
+def weighed_renames(old: Signature, new: Signature, load: LoadReport | None = None,
+                    nonpersistent: Iterable[str] = ()) -> tuple:
+    """The same-shaped groups `compare` had to pair on more than structure, as (old paths,
+    new paths): what to ask the source about (`renames.Evidence`)."""
     wrapper = prefix.detect(old, new)
     if wrapper is not None:
         old = prefix.rekey(old, wrapper.mapping)
     if load is not None and load.hook_errors:
         return ()
     missing, unexpected = _unloaded(old, new, load)
-    return _pairs(old, new, missing, unexpected - set(nonpersistent)).open_groups
+    return _pairs(old, new, missing, unexpected - set(nonpersistent)).groups
 
 
 def rename_pairs(old: Signature, new: Signature, load: LoadReport | None = None,

@@ -272,14 +272,15 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
 def _rename_evidence(config: Config, spec: ModelSpec, ref: Reference, result: BuildResult,
                      old: Signature, load, found: Sequence[Finding]) -> object | None:
     """What the source says about renames of same-shaped layers, asked only when the diff
-    left keys both missing and unexpected (so some may be open); only the committed signature
-    has a commit to compare the source with."""
+    left keys both missing and unexpected, or paired some on their names alone (which the
+    source may contradict); only the committed signature has a commit to compare it with."""
     from ckptlint import diff
 
     kinds = {f.kind for f in found}
-    if not ref.committed or not {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY} <= kinds:
+    by_names = any(f.kind is Kind.RENAMED_KEY and f.evidence for f in found)
+    if not ref.committed or not (by_names or {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY} <= kinds):
         return None
-    groups = diff.open_renames(old, result.signature, load, result.nonpersistent)
+    groups = diff.weighed_renames(old, result.signature, load, result.nonpersistent)
     if not groups:
         return None
     from ckptlint.locate import rename_evidence

@@ -403,7 +403,7 @@ class Locator:
 
 def rename_evidence(config: Config, spec: ModelSpec, result: BuildResult,
                     groups: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Evidence | None:
-    """What the source says about same-shaped renames `diff.open_renames` left open: each
+    """What the source says about same-shaped renames `diff.weighed_renames` names: each
     path's creating statement (name taken out) and which edit removed or wrote it, at the
     signature's commit and now. None without git history for the signature."""
     locator = Locator(config)

@@ -58,12 +58,13 @@ class Evidence:
 @dataclass(frozen=True, slots=True)
 class Pairing:
     """Old prefix -> new prefix (a subtree's prefix ends with `.`), why each same-shaped pair
-    was paired (absent: by structure alone), and the same-shaped groups left unpaired, as
-    (old paths, new paths): what source `Evidence` could settle."""
+    was paired (absent: by structure alone), and the same-shaped groups weighed, as (old
+    paths, new paths): what source `Evidence` can settle, or contradict (names alone paired a
+    group whose creation order says otherwise)."""
 
     pairs: Mapping[str, str]
     reasons: Mapping[str, str]
-    open_groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
 
 
 def find(removed: Mapping[str, TensorSpec], added: Mapping[str, TensorSpec],
@@ -130,13 +131,16 @@ class _Pairer:
         self.pairs: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
         self.tried: set[tuple] = set()
-        self.open: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        # module prefixes already weighed in a group: the keys below them are not weighed
+        # again (a pair the module's evidence refused must not come back through its keys)
+        self.weighed: set[str] = set()
+        self.groups: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
 
     def run(self) -> Pairing:
         for prefix in sorted(self.old.subtrees, key=lambda p: (_depth(p), natural_key(p))):
             if prefix not in self.old.covered:
                 self._one(prefix)
-        return Pairing(self.pairs, self.reasons, tuple(self.open))
+        return Pairing(self.pairs, self.reasons, tuple(self.groups))
 
     def _one(self, prefix: str) -> None:
         fp = self.old.subtrees[prefix]
@@ -169,20 +173,20 @@ class _Pairer:
         self.tried.add((fp, base))
         olds = sorted(self.old.buckets.get((fp, base), ()), key=natural_key)
         news = sorted(self.new.buckets.get((fp, base), ()), key=natural_key)
+        if all(any(a + "." in self.weighed for a in ancestors(o.rstrip("."))[:-1])
+               for o in olds):
+            return
+        self.weighed.update(o for o in olds if o.endswith("."))
         # each member's best level must be this one, on both sides, or the group is not closed
         if not (2 <= len(olds) <= MAX_GROUP and 2 <= len(news) <= MAX_GROUP) or any(
                 self.new.best(o, fp)[0] != depth for o in olds) or any(
                 self.old.best(n, fp)[0] != depth for n in news):
             return
-        found = resolve(olds, news, depth, self.evidence)
-        for old, (new, reason) in found.items():
-            if len(fp) == 1 and not self._same_parents(old, new):
-                continue
-            self._take(old, new, reason)
-        left_old = tuple(o.rstrip(".") for o in olds if o not in self.pairs)
-        left_new = tuple(n.rstrip(".") for n in news if n not in self.new.covered)
-        if left_old and left_new:
-            self.open.append((left_old, left_new))
+        self.groups.append((tuple(o.rstrip(".") for o in olds),
+                            tuple(n.rstrip(".") for n in news)))
+        for old, (new, reason) in resolve(olds, news, depth, self.evidence).items():
+            if len(fp) > 1 or self._same_parents(old, new):
+                self._take(old, new, reason)
 
     def _same_parents(self, old: str, new: str) -> bool:
         """A lone tensor leaving a module that went with it must go to a module that holds the
@@ -216,7 +220,10 @@ def resolve(olds: list[str], news: list[str], depth: int,
 
 
 def _reason(kind: str, old: str, new: str, depth: int) -> str:
-    a, b = ".".join(_segments(old)[depth:]), ".".join(_segments(new)[depth:])
+    a, b = _segments(old)[depth:], _segments(new)[depth:]
+    while len(a) > 1 and len(b) > 1 and a[-1] == b[-1]:  # `to_q.weight` ~ `q_proj.weight`
+        a, b = a[:-1], b[:-1]
+    a, b = ".".join(a), ".".join(b)
     if kind == BY_NAME:
         return f"paired by name: `{a}` ~ `{b}`"
     if kind == BY_TEXT:

@@ -717,3 +717,57 @@ def test_real_files_parsed_once(hf: tuple[SourceIndex, dict[str, Path]]) -> None
         index.statement_at(path, 1)
         index.class_span(path, "Nope")
     assert index.parses == len(FILES)
+
+
+# -- what the cause analysis asks: functions, parts of long statements, committed texts ---------
+
+PARTS = """\
+import torch.nn as nn
+
+
+class FeedForward(nn.Module):
+    def __init__(
+        self,
+        dim,
+        mult: int = 4,
+    ):
+        super().__init__()
+        presets = {
+            "small": dict(n_layer=6, n_embd=192),
+            "large": dict(n_layer=24, n_embd=1024),
+        }
+        self.fc = nn.Linear(dim, dim * mult)
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+
+def test_method_header_and_the_function_around_a_line(tmp_path: Path) -> None:
+    path = write(tmp_path, PARTS)
+    index = SourceIndex()
+    header = index.method_header(path, "FeedForward")
+    assert header == Span(5, 5, 9, 7)  # `def __init__(` .. `):`
+    assert index.method_header(path, "FeedForward", "missing") is None
+    init = index.function_at(path, 15)
+    assert init == (header, Span(5, 5, 15, 45))
+    assert index.function_at(path, 18)[0].line == 17  # forward
+    assert index.function_at(path, 1) is None  # module level
+
+
+def test_next_statement_and_text(tmp_path: Path) -> None:
+    path = write(tmp_path, PARTS)
+    index = SourceIndex()
+    assert index.next_statement(path, 10).line == 11
+    assert index.text(path, index.statement_at(path, 15)) == "self.fc = nn.Linear(dim, dim * mult)"
+
+
+def test_remembered_text_answers_like_a_file_and_is_parsed_once(tmp_path: Path) -> None:
+    index = SourceIndex()
+    name = index.remember("git:abc123:model.py", PARTS)
+    index.remember(name, "ignored: already parsed")
+    creation = index.find_creation(name, "FeedForward", "fc")
+    assert creation is not None and creation.span.line == 15
+    assert index.parses == 1
+    assert index.parsed(index.remember("git:abc123:bad.py", "def (")) is None
+

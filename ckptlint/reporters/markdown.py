@@ -153,7 +153,9 @@ def _sides(f: Finding) -> list[tuple[str, str, TensorSpec | None]]:
 
 def diff(findings: tuple[Finding, ...]) -> list[str]:
     """A ```diff fence of the folded signature change, at most MAX_DIFF_LINES lines."""
-    ordered = sorted(findings, key=lambda f: natural_key(f.keys[0] if f.keys else f.key))
+    # a grouped finding (one cause) lists its keys through the findings it explains
+    flat = [m for f in findings for m in (f.members or (f,))]
+    ordered = sorted(flat, key=lambda f: natural_key(f.keys[0] if f.keys else f.key))
     sides = [s for f in ordered for s in _sides(f)]
     if not sides:
         return []

@@ -1,0 +1,155 @@
+"""Rename pairing, pure: structure first, then stated evidence for same-shaped siblings, and
+never a claim the evidence does not make unique (a q/k swap would load and be wrong)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ckptlint import diff, renames
+from ckptlint.ftypes import Signature, TensorSpec
+from ckptlint.renames import Evidence
+
+SQ = TensorSpec("float32", (8, 8), "parameter")
+UP = TensorSpec("float32", (16, 8), "parameter")
+DOWN = TensorSpec("float32", (8, 16), "parameter")
+
+
+def sig(layers: int, names: dict[str, TensorSpec], parent: str = "attn") -> Signature:
+    return Signature({f"layers.{i}.{parent}.{name}.weight": spec
+                      for i in range(layers) for name, spec in names.items()})
+
+
+def pairs_of(old: Signature, new: Signature, evidence: Evidence | None = None) -> dict:
+    removed = {k: v for k, v in old.tensors.items() if k not in new.tensors}
+    added = {k: v for k, v in new.tensors.items() if k not in old.tensors}
+    found = renames.pair(removed, added, old.tensors, new.tensors, evidence)
+    return {old: (new, found.reasons.get(old, "")) for old, new in found.pairs.items()}
+
+
+def test_name_tokens_pair_to_q_with_q_proj_and_say_so():
+    old = sig(2, {"to_q": SQ, "to_k": SQ, "to_v": SQ})
+    new = sig(2, {"q_proj": SQ, "k_proj": SQ, "v_proj": SQ})
+    found = pairs_of(old, new)
+    for i in range(2):
+        for a in "qkv":
+            new_prefix, reason = found[f"layers.{i}.attn.to_{a}."]
+            assert new_prefix == f"layers.{i}.attn.{a}_proj."
+            assert reason == f"paired by name: `to_{a}` ~ `{a}_proj`"
+
+
+@pytest.mark.parametrize(("old_names", "new_names"), [
+    (("query", "key", "value"), ("q", "k", "v")),     # one-letter abbreviations
+    (("attnQuery", "attnKey"), ("q_lin", "k_lin")),  # camel case against snake case
+])
+def test_abbreviated_names_pair(old_names, new_names):
+    old = sig(1, dict.fromkeys(old_names, SQ))
+    new = sig(1, dict.fromkeys(new_names, SQ))
+    found = pairs_of(old, new)
+    assert {o: n for o, (n, _) in found.items()} == {
+        f"layers.0.attn.{a}.": f"layers.0.attn.{b}." for a, b in zip(old_names, new_names)}
+
+
+def test_same_shapes_without_evidence_are_not_paired():
+    old = sig(3, {"gate_proj": UP, "up_proj": UP, "down_proj": DOWN}, "mlp")
+    new = sig(3, {"w1": UP, "w2": DOWN, "w3": UP}, "mlp")
+    found = pairs_of(old, new)
+    # the one shape that is unique within its parent pairs; the two alike do not
+    assert {o: n for o, (n, _) in found.items()} == {
+        f"layers.{i}.mlp.down_proj.": f"layers.{i}.mlp.w2." for i in range(3)}
+
+
+def llama_evidence(layers: int, order_new: tuple[str, ...]) -> Evidence:
+    """What git says about an in-place rename: one hunk replaced gate/up/down with w1/w2/w3."""
+    old_lines = {"gate_proj": 10, "up_proj": 11, "down_proj": 12}
+    new_lines = {name: 10 + i for i, name in enumerate(order_new)}
+    text = {"gate_proj": "self.<name> = nn.Linear(d, h)", "up_proj": "self.<name> = nn.Linear(d, h)",
+            "down_proj": "self.<name> = nn.Linear(h, d)"}
+    new_text = {"w1": text["gate_proj"], "w3": text["up_proj"], "w2": text["down_proj"]}
+    paths = [f"layers.{i}.mlp" for i in range(layers)]
+    return Evidence(
+        old_texts={f"{p}.{n}": t for p in paths for n, t in text.items()},
+        new_texts={f"{p}.{n}": t for p in paths for n, t in new_text.items()},
+        old_places={f"{p}.{n}": ("m.py:0", line) for p in paths for n, line in old_lines.items()},
+        new_places={f"{p}.{n}": ("m.py:0", line) for p in paths for n, line in new_lines.items()})
+
+
+def test_creation_order_in_the_renaming_edit_pairs_gate_and_up():
+    old = sig(2, {"gate_proj": UP, "up_proj": UP, "down_proj": DOWN}, "mlp")
+    new = sig(2, {"w1": UP, "w2": DOWN, "w3": UP}, "mlp")
+    found = pairs_of(old, new, llama_evidence(2, ("w1", "w2", "w3")))
+    assert found["layers.1.mlp.gate_proj."] == (
+        "layers.1.mlp.w1.", "paired by creation order in the edit that renamed them")
+    assert found["layers.1.mlp.up_proj."][0] == "layers.1.mlp.w3."
+    assert found["layers.1.mlp.down_proj."][0] == "layers.1.mlp.w2."
+
+
+def test_order_across_two_edits_is_no_evidence():
+    old = sig(1, {"gate_proj": UP, "up_proj": UP}, "mlp")
+    new = sig(1, {"w1": UP, "w3": UP}, "mlp")
+    evidence = llama_evidence(1, ("w1", "w2", "w3"))
+    places = dict(evidence.new_places) | {"layers.0.mlp.w3": ("m.py:1", 40)}  # written elsewhere
+    found = pairs_of(old, new, Evidence(evidence.old_texts, evidence.new_texts,
+                                        evidence.old_places, places))
+    assert found == {}
+
+
+def test_identical_statement_text_pairs_when_it_is_unique():
+    old = sig(1, {"a": SQ, "b": SQ})
+    new = sig(1, {"c": SQ, "d": SQ})
+    texts_old = {"layers.0.attn.a": "self.<name> = nn.Linear(d, d)",
+                 "layers.0.attn.b": "self.<name> = nn.Linear(d_ctx, d)"}
+    texts_new = {"layers.0.attn.c": "self.<name> = nn.Linear(d_ctx, d)",
+                 "layers.0.attn.d": "self.<name> = nn.Linear(d, d)"}
+    found = pairs_of(old, new, Evidence(texts_old, texts_new))
+    assert found["layers.0.attn.a."] == (
+        "layers.0.attn.d.", "paired by its creating statement, identical apart from the name")
+    assert found["layers.0.attn.b."][0] == "layers.0.attn.c."
+
+
+def test_a_q_k_swap_is_never_claimed():
+    """The edit wrote k_proj where to_q was and q_proj where to_k was: names and order
+    disagree, so neither pair is claimed (loading would put q's weights into k)."""
+    old = sig(1, {"to_q": SQ, "to_k": SQ})
+    new = sig(1, {"k_proj": SQ, "q_proj": SQ})
+    evidence = Evidence(old_places={"layers.0.attn.to_q": ("m.py:0", 5),
+                                    "layers.0.attn.to_k": ("m.py:0", 6)},
+                        new_places={"layers.0.attn.k_proj": ("m.py:0", 5),
+                                    "layers.0.attn.q_proj": ("m.py:0", 6)})
+    assert pairs_of(old, new, evidence) == {}
+    assert pairs_of(old, new) == {"layers.0.attn.to_q.": ("layers.0.attn.q_proj.",
+                                                          "paired by name: `to_q` ~ `q_proj`"),
+                                  "layers.0.attn.to_k.": ("layers.0.attn.k_proj.",
+                                                          "paired by name: `to_k` ~ `k_proj`")}
+
+
+def test_names_that_do_not_single_out_a_partner_claim_nothing():
+    old = sig(1, {"proj_a": SQ, "proj_b": SQ})
+    new = sig(1, {"a_b_proj": SQ, "b_a_proj": SQ})
+    assert pairs_of(old, new) == {}
+
+
+def test_the_rename_finding_lists_every_pair_and_its_evidence():
+    old = sig(3, {"to_q": SQ, "to_k": SQ})
+    new = sig(3, {"q_proj": SQ, "k_proj": SQ})
+    found = {f.key: f for f in diff.compare("m", old, new)}
+    q = found["layers.{0..2}.attn.to_q.*"]
+    assert q.new_key == "layers.{0..2}.attn.q_proj.*"
+    assert dict(zip(q.keys, q.new_keys)) == {f"layers.{i}.attn.to_q.weight":
+                                             f"layers.{i}.attn.q_proj.weight" for i in range(3)}
+    assert q.evidence == "paired by name: `to_q` ~ `q_proj`" and q.evidence in q.message
+
+
+def test_weighed_groups_name_what_the_source_could_settle():
+    old = sig(1, {"gate_proj": UP, "up_proj": UP}, "mlp")
+    new = sig(1, {"w1": UP, "w3": UP}, "mlp")
+    assert diff.weighed_renames(old, new) == (
+        (("layers.0.mlp.gate_proj", "layers.0.mlp.up_proj"),
+         ("layers.0.mlp.w1", "layers.0.mlp.w3")),)
+
+
+def test_expand_pairs_maps_every_key_below_a_subtree():
+    pairs = {"blocks.0.fc.": "blocks.0.up.", "scale": "scales"}
+    keys = ["blocks.0.fc.weight", "blocks.0.fc.bias", "scale", "blocks.0.norm.weight"]
+    assert renames.expand_pairs(pairs, keys) == {
+        "blocks.0.fc.bias": "blocks.0.up.bias", "blocks.0.fc.weight": "blocks.0.up.weight",
+        "scale": "scales"}
