@@ -264,6 +264,62 @@ def bench_readers(tmp: Path) -> None:
                    "faster"))
 
 
+# -- 5. reporting many renamed layers: linear in the number of keys ------------------------------
+
+def bench_renames(tmp: Path) -> None:
+    figures = _child('''
+        import json, time
+        from ckptlint import diff
+        from ckptlint.ftypes import Signature, TensorSpec
+
+        def sig(n, name):
+            spec, norm = TensorSpec("float32", (8, 8), "parameter"), TensorSpec("float32", (8,))
+            return Signature({k: v for i in range(n) for k, v in (
+                (f"blocks.{i}.{name}.weight", spec), (f"blocks.{i}.{name}.bias", norm),
+                (f"blocks.{i}.norm.weight", norm))})
+
+        out = {}
+        for n in (500, 1000, 2000):
+            old, new = sig(n, "fc"), sig(n, "up")
+            t = time.perf_counter()
+            found = diff.compare("m", old, new)
+            out[n] = time.perf_counter() - t
+            assert [f.kind.slug for f in found] == ["renamed-key"], found[:3]
+        print(json.dumps(out))
+        ''')
+    project = tmp / "renamed"
+    project.mkdir()
+    source = textwrap.dedent('''
+        from torch import nn
+
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 8)
+                self.norm = nn.LayerNorm(8)
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.blocks = nn.ModuleList([Block() for _ in range(2000)])
+        ''')
+    (project / "m.py").write_text(source)
+    (project / "pyproject.toml").write_text(
+        '[tool.ckptlint]\n[[tool.ckptlint.models]]\nname = "net"\ntarget = "m:Net"\n')
+    subprocess.run([PY, "-m", "ckptlint", "update"], cwd=project, check=True, capture_output=True)
+    (project / "m.py").write_text(source.replace("self.fc", "self.up"))
+    whole = _time_command([PY, "-m", "ckptlint", "check", "--no-cache"], project, runs=3)
+    torch = _time_command([PY, "-c", "import torch"], project, runs=3)
+    print("5. Reporting renamed layers (diff.compare in-process; the whole check in a process)")
+    for n, seconds in figures.items():
+        print(_row(f"diff of {n} renamed layers ({2 * int(n)} keys moved)", seconds))
+    print(_row("whole check, 2,000 renamed layers", whole,
+               "includes the meta build and torch's own dry-run load_state_dict"))
+    print(_row("floor: python -c 'import torch'", torch))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2 GB checkpoints")
@@ -274,6 +330,7 @@ def main() -> None:
         bench_cache(Path(tmp))
         bench_meta(args.quick)
         bench_against(Path(tmp))
+        bench_renames(Path(tmp))
         if not args.quick:
             bench_readers(Path(tmp))
 
