@@ -140,9 +140,12 @@ class _Tracer:
         if own.file.endswith(".py") and (self._claim(own.file, own.line, own.end_line)
                                          or self._at_deletion(own)):
             return Cause(replace(own, note=self._changed_note(own, own.note)), True)
+        # on the way, the line that ran must be the changed one: a long statement that builds
+        # many layers (`nn.ModuleDict(dict(wte=..., h=..., ln_f=...))`) is not the cause of
+        # every key below it because one of its entries changed
         for file, line in self.frames(finding)[:_MAX_FRAMES_ASKED]:
             span = self.index.statement_at(self.root / file, line)
-            if span is not None and self._claim(file, span.line, span.end_line):
+            if span is not None and self._claim(file, line, line):
                 location = self.locator.with_source(span.location(file))
                 return Cause(replace(location, note=self._changed_note(location, "")), True)
         return None

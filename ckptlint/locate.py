@@ -67,7 +67,9 @@ class Locator:
                references: Mapping[str, Signature] | None = None) -> list[Finding]:
         """Each finding at the statement that creates (or created) its keys. `references`
         are the state dicts compared with, by `Finding.against` ("" for the committed one)."""
-        old_prefixes = {label: _prefixes(sig) for label, sig in (references or {}).items()}
+        current = result.signature if result is not None else None
+        old_prefixes = {label: _prefixes(_aligned(sig, current))
+                        for label, sig in (references or {}).items()}
         located = []
         for finding in findings:
             one, frames = self._one(finding, spec, result, old_prefixes.get(finding.against))
@@ -441,6 +443,14 @@ def _files(result: BuildResult) -> list[str] | None:
     named = {f for site in result.sites.values() for f, _ in ((site.file, 0), *site.stack)}
     named |= {f for info in result.modules.values() for f, _ in info.classes}
     return sorted(set(result.files) | named)
+
+
+def _aligned(reference: Signature, current: Signature | None) -> Signature:
+    """The reference re-keyed past a wrapper prefix (`module.`), as the diff compared it."""
+    from ckptlint import prefix
+
+    wrapper = prefix.detect(reference, current) if current is not None else None
+    return prefix.rekey(reference, wrapper.mapping) if wrapper else reference
 
 
 def _prefixes(signature: Signature) -> set[str]:

@@ -553,3 +553,36 @@ def test_a_q_k_swap_in_llama_attention_is_never_claimed(project):
     edit(project, path, "self.TMP", "self.k_attn", count=99)
     found = renames_of(check_json(project))
     assert not any(".q_proj." in old or ".k_proj." in old for old in found), found
+
+
+def test_an_entry_removed_from_a_long_statement_does_not_take_the_blame_of_its_siblings(project):
+    """`wpe` leaves the `nn.ModuleDict(dict(...))` that also builds every block, and the bias
+    default changes: the blocks' biases go to the default, only `wpe` to the dict statement."""
+    nanogpt(project)
+    edit(project, "model.py", "            wpe = nn.Embedding(config.block_size, config.n_embd),\n",
+         "")
+    text = edit(project, "model.py", "    bias: bool = True\n", "    bias: bool = False\n")
+    at = {f["key"]: f["line"] for f in check_json(project)}
+    assert at["transformer.wpe.weight"] == line_of(text, "self.transformer = nn.ModuleDict(")
+    bias, = [f for f in check_json(project) if "transformer.ln_f.bias" in f["keys"]]
+    assert bias["line"] == line_of(text, "bias: bool = False") and len(bias["keys"]) == 19
+
+
+def test_a_checkpoint_saved_under_a_wrapper_prefix_still_points_at_the_added_layer(project):
+    import torch
+
+    source = ("from torch import nn\n\n\nclass Block(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(4, 4)\n\n\n"
+              "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.blocks = nn.ModuleList([Block() for _ in range(2)])\n")
+    project.write("model.py", source)
+    project.configure('name = "net"\ntarget = "model:Net"')
+    namespace: dict = {}
+    exec(compile(source, "model.py", "exec"), namespace)
+    state = {f"module.{k}": v for k, v in namespace["Net"]().state_dict().items()}
+    torch.save(state, project.root / "ddp.pt")
+    text = edit(project, "model.py", "        self.fc = nn.Linear(4, 4)\n",
+                "        self.fc = nn.Linear(4, 4)\n        self.norm = nn.LayerNorm(4)\n")
+    run = project.run("check", "--against", "ddp.pt", "--format", "json")
+    at = {f["key"]: f["line"] for f in explained(json.loads(run.out)["findings"])}
+    assert at["blocks.{0..1}.norm.*"] == line_of(text, "self.norm = nn.LayerNorm(4)")
