@@ -88,23 +88,26 @@ def instantiate(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def on_meta() -> Iterator[None]:
-    """Everything a meta build needs: the meta device, no pointless init, no dynamo import."""
+def on_meta(stand_ins: bool = True) -> Iterator[None]:
+    """Everything a meta build needs: the meta device, no pointless init, and (unless asked
+    not to) no dynamo or sympy import for what plain values answer."""
     torch = import_torch()
-    with torch.device("meta"), _skip_meta_init(), _no_dynamo_import():
+    with torch.device("meta"), _skip_meta_init(), _no_dynamo_import(), \
+            (_no_sympy_import() if stand_ins else contextlib.nullcontext()):
         yield
 
 
 def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]:
     """Instantiate the model on meta (CPU as a fallback, with a note); raise `BuildFailure`."""
     factory = _factory(spec, config)
-    try:
-        with on_meta():
-            return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
-    except BuildFailure:
-        raise
-    except Exception as meta_error:
-        reason = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
+    for stand_ins in (True, False):  # without the sympy stand-ins, in case they were the cause
+        try:
+            with on_meta(stand_ins):
+                return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
+        except BuildFailure:
+            raise
+        except Exception as meta_error:
+            reason = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
     try:
         module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
     except BuildFailure:
@@ -212,6 +215,124 @@ def _no_dynamo_import() -> Iterator[None]:
                 delattr(fn, "__dynamo_disable")
 
 
+_UNKNOWN = object()
+
+
+def _plain(*values: Any) -> bool:
+    """Plain Python bools and ints, also inside lists and tuples (sym_eq compares shapes)."""
+    return all(_plain(*v) if isinstance(v, (list, tuple)) else type(v) in (bool, int)
+               for v in values)
+
+
+def _if_bool(answer: Any) -> Any:
+    return lambda a, *rest: answer(a) if type(a) is bool and not rest else _UNKNOWN
+
+
+# What `torch.fx.experimental.symbolic_shapes` answers for plain Python bools and ints (read
+# from its source: each returns the value, True, False or the plain combination, without
+# touching sympy). Anything symbolic goes to the real module.
+_PLAIN_ANSWERS = {
+    "expect_true": _if_bool(lambda a: a),
+    "guard_or_false": _if_bool(lambda a: a),
+    "guard_or_true": _if_bool(lambda a: a),
+    "guard_size_oblivious": _if_bool(lambda a: a),
+    "statically_known_true": _if_bool(lambda a: a),
+    "sym_and": lambda *v: all(v) if v and all(type(x) is bool for x in v) else _UNKNOWN,
+    "sym_or": lambda *v: any(v) if v and all(type(x) is bool for x in v) else _UNKNOWN,
+    "sym_eq": lambda x, y: (list(x) == list(y) if isinstance(x, (list, tuple)) else x == y)
+    if _plain(x, y) and isinstance(x, (list, tuple)) == isinstance(y, (list, tuple))
+    else _UNKNOWN,
+    "guarding_hint_or_throw": lambda a: a if _plain(a) and type(a) in (bool, int) else _UNKNOWN,
+    "guard_int": lambda a: a if type(a) is int else _UNKNOWN,
+    "has_guarding_hint": lambda a: True if _plain(a) and type(a) in (bool, int) else _UNKNOWN,
+    "is_nested_int": lambda a: False if type(a) in (bool, int, float) else _UNKNOWN,
+}
+
+
+class _SymbolicShapesStandIn(types.ModuleType):
+    """Stands in for `torch.fx.experimental.symbolic_shapes` while a model is built on meta.
+
+    torch's Python meta kernels (`tril`, broadcasting, `torch._check`: the masks and rotary
+    tables of `__init__`s) import that module, and with it sympy (~0.3 s here), to ask
+    questions whose answer for plain Python values is the value itself (`_PLAIN_ANSWERS`). The
+    stand-in answers those; any other name, or a symbolic argument, imports the real module
+    and hands over to it. A build that fails on meta is retried without the stand-ins before
+    anything falls back to the CPU (`build_module`), so they can cost time, never a result.
+    """
+
+    _NAME = "torch.fx.experimental.symbolic_shapes"
+
+    def __init__(self) -> None:
+        super().__init__(self._NAME)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # the import system asking about __spec__, __path__…
+            raise AttributeError(name)
+        if name in _PLAIN_ANSWERS:
+            return partial_answer(self, name)
+        return getattr(self._real(), name)
+
+    def _real(self) -> Any:
+        if sys.modules.get(self._NAME) is self:
+            del sys.modules[self._NAME]
+        return importlib.import_module(self._NAME)
+
+
+def partial_answer(standin: _SymbolicShapesStandIn, name: str) -> Any:
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs:
+            try:
+                known = _PLAIN_ANSWERS[name](*args)
+            except TypeError:  # another arity than the plain case
+                known = _UNKNOWN
+            if known is not _UNKNOWN:
+                return known
+        return getattr(standin._real(), name)(*args, **kwargs)
+
+    return answer
+
+
+class _SympyStandIn(types.ModuleType):
+    """Stands in for `sympy` while a model is built on meta, for torch's type promotion.
+
+    `torch._prims_common.elementwise_dtypes` (every elementwise meta kernel) imports sympy only
+    to ask `isinstance(x, sympy.Basic)`. While sympy has never been imported no object can be
+    a sympy expression, so a class nothing is an instance of answers the same. Any other name,
+    or `Basic` once the real sympy is loaded, comes from the real sympy.
+    """
+
+    class _NothingIsThis:
+        pass
+
+    def __init__(self) -> None:
+        super().__init__("sympy")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        real = sys.modules.get("sympy")
+        if name == "Basic" and (real is None or real is self):
+            return self._NothingIsThis
+        if real is self:
+            del sys.modules["sympy"]
+        return getattr(importlib.import_module("sympy"), name)
+
+
+@contextlib.contextmanager
+def _no_sympy_import() -> Iterator[None]:
+    """Both stand-ins, each only where the real module is not loaded yet; undone after."""
+    placed = {}
+    for standin in (_SymbolicShapesStandIn(), _SympyStandIn()):
+        if standin.__name__ not in sys.modules:
+            sys.modules[standin.__name__] = placed[standin.__name__] = standin
+    try:
+        yield
+    finally:
+        for name, standin in placed.items():
+            if sys.modules.get(name) is standin:
+                del sys.modules[name]
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     # user code that prints while building must not corrupt machine-readable stdout
@@ -284,7 +405,7 @@ def meta_state_dict(sig: Signature) -> Any:
     return state
 
 
-def dry_run_load(module: Any, sig: Signature) -> LoadReport:
+def dry_run_load(module: Any, sig: Signature, current: Signature | None = None) -> LoadReport:
     """Run torch's own `load_state_dict` with meta tensors, so the model's load hooks apply.
 
     torch is the verdict, with one blind spot watched for: keys under a submodule slot that
@@ -294,6 +415,8 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
     `_load_from_state_dict` is watched to see which keys it hands on to such a slot, and which
     keys its own pre-hooks removed or added (a rename or a drop on purpose, the only silence).
     """
+    if current is not None and _verdict_is_known(module, sig, current):
+        return LoadReport()
     seen: dict[str, list[str]] = {}
 
     def capture(_module: Any, incompatible: Any) -> None:
@@ -329,6 +452,32 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
         consumed=tuple(natural_sorted(watch.removed)),
         added=tuple(natural_sorted(watch.added)),
     )
+
+
+def _verdict_is_known(module: Any, sig: Signature, current: Signature) -> bool:
+    """Whether torch's dry run could only say "loads", so it need not run.
+
+    torch's `load()` filters the whole state dict once per child at every level, which is
+    quadratic in practice (50,000 keys: over a minute). Its verdict is decided by the keys and
+    shapes alone when no module can intervene: the same keys with the same shapes and real
+    dtypes on both sides, and no module with a load hook, an overridden `_load_from_state_dict`
+    (BatchNorm's version upgrade) or extra state. Then missing, unexpected and size mismatch
+    are all empty, which is exactly what the full dry run would report (tests/test_build.py
+    compares the two on the hook cases). Anything else runs torch's loader.
+    """
+    torch = import_torch()
+    ours, theirs = current.tensors, sig.tensors
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        return False
+    if not all(isinstance(getattr(torch, theirs[k].dtype, None), torch.dtype) for k in theirs):
+        return False
+    base = torch.nn.Module
+    return not any(
+        type(sub)._load_from_state_dict is not base._load_from_state_dict
+        or "_load_from_state_dict" in vars(sub)
+        or getattr(type(sub), "set_extra_state", base.set_extra_state) is not base.set_extra_state
+        or sub._load_state_dict_pre_hooks or sub._load_state_dict_post_hooks
+        for sub in module.modules())
 
 
 class _LoadWatch:
@@ -426,7 +575,7 @@ def _built(spec: ModelSpec, config: Config, reference: Signature | None) -> Buil
         with recording(config.root) as recorder:
             module, notes = build_module(spec, config)
         signature = signature_of(module, spec.name, spec.target)
-        load = dry_run_load(module, _unwrapped(reference, signature)) \
+        load = dry_run_load(module, _unwrapped(reference, signature), signature) \
             if reference is not None else None
         return BuildResult(spec.name, signature=signature, load=load, notes=notes,
                            sites=recorder.sites(module),

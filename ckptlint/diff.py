@@ -48,7 +48,9 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
         yield _hook_finding(model, load)
     else:
         yield from _keys(model, old, new, load, nonpersistent)
-    common = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape]
+    # only keys whose specs differ need ordering: a clean 50,000-key model sorts nothing
+    common = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape
+              and old_t[k] != new_t[k]]
     for key in natural_sorted(common):
         if old_t[key].dtype != new_t[key].dtype:
             yield _finding(Kind.DTYPE_MISMATCH, model, key, old_t[key], new_t[key])
@@ -153,6 +155,8 @@ def whole_subtrees(keys: set[str], own: Mapping[str, TensorSpec],
                    other: Mapping[str, TensorSpec]) -> dict[str, list[str]]:
     """Module prefixes every key of which (of at least two) is in `keys` and that the other
     side has nothing under: the outermost such prefix for each key."""
+    if not keys:
+        return {}
     def prefixes(key: str) -> list[str]:
         parts = key.split(".")
         return [".".join(parts[:i]) for i in range(1, len(parts))]
@@ -193,6 +197,8 @@ def _subtree_finding(kind: Kind, model: str, module: str, members: list[str],
 def _pairs(old: Signature, new: Signature, missing: set[str],
            unexpected: set[str]) -> dict[str, str]:
     old_t, new_t = old.tensors, new.tensors
+    if not missing or not unexpected:
+        return {}
     return renames.find({k: old_t[k] for k in unexpected if k in old_t},
                         {k: new_t[k] for k in missing if k in new_t}, old_t, new_t)
 
