@@ -126,8 +126,11 @@ def _parser() -> argparse.ArgumentParser:
                         "signature file")
     p.add_argument("--format", choices=("text", "json", "toml"), default="text",
                    help="text (default), json, or toml (a signature file)")
+    p.add_argument("--build", action="store_true",
+                   help="build the registered models (torch's dry run on the code as it is "
+                        "now) instead of comparing with their committed signatures")
     p.add_argument("--no-fits", dest="fits", action="store_false",
-                   help="do not build the registered models to see which ones the file fits")
+                   help="do not say which registered models the file fits")
     _state_dict_key(p)
     _jobs(p)
     _common(p)

@@ -375,18 +375,26 @@ class Fit:
 
 
 def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder,
-         unrelated: bool = False) -> list[Fit]:
+         unrelated: bool = False, build: bool = False) -> list[Fit]:
     """How each registered model would load `checkpoint`, best first.
 
-    Models that share no key with it (even past a wrapper prefix) are left out, unless
-    `unrelated`.
+    Which model a file fits is a comparison of two signatures: a model's committed one stands
+    for its code (no torch, no build), unless `build` asks for torch's dry run on the code as it
+    is now; models without a committed signature are built. Models that share no key with it
+    (even past a wrapper prefix) are left out, unless `unrelated`.
     """
     refs = [_stripped(spec, read_reference(config, spec, checkpoint, committed=False))
             for spec in config.models]
-    jobs = [(spec, ref) for spec, ref in zip(config.models, refs) if ref.signature is not None]
-    results = builder([j[0] for j in jobs], config, [j[1].signature for j in jobs]) if jobs else []
+    readable = [(spec, ref) for spec, ref in zip(config.models, refs) if ref.signature is not None]
+    committed = {} if build else {spec.name: r.signature for spec in config.models
+                                  for r in [_committed(config, spec)] if r.signature is not None}
+    jobs = [(spec, ref) for spec, ref in readable if spec.name not in committed]
+    built = iter(builder([j[0] for j in jobs], config, [j[1].signature for j in jobs])
+                 if jobs else [])
+    results = [BuildResult(spec.name, signature=committed[spec.name]) if spec.name in committed
+               else next(built) for spec, _ in readable]
     found = [_fit(spec, _model_report(config, spec, [ref], [result]))
-             for (spec, ref), result in zip(jobs, results)
+             for (spec, ref), result in zip(readable, results)
              if unrelated or result.signature is None
              or _shares_keys(ref.signature, result.signature)]
     return sorted(found, key=lambda f: f.rank)
@@ -445,7 +453,7 @@ def update_from(config: Config, name: str, checkpoint: Path,
     path = signature_path(config, spec.name)
     changed = _write_signature(config, path, sigfile.dumps(signature))
     shown = (relative(path, config.root),)
-    fit = fits(replace(config, models=(spec,)), checkpoint, builder, unrelated=True)
+    fit = fits(replace(config, models=(spec,)), checkpoint, builder, unrelated=True, build=True)
     said = fit[0].verdict.replace("loads", "loads it").replace("does not load", "does not load it") \
         if fit else ""
     verdict = [f"{name}: the current code {said}"

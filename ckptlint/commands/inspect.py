@@ -40,7 +40,8 @@ def _fits(args: argparse.Namespace, path: Path) -> list[engine.Fit] | None:
         setup = prepare(args, use_cache=False)
     except NoProjectError:
         return None  # not in a project: nothing to fit
-    return engine.fits(setup.config, path.resolve(), setup.builder)
+    return engine.fits(setup.config, path.resolve(), setup.builder,
+                       build=getattr(args, "build", False))
 
 
 def _document(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) -> dict:
