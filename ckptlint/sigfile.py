@@ -293,7 +293,8 @@ def read(path: Path, shown: str | None = None) -> Signature:
     never waited on.
     """
     # imported here: the readers import this module
-    from ckptlint.readers.base import MAX_TEXT_BYTES, NotRegularFile, open_regular
+    from ckptlint.readers.base import MAX_TEXT_BYTES
+    from ckptlint.readers.files import NotRegularFile, open_regular
 
     shown = shown or str(path)
     try:

@@ -19,10 +19,10 @@ from ckptlint.readers.base import (
     MAX_PICKLE_BYTES,
     CheckpointRead,
     UnsafeCheckpointError,
-    open_regular,
     read_head,
     unreadable,
 )
+from ckptlint.readers.files import open_regular
 from ckptlint.readers.unpickler import StorageRef
 
 FORMAT = "torch-legacy"
