@@ -181,3 +181,30 @@ def test_legacy_stream_that_is_also_a_tar_archive(tmp_path: Path) -> None:
                                                  "weights_only=False)\nexcept Exception: pass"],
                           capture_output=True, timeout=120)
     assert proc.returncode == 0 and marker.exists()  # torch ran the tar member's pickle
+
+
+@pytest.mark.parametrize("global_name", [
+    "logging.FileHandler", "socketserver.TCPServer", "zipfile.ZipFile", "timeit.Timer",
+    "torch.utils.data.DataLoader", "torch.jit.ScriptModule", "numpy.testing.Tester",
+])
+def test_classes_that_act_when_built_are_refused(tmp_path: Path, global_name: str) -> None:
+    """A capitalised class is otherwise kept as an inert placeholder; these do something when
+    torch.load(weights_only=False) builds them (open a file, a socket, compile code)."""
+    module, _, name = global_name.rpartition(".")
+    data = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X\x01\x00\x00\x00x\x85R."
+    with pytest.raises(UnsafeCheckpointError, match=f"`{global_name}`"):
+        read_checkpoint(_zip_with_pickle(tmp_path, data))
+
+
+def test_a_class_gadget_really_acts_under_torch_load(tmp_path: Path) -> None:
+    """logging.FileHandler(path) creates the file: torch.load(weights_only=False) does it."""
+    marker = tmp_path / "created-by-the-pickle"
+    data = (b"\x80\x02clogging\nFileHandler\nX" + struct.pack("<I", len(str(marker)))
+            + str(marker).encode() + b"\x85R.")
+    path = _zip_with_pickle(tmp_path, data)
+    with pytest.raises(UnsafeCheckpointError, match="`logging.FileHandler`"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(path)!r}, "
+                                          "weights_only=False)"], capture_output=True, timeout=120)
+    assert marker.exists()
