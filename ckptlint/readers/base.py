@@ -108,15 +108,23 @@ def with_tied(sig: Signature, tied: Mapping[str, str]) -> Signature:
         root = sig.aliases.get(kept, kept)
         groups.setdefault(root, set()).add(dropped)
     tensors, aliases = dict(sig.tensors), dict(sig.aliases)
+    # root -> the keys aliased to it, kept up to date: a file may name a million ties, and
+    # scanning every alias for every group would be quadratic
+    tied_to: dict[str, set[str]] = {}
+    for key, root in aliases.items():
+        tied_to.setdefault(root, set()).add(key)
     for root, dropped in groups.items():
-        members = dropped | {root} | {k for k, r in aliases.items() if r == root}
+        members = dropped | {root} | tied_to.get(root, set())
         present = natural_sorted(k for k in members if k in tensors)
         if not present:
             continue
-        for key in members - tensors.keys():
+        for key in [k for k in members if k not in tensors]:  # not `- tensors.keys()`: O(n)
             tensors[key] = tensors[present[0]]
         first, *rest = natural_sorted(members)
         for key in members:
-            aliases.pop(key, None)
+            old = aliases.pop(key, None)
+            if old is not None:
+                tied_to[old].discard(key)
         aliases.update(dict.fromkeys(rest, first))
+        tied_to.setdefault(first, set()).update(rest)
     return replace(sig, tensors=tensors, aliases=aliases)

@@ -107,3 +107,16 @@ def test_a_name_given_twice_is_refused(tmp_path: Path) -> None:
     assert _rust_keys(path) == ["a"]  # the Rust reader takes the second, silently
     with pytest.raises(CheckpointError, match="names `a` twice: readers disagree"):
         read_checkpoint(path)
+
+
+def test_many_recorded_ties_are_restored_in_one_pass(tmp_path: Path) -> None:
+    """`save_model` records each dropped tie in the metadata; 20,000 of them (distinct kept
+    tensors) must not cost 20,000 scans of every alias."""
+    count = 20_000
+    header = {f"kept.{i}": _u8(i, i + 1) for i in range(count)}
+    header["__metadata__"] = {f"dropped.{i}": f"kept.{i}" for i in range(count)}
+    path = _file(tmp_path, _json(header), b"x" * count)
+    read = read_checkpoint(path)
+    assert len(read.tied) == count
+    full = read.full_signature
+    assert len(full.tensors) == 2 * count and full.aliases["kept.7"] == "dropped.7"
