@@ -158,3 +158,21 @@ def test_every_dtype_a_model_can_have_round_trips():
     sig = Signature(tensors={d: TensorSpec(d, (2,), "parameter") for d in dtypes},
                     model="m", target="pkg:M")
     assert loads(dumps(sig), "m.toml") == sig
+
+
+def test_keys_beyond_the_bmp_and_control_characters_round_trip():
+    """JSON writes 😀 as a surrogate pair, which TOML refuses: it is written as \\U0001F600."""
+    sig = Signature(tensors={"emoji😀.w": TensorSpec("float32", (1,), "parameter"),
+                             "esc\x1b[2J": TensorSpec("float32", (1,), "parameter"),
+                             "中文": TensorSpec("float32", (1,), "parameter")}, model="m")
+    text = dumps(sig)
+    assert '"emoji\\U0001F600.w"' in text and "\x1b" not in text
+    assert loads(text, "m.toml") == sig
+
+
+def test_a_lone_surrogate_cannot_be_written():
+    from ckptlint.errors import CkptlintError
+
+    sig = Signature(tensors={"w\ud800": TensorSpec("float32", (1,), "parameter")}, model="m")
+    with pytest.raises(CkptlintError, match="lone surrogate"):
+        dumps(sig)
