@@ -128,9 +128,9 @@ def test_a_huge_folded_range_costs_nothing_to_refuse():
 
 @pytest.mark.parametrize("text, line, sentence", [INVALID[0], INVALID[3], INVALID[4], INVALID[6]])
 def test_check_reports_ckl204_at_the_line(project, text, line, sentence):
-    project.write("m.py", "from torch import nn\nclass M(nn.Linear):\n"
-                          "    def __init__(self):\n        super().__init__(2, 2)\n")
-    project.configure('name = "m"\ntarget = "m:M"')
+    project.write("ckl204_model.py", "from torch import nn\nclass M(nn.Linear):\n"
+                                    "    def __init__(self):\n        super().__init__(2, 2)\n")
+    project.configure('name = "m"\ntarget = "ckl204_model:M"')
     project.write("signatures/m.toml", text)
     run = project.run("check", "--color", "never", "--format", "json")
     assert run.code == 2

@@ -120,9 +120,9 @@ def test_a_fifo_as_a_signature_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_fifo_listed_in_checkpoints_is_a_finding(project) -> None:
-    project.write("m.py", "from torch import nn\nclass M(nn.Linear):\n"
-                          "    def __init__(self):\n        super().__init__(1, 1)\n")
-    project.configure('name = "m"\ntarget = "m:M"\ncheckpoints = ["ckpt/old.pt"]')
+    project.write("fifo_model.py", "from torch import nn\nclass M(nn.Linear):\n"
+                                   "    def __init__(self):\n        super().__init__(1, 1)\n")
+    project.configure('name = "m"\ntarget = "fifo_model:M"\ncheckpoints = ["ckpt/old.pt"]')
     (project.root / "ckpt").mkdir()
     os.mkfifo(project.root / "ckpt" / "old.pt")
     project.run("update")

@@ -43,8 +43,8 @@ def _assert_inert(text: str) -> None:
 
 @pytest.fixture
 def weird(project) -> Path:
-    project.write("m.py", MODEL)
-    project.configure('name = "m"\ntarget = "m:M"')
+    project.write("escaping_model.py", MODEL)
+    project.configure('name = "m"\ntarget = "escaping_model:M"')
     path = project.root / "weird.pt"
     torch.save(_state(ESC, COMMAND, SURROGATE), path)
     return path
