@@ -403,14 +403,22 @@ def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder,
 def _shares_keys(reference: Signature, current: Signature) -> bool:
     """Any key in common, also under a wrapper prefix (`model.emb.weight` ~ `emb.weight`).
 
-    A bare `weight` or `bias` alone says nothing: every layer has one.
+    A bare `weight` or `bias` alone says nothing: every layer has one. Linear in the keys'
+    length (the file's keys are untrusted: no pairwise comparison).
     """
     ours, theirs = set(current.tensors), set(reference.tensors)
     if ours & theirs - {"weight", "bias"}:
         return True
-    return any(a.endswith("." + b) for a, b in ((x, y) for x in ours for y in theirs)
-               if "." in b) or any(b.endswith("." + a) for a in ours if "." in a
-                                   for b in theirs)
+    return _under_a_prefix(ours, theirs) or _under_a_prefix(theirs, ours)
+
+
+def _under_a_prefix(longer: set[str], shorter: set[str]) -> bool:
+    """Whether some key of `longer` is `prefix.` + a dotted key of `shorter`."""
+    for key in longer:
+        parts = key.split(".")
+        if any(".".join(parts[i:]) in shorter for i in range(1, len(parts) - 1)):
+            return True
+    return False
 
 
 _FIT_ORDER = ("loads", "loads-non-strict", "drops-silently", "needs-real-load", "does-not-load")
