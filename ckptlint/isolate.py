@@ -18,6 +18,7 @@ Assumptions, each tested in tests/test_isolation.py:
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -184,9 +185,9 @@ class _Supervisor:
         return child.queue
 
     def _overran(self, child: _Child) -> None:
+        """Stop a child whose current build overran `build_timeout`, saying where it was."""
         index = child.current
-        assert index is not None
-        with _suppress_lookup():
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.kill(child.pid, signal.SIGUSR1)  # faulthandler writes every thread's stack
         time.sleep(_TRACE_GRACE)
         self._kill(child)
@@ -199,7 +200,7 @@ class _Supervisor:
             error_location=where)
 
     def _kill(self, child: _Child) -> None:
-        with _suppress_lookup():
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.kill(child.pid, signal.SIGKILL)
 
     # -- messages for ended builds ----------------------------------------------------------
@@ -263,16 +264,6 @@ def _reap(pid: int) -> int | None:
     except ChildProcessError:
         return None
     return os.waitstatus_to_exitcode(status)
-
-
-class _suppress_lookup:
-    """os.kill of a child that is already gone is not an error."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, ProcessLookupError)
 
 
 # -- the child -------------------------------------------------------------------------------------
