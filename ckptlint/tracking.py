@@ -57,7 +57,6 @@ class _State:
         self.listings: dict[str, str | None] = {}
         self.installed: dict[str, str | None] = {}  # installed top-level package -> its stat
         self.busy = threading.local()
-        self.overflow = False
 
     def count(self) -> int:
         return len(self.first) + len(self.env) + len(self.paths) + len(self.listings)
