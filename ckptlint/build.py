@@ -611,7 +611,7 @@ def _unwrapped(reference: Signature, signature: Signature) -> Signature:
     from ckptlint import prefix
 
     wrapper = prefix.detect(reference, signature)
-    return prefix.rekey(reference, wrapper.mapping) if wrapper else reference
+    return wrapper.apply(reference) if wrapper else reference
 
 
 def nonpersistent_buffers(module: Any) -> tuple[str, ...]:
