@@ -111,7 +111,7 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
         if report.findings:
             report = _located(config, spec, results[0], report, locators)
         if cache and keys.get(spec.name):
-            cache.store(spec, keys[spec.name], report, results)
+            cache.store(spec, keys[spec.name], _cacheable(report, results), results)
         fresh.append(report)
     by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
     reports = tuple(by_name[s.name] for s in specs)
@@ -120,6 +120,14 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
         if whole_run else []
     return Report(models=reports, extra=tuple(extra), root=config.root,
                   against=display(against) if against else "")
+
+
+def _cacheable(report: ModelReport, results: Sequence[BuildResult]) -> ModelReport:
+    """The report as the cache judges it: a note of an operation run on the CPU for want of a
+    meta kernel does not keep it out (its signature is exact, see `build.cpu_fallback`);
+    a hit then says nothing, as for any clean model."""
+    said = {n for r in results for n in r.fallbacks}
+    return replace(report, notes=tuple(n for n in report.notes if n not in said))
 
 
 def _unused_comments(config: Config, specs: Sequence[ModelSpec],
@@ -246,7 +254,7 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         name=spec.name, findings=tuple(findings), signature_file=refs[0].label,
         old_parameters=primary.num_parameters if primary else None,
         new_parameters=current.num_parameters if current else None,
-        notes=results[0].notes + tuple(n for r in refs for n in r.notes)
+        notes=results[0].notes + results[0].fallbacks + tuple(n for r in refs for n in r.notes)
         + _checkpoint_verdicts(spec, per_ref[1:])
         + _torch_note(primary, results[0], findings, config, refs[0]),
         verdict=verdict, verdict_note=verdict_note,
@@ -354,7 +362,7 @@ def update(config: Config, names: Sequence[str] = (),
     written, unchanged, failed, notes = [], [], [], []
     specs = select(config, names)
     for spec, result in zip(specs, builder(specs, config, [None] * len(specs))):
-        notes += result.notes
+        notes += result.notes + result.fallbacks
         path = signature_path(config, spec.name)
         if result.signature is None:
             kept = "its signature was left as it was" if path.exists() else \
