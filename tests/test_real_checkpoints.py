@@ -148,6 +148,9 @@ def test_a_whole_model_in_bfloat16_is_one_dtype_warning(net_project):
     assert "is bfloat16 in the checkpoint" in finding["message"]
     assert net_project.run("check", "net", "--against", "bf16.pt", "--fail-on",
                            "error").code == 0
+    markdown = net_project.run("check", "net", "--against", "bf16.pt", "--format", "markdown")
+    assert "every float32 tensor of the code is bfloat16" in markdown.out
+    assert "\n- *\n" not in markdown.out and "```diff" not in markdown.out
 
 
 def test_one_layer_in_another_dtype_stays_per_key(net_project):
