@@ -23,7 +23,8 @@ class Net(nn.Module):
 '''
 NET = 'name = "net"\ntarget = "models:Net"'
 # a shape error and a dtype warning at once
-DRIFTED = MODEL.replace("nn.Linear(d, 2)\n        self.heads", "nn.Linear(d, 3)\n        self.heads") \
+DRIFTED = MODEL.replace("nn.Linear(d, 2)\n        self.heads",
+                        "nn.Linear(d, 3)\n        self.heads") \
     .replace("self.body = nn.Linear(d, d)", "self.body = nn.Linear(d, d, dtype=torch.float64)")
 
 
