@@ -264,7 +264,78 @@ def bench_readers(tmp: Path) -> None:
                    "faster"))
 
 
-# -- 5. reporting many renamed layers: linear in the number of keys ------------------------------
+# -- 5. the cold path: what a run pays beyond `import torch` ------------------------------------
+
+def _project(root: Path, models: dict[str, str], entries: list[str]) -> Path:
+    root.mkdir(parents=True)
+    for name, source in models.items():
+        (root / name).write_text(textwrap.dedent(source))
+    (root / "pyproject.toml").write_text("[tool.ckptlint]\n\n" + "\n".join(entries))
+    subprocess.run([PY, "-m", "ckptlint", "update"], cwd=root, check=True, capture_output=True)
+    return root
+
+
+def bench_cold(tmp: Path) -> None:
+    ckptlint = [PY, "-m", "ckptlint"]
+    torch_floor = _time_command([PY, "-c", "import torch"], REPO, runs=5)
+    floor = _time_command([PY, "-c", "pass"], REPO, runs=7)
+    print("5. The cold path: overhead beyond `import torch` (target: <= 0.2 s each)")
+    print(_row("floor: python -c 'import torch'", torch_floor))
+    llama = _time_command(ckptlint + ["check", "llama_7b", "--no-cache"], REPO, runs=3)
+    print(_row("check llama_7b --no-cache (6.7B on meta)", llama,
+               f"overhead {llama - torch_floor:+.2f} s"))
+
+    # inspect inside the demo project: committed signatures, no torch
+    import_check = [PY, "-c", "import torch; from safetensors.torch import save_file; "
+                    "save_file({'tok.weight': torch.zeros(2, 2)}, 'x.safetensors')"]
+    subprocess.run(import_check, cwd=tmp, check=True)
+    shutil.copy(tmp / "x.safetensors", REPO / ".bench-x.safetensors")
+    try:
+        inspect = _time_command(ckptlint + ["inspect", ".bench-x.safetensors"], REPO, runs=5)
+    finally:
+        (REPO / ".bench-x.safetensors").unlink()
+    print(_row("inspect FILE inside the demo project (4 models)", inspect,
+               f"{inspect / floor:.1f}x python -c pass (target <= 3x)"))
+
+    # 200 models in 20 files: cold, warm, one changed, -j 1 vs -j 2
+    files = {f"m{f}.py": "from torch import nn\n\n" + "".join(
+        f"\nclass M{f}_{i}(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        f"        self.fc = nn.Linear({8 + i}, {8 + f})\n" for i in range(10)) for f in range(20)}
+    entries = [f'[[tool.ckptlint.models]]\nname = "m{f}_{i}"\ntarget = "m{f}:M{f}_{i}"\n'
+               for f in range(20) for i in range(10)]
+    many = _project(tmp / "two-hundred", files, entries)
+    cold = _time_command(ckptlint + ["check", "--no-cache"], many, runs=3)
+    cold2 = _time_command(ckptlint + ["check", "--no-cache", "-j", "2"], many, runs=3)
+    subprocess.run(ckptlint + ["check"], cwd=many, capture_output=True)
+    warm = _time_command(ckptlint + ["check"], many, runs=5)
+    changed = []
+    for n in range(3):
+        (many / "m0.py").write_text(files["m0.py"] + f"\n# edit {n}\n")
+        start = time.perf_counter()
+        subprocess.run(ckptlint + ["check"], cwd=many, capture_output=True)
+        changed.append(time.perf_counter() - start)
+    print(_row("200 models, cold (-j 1)", cold, f"overhead {cold - torch_floor:+.2f} s"))
+    print(_row("200 models, cold (-j 2)", cold2, f"{cold2 / cold:.2f}x -j 1 (target <= 1x)"))
+    print(_row("200 models, warm (replayed)", warm, f"{warm / floor:.2f}x python -c pass"))
+    print(_row("200 models, one file of 10 models changed", statistics.median(changed)))
+
+    # a clean check of a model with 50,000 keys
+    wide = _project(tmp / "wide", {"wide.py": """
+        from torch import nn
+
+
+        class Wide(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.blocks = nn.ModuleList(nn.ModuleList(nn.Linear(2, 2) for _ in range(50))
+                                            for _ in range(500))
+        """}, ['[[tool.ckptlint.models]]\nname = "wide"\ntarget = "wide:Wide"\n'])
+    clean = _time_command(ckptlint + ["check", "--no-cache"], wide, runs=1)
+    print(_row("clean check of 50,000 keys", clean,
+               f"overhead {clean - torch_floor:+.2f} s (target <= 5 s)"))
+
+
+# -- 6. reporting many renamed layers: linear in the number of keys ------------------------------
 
 def bench_renames(tmp: Path) -> None:
     figures = _child('''
@@ -312,7 +383,7 @@ def bench_renames(tmp: Path) -> None:
     (project / "m.py").write_text(source.replace("self.fc", "self.up"))
     whole = _time_command([PY, "-m", "ckptlint", "check", "--no-cache"], project, runs=3)
     torch = _time_command([PY, "-c", "import torch"], project, runs=3)
-    print("5. Reporting renamed layers (diff.compare in-process; the whole check in a process)")
+    print("6. Reporting renamed layers (diff.compare in-process; the whole check in a process)")
     for n, seconds in figures.items():
         print(_row(f"diff of {n} renamed layers ({2 * int(n)} keys moved)", seconds))
     print(_row("whole check, 2,000 renamed layers", whole,
@@ -330,6 +401,7 @@ def main() -> None:
         bench_cache(Path(tmp))
         bench_meta(args.quick)
         bench_against(Path(tmp))
+        bench_cold(Path(tmp))
         bench_renames(Path(tmp))
         if not args.quick:
             bench_readers(Path(tmp))

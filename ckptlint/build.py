@@ -22,7 +22,7 @@ from ckptlint.creation import describe_modules, recording
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
 from ckptlint.keys import ancestors, natural_sorted
-from ckptlint.tracking import document, fresh_bytecode, project_files, tracking
+from ckptlint.tracking import document, fresh_bytecode, project_files, tracking, untracked
 from ckptlint.paths import is_project_file, relative
 
 _SIZE_MISMATCH = "size mismatch for "
@@ -88,32 +88,74 @@ def instantiate(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def on_meta() -> Iterator[None]:
-    """Everything a meta build needs: the meta device, no pointless init, no dynamo import."""
+def on_meta(stand_ins: bool = True) -> Iterator[None]:
+    """Everything a meta build needs: the meta device, no pointless init, and (unless asked
+    not to) no dynamo or sympy import for what plain values answer."""
     torch = import_torch()
-    with torch.device("meta"), _skip_meta_init(), _no_dynamo_import():
+    with torch.device("meta"), _skip_meta_init(), _no_dynamo_import(), \
+            (_no_sympy_import() if stand_ins else contextlib.nullcontext()):
         yield
 
 
-def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]:
-    """Instantiate the model on meta (CPU as a fallback, with a note); raise `BuildFailure`."""
+def build_module(spec: ModelSpec,
+                 config: Config) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """Instantiate the model on meta; raise `BuildFailure`.
+
+    Returns the module, notes, and the per-operation fallbacks' notes. When an operation has
+    no meta kernel (whisper's `alignment_heads.to_sparse()`), the build is run on meta again
+    with only such operations run on the CPU (`cpu_fallback`); when that fails too, the whole
+    model is built on the CPU, with a note (it allocates every weight).
+    """
     factory = _factory(spec, config)
+    first: Exception | None = None
+    for stand_ins in (True, False):  # without the sympy stand-ins, in case they were the cause
+        for per_op in (False, True):
+            if per_op and not _lacks_meta_kernel(error):
+                continue
+            fallback = cpu_fallback(config.root) if per_op else None
+            try:
+                with on_meta(stand_ins), \
+                        fallback if fallback is not None else contextlib.nullcontext():
+                    module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
+                return module, (), () if fallback is None else (fallback.note(spec.name),)
+            except BuildFailure:
+                raise
+            except Exception as exc:
+                error = exc
+                first = first or exc
+    return _on_cpu(factory, spec, config), (_cpu_note(spec, first),), ()
+
+
+def _on_cpu(factory: Any, spec: ModelSpec, config: Config) -> Any:
     try:
-        with on_meta():
-            return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
-    except BuildFailure:
-        raise
-    except Exception as meta_error:
-        reason = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
-    try:
-        module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
+        return _checked(factory(**instantiate(spec.kwargs)), spec, config)
     except BuildFailure:
         raise
     except Exception as exc:
         raise _failure(exc, f"building `{spec.target}` raised", spec, config) from None
-    note = (f"{spec.name}: construction on the meta device failed ({reason}); "
+
+
+def _cpu_note(spec: ModelSpec, meta_error: BaseException) -> str:
+    # torch's message for a missing kernel runs to ~600 characters of compile advice: its
+    # first sentence says what failed
+    text = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
+    reason = text.split(". ", 1)[0].rstrip(".")[:_REASON_CHARS]
+    return (f"{spec.name}: construction on the meta device failed ({reason}); "
             "built on the CPU instead, which allocates its weights")
-    return module, (note,)
+
+
+_REASON_CHARS = 200
+
+
+def _lacks_meta_kernel(exc: BaseException | None) -> bool:
+    """Whether an operation without a meta kernel is behind the failure (torch raises
+    NotImplementedError for it; user code may have wrapped it in another exception)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, NotImplementedError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _factory(spec: ModelSpec, config: Config) -> Any:
@@ -143,6 +185,111 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "
                    "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_")
 _RANDOM_METHODS = ("normal_", "uniform_", "bernoulli_", "random_", "exponential_", "geometric_",
                    "log_normal_", "cauchy_")
+
+
+_OWN_PACKAGE = str(Path(__file__).resolve().parent)
+# three fillings of the stand-ins: an output whose shape follows the values (a count of
+# nonzero, of distinct, the largest value) differs between them
+_STAND_IN_FILLS = ("zeros", "ones", "arange")
+
+
+def cpu_fallback(root: str) -> Any:
+    """A dispatch mode that runs an operation without a meta kernel on CPU stand-ins.
+
+    Assumption: such an operation's output shape, dtype and layout follow from its inputs'
+    shapes, dtypes and strides, not from their values. Then running it for real on CPU tensors
+    of the same shape (filled with zeros) and moving the result to meta gives exactly the
+    meta result torch would have given, had it a meta kernel: shapes and dtypes are right, and
+    values mean nothing, as everywhere on meta. Guards, each of which leaves the operation's
+    NotImplementedError standing (and the whole model is then built on the CPU): an operation
+    torch tags as value-dependent (`nonzero`, `unique`, `masked_select`), one that writes to or
+    aliases its inputs, one with a meta input that is not a plain strided tensor or an output
+    that is not a tensor (a Python number is a value), and one whose outputs differ between three
+    fillings of its inputs (zeros, ones, 0, 1, 2, …): an untagged operation whose shape follows
+    the values. Limit: an untagged operation whose shape follows the values in a way none of
+    the three fillings shows (a threshold on their sum) would be handed a wrong shape.
+    Memory: only that operation's inputs and outputs exist on the CPU, for its duration.
+    tests/test_meta_fallback.py tries to break this.
+    """
+    torch = import_torch()
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+    value_dependent = {torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output}
+
+    def stand_in(t: Any, fill: str) -> Any:
+        out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu")
+        if fill != "arange":
+            return out.fill_(0 if fill == "zeros" else 1)
+        values = torch.arange(out.numel()).reshape(out.shape)  # bool: alternating False/True
+        return out.copy_(values % 2 if t.dtype == torch.bool else values)
+
+    def layout_of(out: Any) -> tuple | None:
+        leaves = tree_flatten(out)[0]
+        if not all(isinstance(t, torch.Tensor) for t in leaves):
+            return None
+        return tuple((t.dtype, tuple(t.shape), t.layout,
+                      tuple(t.stride()) if t.layout == torch.strided else ()) for t in leaves)
+
+    def replayed(func: Any, args: tuple, kwargs: dict) -> Any:
+        schema = func._schema
+        if set(func.tags) & value_dependent or schema.is_mutable or any(
+                r.alias_info is not None for r in schema.returns):
+            return None
+        flat, tree = tree_flatten((args, kwargs))
+        metas = [a for a in flat if isinstance(a, torch.Tensor) and a.is_meta]
+        if not metas or any(t.layout != torch.strided for t in metas):
+            return None
+        try:
+            outs = []
+            for fill in _STAND_IN_FILLS:
+                cpu_args, cpu_kwargs = tree_unflatten(
+                    [stand_in(a, fill) if any(a is t for t in metas) else a for a in flat], tree)
+                outs.append(func(*cpu_args, **cpu_kwargs))
+            layouts = {layout_of(out) for out in outs}
+            if len(layouts) != 1 or None in layouts:
+                return None
+            return tree_map(lambda t: t.to("meta"), outs[0])
+        except Exception:  # the stand-ins cannot stand in (a dtype fill_ refuses, …): no reply
+            return None
+
+    class CpuFallback(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ran: dict[str, list[str]] = {}  # operator -> where the user's code called it
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            try:
+                return func(*args, **(kwargs or {}))
+            except NotImplementedError:
+                result = replayed(func, args, kwargs or {})
+                if result is None:
+                    raise
+                sites = self.ran.setdefault(func._schema.name, [])
+                site = _user_site(root)
+                if site not in sites:
+                    sites.append(site)
+                return result
+
+        def note(self, model: str) -> str:
+            ran = [f"`{op}` (called at {', '.join(sites[:3])})" for op, sites in self.ran.items()]
+            return (f"{model}: {' and '.join(ran)} has no meta kernel, so it ran on CPU tensors "
+                    "of the same shape and its result went back to meta; everything else was "
+                    "built on meta (shapes and dtypes are exact, values mean nothing, as on meta)")
+
+    return CpuFallback()
+
+
+def _user_site(root: str) -> str:
+    """`file:line` of the innermost frame of the project's own code (not ckptlint's)."""
+    frame = sys._getframe(1)
+    with untracked():  # ckptlint's own look at the stack is no input of the build
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if not name.startswith(_OWN_PACKAGE) and is_project_file(name, root):
+                return f"{relative(name, root)}:{frame.f_lineno}"
+            frame = frame.f_back
+    return "code outside the project"
 
 
 def _skip_meta_init() -> Any:
@@ -210,6 +357,124 @@ def _no_dynamo_import() -> Iterator[None]:
         for fn in standin.answered:  # leave the process as if we had never been here
             with contextlib.suppress(AttributeError):
                 delattr(fn, "__dynamo_disable")
+
+
+_UNKNOWN = object()
+
+
+def _plain(*values: Any) -> bool:
+    """Plain Python bools and ints, also inside lists and tuples (sym_eq compares shapes)."""
+    return all(_plain(*v) if isinstance(v, (list, tuple)) else type(v) in (bool, int)
+               for v in values)
+
+
+def _if_bool(answer: Any) -> Any:
+    return lambda a, *rest: answer(a) if type(a) is bool and not rest else _UNKNOWN
+
+
+# What `torch.fx.experimental.symbolic_shapes` answers for plain Python bools and ints (read
+# from its source: each returns the value, True, False or the plain combination, without
+# touching sympy). Anything symbolic goes to the real module.
+_PLAIN_ANSWERS = {
+    "expect_true": _if_bool(lambda a: a),
+    "guard_or_false": _if_bool(lambda a: a),
+    "guard_or_true": _if_bool(lambda a: a),
+    "guard_size_oblivious": _if_bool(lambda a: a),
+    "statically_known_true": _if_bool(lambda a: a),
+    "sym_and": lambda *v: all(v) if v and all(type(x) is bool for x in v) else _UNKNOWN,
+    "sym_or": lambda *v: any(v) if v and all(type(x) is bool for x in v) else _UNKNOWN,
+    "sym_eq": lambda x, y: (list(x) == list(y) if isinstance(x, (list, tuple)) else x == y)
+    if _plain(x, y) and isinstance(x, (list, tuple)) == isinstance(y, (list, tuple))
+    else _UNKNOWN,
+    "guarding_hint_or_throw": lambda a: a if _plain(a) and type(a) in (bool, int) else _UNKNOWN,
+    "guard_int": lambda a: a if type(a) is int else _UNKNOWN,
+    "has_guarding_hint": lambda a: True if _plain(a) and type(a) in (bool, int) else _UNKNOWN,
+    "is_nested_int": lambda a: False if type(a) in (bool, int, float) else _UNKNOWN,
+}
+
+
+class _SymbolicShapesStandIn(types.ModuleType):
+    """Stands in for `torch.fx.experimental.symbolic_shapes` while a model is built on meta.
+
+    torch's Python meta kernels (`tril`, broadcasting, `torch._check`: the masks and rotary
+    tables of `__init__`s) import that module, and with it sympy (~0.3 s here), to ask
+    questions whose answer for plain Python values is the value itself (`_PLAIN_ANSWERS`). The
+    stand-in answers those; any other name, or a symbolic argument, imports the real module
+    and hands over to it. A build that fails on meta is retried without the stand-ins before
+    anything falls back to the CPU (`build_module`), so they can cost time, never a result.
+    """
+
+    _NAME = "torch.fx.experimental.symbolic_shapes"
+
+    def __init__(self) -> None:
+        super().__init__(self._NAME)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # the import system asking about __spec__, __path__…
+            raise AttributeError(name)
+        if name in _PLAIN_ANSWERS:
+            return partial_answer(self, name)
+        return getattr(self._real(), name)
+
+    def _real(self) -> Any:
+        if sys.modules.get(self._NAME) is self:
+            del sys.modules[self._NAME]
+        return importlib.import_module(self._NAME)
+
+
+def partial_answer(standin: _SymbolicShapesStandIn, name: str) -> Any:
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs:
+            try:
+                known = _PLAIN_ANSWERS[name](*args)
+            except TypeError:  # another arity than the plain case
+                known = _UNKNOWN
+            if known is not _UNKNOWN:
+                return known
+        return getattr(standin._real(), name)(*args, **kwargs)
+
+    return answer
+
+
+class _SympyStandIn(types.ModuleType):
+    """Stands in for `sympy` while a model is built on meta, for torch's type promotion.
+
+    `torch._prims_common.elementwise_dtypes` (every elementwise meta kernel) imports sympy only
+    to ask `isinstance(x, sympy.Basic)`. While sympy has never been imported no object can be
+    a sympy expression, so a class nothing is an instance of answers the same. Any other name,
+    or `Basic` once the real sympy is loaded, comes from the real sympy.
+    """
+
+    class _NothingIsThis:
+        pass
+
+    def __init__(self) -> None:
+        super().__init__("sympy")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        real = sys.modules.get("sympy")
+        if name == "Basic" and (real is None or real is self):
+            return self._NothingIsThis
+        if real is self:
+            del sys.modules["sympy"]
+        return getattr(importlib.import_module("sympy"), name)
+
+
+@contextlib.contextmanager
+def _no_sympy_import() -> Iterator[None]:
+    """Both stand-ins, each only where the real module is not loaded yet; undone after."""
+    placed = {}
+    for standin in (_SymbolicShapesStandIn(), _SympyStandIn()):
+        if standin.__name__ not in sys.modules:
+            sys.modules[standin.__name__] = placed[standin.__name__] = standin
+    try:
+        yield
+    finally:
+        for name, standin in placed.items():
+            if sys.modules.get(name) is standin:
+                del sys.modules[name]
 
 
 @contextlib.contextmanager
@@ -284,7 +549,7 @@ def meta_state_dict(sig: Signature) -> Any:
     return state
 
 
-def dry_run_load(module: Any, sig: Signature) -> LoadReport:
+def dry_run_load(module: Any, sig: Signature, current: Signature | None = None) -> LoadReport:
     """Run torch's own `load_state_dict` with meta tensors, so the model's load hooks apply.
 
     torch is the verdict, with one blind spot watched for: keys under a submodule slot that
@@ -294,6 +559,8 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
     `_load_from_state_dict` is watched to see which keys it hands on to such a slot, and which
     keys its own pre-hooks removed or added (a rename or a drop on purpose, the only silence).
     """
+    if current is not None and _verdict_is_known(module, sig, current):
+        return LoadReport()
     seen: dict[str, list[str]] = {}
 
     def capture(_module: Any, incompatible: Any) -> None:
@@ -329,6 +596,32 @@ def dry_run_load(module: Any, sig: Signature) -> LoadReport:
         consumed=tuple(natural_sorted(watch.removed)),
         added=tuple(natural_sorted(watch.added)),
     )
+
+
+def _verdict_is_known(module: Any, sig: Signature, current: Signature) -> bool:
+    """Whether torch's dry run could only say "loads", so it need not run.
+
+    torch's `load()` filters the whole state dict once per child at every level, which is
+    quadratic in practice (50,000 keys: over a minute). Its verdict is decided by the keys and
+    shapes alone when no module can intervene: the same keys with the same shapes and real
+    dtypes on both sides, and no module with a load hook, an overridden `_load_from_state_dict`
+    (BatchNorm's version upgrade) or extra state. Then missing, unexpected and size mismatch
+    are all empty, which is exactly what the full dry run would report (tests/test_build.py
+    compares the two on the hook cases). Anything else runs torch's loader.
+    """
+    torch = import_torch()
+    ours, theirs = current.tensors, sig.tensors
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        return False
+    if not all(isinstance(getattr(torch, theirs[k].dtype, None), torch.dtype) for k in theirs):
+        return False
+    base = torch.nn.Module
+    return not any(
+        type(sub)._load_from_state_dict is not base._load_from_state_dict
+        or "_load_from_state_dict" in vars(sub)
+        or getattr(type(sub), "set_extra_state", base.set_extra_state) is not base.set_extra_state
+        or sub._load_state_dict_pre_hooks or sub._load_state_dict_post_hooks
+        for sub in module.modules())
 
 
 class _LoadWatch:
@@ -424,11 +717,12 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
 def _built(spec: ModelSpec, config: Config, reference: Signature | None) -> BuildResult:
     try:
         with recording(config.root) as recorder:
-            module, notes = build_module(spec, config)
+            module, notes, fallbacks = build_module(spec, config)
         signature = signature_of(module, spec.name, spec.target)
-        load = dry_run_load(module, _unwrapped(reference, signature)) \
+        load = dry_run_load(module, _unwrapped(reference, signature), signature) \
             if reference is not None else None
         return BuildResult(spec.name, signature=signature, load=load, notes=notes,
+                           fallbacks=fallbacks,
                            sites=recorder.sites(module),
                            modules=describe_modules(module, config.root),
                            nonpersistent=nonpersistent_buffers(module))
@@ -462,7 +756,7 @@ def _unwrapped(reference: Signature, signature: Signature) -> Signature:
     from ckptlint import prefix
 
     wrapper = prefix.detect(reference, signature)
-    return prefix.rekey(reference, wrapper.mapping) if wrapper else reference
+    return wrapper.apply(reference) if wrapper else reference
 
 
 def nonpersistent_buffers(module: Any) -> tuple[str, ...]:

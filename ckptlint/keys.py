@@ -4,6 +4,7 @@ how an untrusted key (or any text from a file) is shown to a person."""
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Hashable, Iterable, Iterator, Mapping, TypeVar
 
@@ -13,11 +14,15 @@ V = TypeVar("V", bound=Hashable)
 _DIGITS = re.compile(r"([0-9]+)")
 _RANGE = re.compile(r"^\{([0-9]+)\.\.([0-9]+)\}$")
 _MAX_INDEX_DIGITS = 18  # a layer index beyond 10**18 is a name (and int() stays cheap)
+_MAX_SORT_DIGITS = 1000
 _DOT = re.compile(r"\.(?=[^{}]*(?:\{|$))")  # a dot outside any `{a..b}` range
 _LEAF = ""  # a trie slot for a value stored at the node itself
 # Keys a folded pattern (or a whole signature) may stand for. A 7B model has ~300 keys and the
 # largest released checkpoints ~100k; a hand-written `{0..100000000}` must not exhaust memory.
 MAX_KEYS = 1_000_000
+# the key of a finding about every key of a model (a whole-model dtype change); fnmatch's `*`
+# matches all of them, so an `ignore` pattern "*" covers it as it covers each key
+EVERY_KEY = "*"
 
 
 class TooManyKeys(ValueError):
@@ -49,10 +54,10 @@ def natural_key(key: str) -> tuple:
     )
 
 
-def _number(digits: str) -> tuple[int, str]:
-    # compares as the number does, without int(): an untrusted key may hold 10,000 digits
-    value = digits.lstrip("0")
-    return len(value), value
+def _number(digits: str) -> float:
+    # int() refuses more than 4,300 digits (and is slow long before): an untrusted key may
+    # hold 10,000; such runs all sort last, after every number a real key can hold
+    return int(digits) if len(digits) <= _MAX_SORT_DIGITS else math.inf
 
 
 def natural_sorted(keys: Iterable[str]) -> list[str]:

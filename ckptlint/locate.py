@@ -21,7 +21,7 @@ from ckptlint.config import entry_location
 from ckptlint.cst import SourceIndex, Span
 from ckptlint.ftypes import (EMPTIED, TIED, BuildResult, Config, Finding, Kind, Location,
                              ModelSpec, Signature, Site)
-from ckptlint.keys import ancestors, first_key, parent
+from ckptlint.keys import EVERY_KEY, ancestors, first_key, parent
 from ckptlint.paths import relative
 from ckptlint.renames import Evidence
 
@@ -100,13 +100,22 @@ class Locator:
         why = "outside the project" if finding.kind in _PER_TENSOR else ""
         location = location or self.entry(spec, why)
         return replace(finding, location=self.with_source(location),
-                       help=finding.help or advice(finding, spec.name)), frames
+                       help=finding.help or advice(finding, spec.name,
+                                                   self._listed(finding, spec))), frames
+
+    def _listed(self, finding: Finding, spec: ModelSpec) -> bool:
+        """Whether the finding's checkpoint is one of the entry's `checkpoints` (labelled as
+        `engine.read_reference` labels them), not a file named with `--against`."""
+        return bool(finding.against) and finding.against in {
+            relative(self.root / p, self.config.root) for p in spec.checkpoints}
 
     def _found(self, finding: Finding, spec: ModelSpec, result: BuildResult,
                old: set[str] | None) -> Found | None:
         key = (finding.keys or (finding.key,))[0]
         if not key:
             return None
+        if finding.key == EVERY_KEY:  # about the whole model: its own class
+            return self._root_class(result)
         if finding.kind is Kind.RENAMED_KEY and (finding.new_keys or finding.new_key):
             return self.created(finding.new_keys[0] if finding.new_keys
                                 else first_key(finding.new_key), result, old)
@@ -260,6 +269,14 @@ class Locator:
         if after is not None and _same_function(self.index, path, hunk.new_start, after.line):
             return after
         return self.index.statement_at(path, hunk.new_start) or after
+
+    def _root_class(self, result: BuildResult) -> Found | None:
+        """The header of the model's own class (the first of its project classes)."""
+        for file, qualname in self._classes("", result):
+            span = self.index.class_span(self.root / file, qualname)
+            if span is not None:
+                return Found(span.location(file))
+        return None
 
     def _root_init(self, result: BuildResult) -> Found | None:
         """The `__init__` of the model's own class (the first of its project classes with one)."""
@@ -475,14 +492,23 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def advice(finding: Finding, model: str) -> str:
-    """The `help:` line of a drift finding: what to do at the located statement."""
-    if finding.against:  # a listed checkpoint: `update` would not make it load
+def advice(finding: Finding, model: str, listed: bool = True) -> str:
+    """The `help:` line of a drift finding: what to do at the located statement.
+
+    `listed`: the finding's checkpoint is in the entry's `checkpoints` (else `--against`).
+    """
+    if finding.against:  # a checkpoint file: `update` would not make it load
         remap = f"`ckptlint remap {model} --against {finding.against}`"
         if finding.kind in (Kind.RENAMED_KEY, Kind.PREFIX_MISMATCH, Kind.MISSING_KEY,
                             Kind.UNEXPECTED_KEY):
             return f"restore what {finding.against} expects here, or load it through {remap}"
-        return f"restore what {finding.against} expects here, or stop listing it in `checkpoints`"
+        if finding.kind is Kind.DTYPE_MISMATCH:
+            return (f"loading casts {finding.against}'s weights to the code's dtype; restore its "
+                    "dtype here if that cast is not wanted")
+        if listed:
+            return (f"restore what {finding.against} expects here, or stop listing it in "
+                    "`checkpoints`")
+        return f"restore what {finding.against} expects here: it cannot load until they agree"
     update = f"`ckptlint update {model}`"
     if finding.kind is Kind.MISSING_KEY:
         return (f"old checkpoints lack it: remove what creates it here, or accept it with {update} "

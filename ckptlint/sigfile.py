@@ -37,6 +37,7 @@ _DTYPES = frozenset(ITEMSIZE) | {OBJECT}
 _MAX_DIGITS = 19  # a dimension torch can hold (< 2**63) has at most 19 digits
 _RANGES = re.compile(r"\{([0-9]+)\.\.([0-9]+)\}")
 _TABLE_LINE = re.compile(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?$")
+_PAIR = re.compile(r"\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}")
 _KEY_LINE = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 _HEADER_KEYS = {"format", "model", "target", "torch", "source", "parameters", "metadata"}
 _TABLES = {"signature", "tensors", "versions", "aliases"}
@@ -70,16 +71,25 @@ def spec_problem(spec: TensorSpec) -> str | None:
 
 
 def _q(text: str) -> str:
-    """A TOML basic string (JSON's escaping is a subset TOML accepts).
+    """A TOML basic string: JSON's escaping, which TOML shares, but for characters beyond the
+    BMP, which JSON writes as a surrogate pair and TOML as one `\\UXXXXXXXX`.
 
-    TOML has no escape for a lone surrogate (a pickle may hold one in a key), so such a key
-    cannot be written at all.
+    A lone surrogate (a pickle may hold one in a key) has no TOML escape at all, so such a key
+    cannot be written.
     """
     quoted = json.dumps(text)
-    if "\\ud" in quoted and not _encodable(text):
+    if "\\ud" not in quoted:
+        return quoted
+    if not _encodable(text):
         raise CkptlintError(f"key `{printable(text)}` holds a lone surrogate, which a TOML "
                             "signature file cannot hold")
-    return quoted
+    return _PAIR.sub(_astral, quoted)
+
+
+def _astral(pair: re.Match[str]) -> str:
+    """`\\ud83d\\ude00` (JSON) -> `\\U0001F600` (TOML)."""
+    high, low = int(pair.group()[2:6], 16), int(pair.group()[8:12], 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08X}"
 
 
 def _encodable(text: str) -> bool:
@@ -293,7 +303,8 @@ def read(path: Path, shown: str | None = None) -> Signature:
     never waited on.
     """
     # imported here: the readers import this module
-    from ckptlint.readers.base import MAX_TEXT_BYTES, NotRegularFile, open_regular
+    from ckptlint.readers.base import MAX_TEXT_BYTES
+    from ckptlint.readers.files import NotRegularFile, open_regular
 
     shown = shown or str(path)
     try:

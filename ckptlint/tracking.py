@@ -26,6 +26,7 @@ Assumptions, each with a test in tests/test_trust_cache.py:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import site
 import sys
@@ -56,7 +57,6 @@ class _State:
         self.listings: dict[str, str | None] = {}
         self.installed: dict[str, str | None] = {}  # installed top-level package -> its stat
         self.busy = threading.local()
-        self.overflow = False
 
     def count(self) -> int:
         return len(self.first) + len(self.env) + len(self.paths) + len(self.listings)
@@ -176,8 +176,9 @@ class _Places:
         sites = set(site.getsitepackages()) | {site.getusersitepackages()}
         sites |= {p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
         self.sites = _variants(*sites)
-        self.owners: dict[tuple[str, str], str | None] = {}
-        self.dist_infos: dict[str, list[str]] = {}
+        self.path = list(sys.path)
+        self.owners = _OWNERS
+        self.dist_infos = _DIST_INFOS
 
 
 def _variants(*paths: str | None) -> tuple[str, ...]:
@@ -191,9 +192,15 @@ def _variants(*paths: str | None) -> tuple[str, ...]:
 _PLACES: _Places | None = None
 
 
+_OWNERS: dict[tuple[str, str], str | None] = {}  # (site folder, top-level name) -> RECORD
+_DIST_INFOS: dict[str, list[str]] = {}
+
+
 def _places() -> _Places:
+    """Found again when sys.path changed (a build's `pythonpath` may add a site folder); what
+    each folder's distributions own is remembered for the whole process."""
     global _PLACES
-    if _PLACES is None:
+    if _PLACES is None or _PLACES.path != sys.path:
         _PLACES = _Places()
     return _PLACES
 
@@ -230,13 +237,32 @@ def _find_owner(site_dir: str, top: str, name: str) -> str | None:
     for info in infos:  # the usual case: the import name is the distribution's name
         if os.path.basename(info).partition("-")[0].lower().replace(".", "_") == wanted:
             return os.path.join(info, "RECORD")
-    for info in infos:  # torchgen is torch's, PIL is pillow's: read what each one installed
-        data = inputs.read_regular(os.path.join(info, "RECORD"), 64 << 20) or b""
-        for line in data.decode("utf-8", "replace").splitlines():
-            first = line.partition(",")[0].split("/", 1)[0]
-            if first == top or first.partition(".")[0] == name:
-                return os.path.join(info, "RECORD")
-    return None
+    index = _TOP_LEVEL.get(site_dir)
+    if index is None:  # torchgen is torch's, yaml is PyYAML's: what each one installed, once
+        index = _TOP_LEVEL[site_dir] = _top_level_index(infos)
+    return index.get(top) or index.get(name)
+
+
+_TOP_LEVEL: dict[str, dict[str, str]] = {}
+
+
+def _top_level_index(infos: list[str]) -> dict[str, str]:
+    """Top-level name -> RECORD, from each distribution's top_level.txt when it has one (a few
+    bytes), else from its RECORD's first path components."""
+    index: dict[str, str] = {}
+    for info in infos:
+        record = os.path.join(info, "RECORD")
+        listed = inputs.read_regular(os.path.join(info, "top_level.txt"), 1 << 20)
+        if listed is not None:
+            names = listed.decode("utf-8", "replace").split()
+        else:
+            data = inputs.read_regular(record, 64 << 20) or b""
+            names = {line.partition(",")[0].split("/", 1)[0]
+                     for line in data.decode("utf-8", "replace").splitlines()}
+        for entry in names:
+            index.setdefault(entry, record)
+            index.setdefault(entry.partition(".")[0], record)
+    return index
 
 
 def _dist_infos(site_dir: str) -> list[str]:
@@ -307,7 +333,7 @@ def fresh_bytecode() -> Iterator[None]:
 @contextlib.contextmanager
 def tracking(root: str) -> Iterator[None]:
     """Record inputs while the block runs (a model's build and its dry runs)."""
-    global _HOOKED, _PLACES
+    global _HOOKED
     if not _HOOKED:
         sys.addaudithook(_audit)  # audit hooks cannot be removed: it is idle between builds
         _HOOKED = True
@@ -323,7 +349,6 @@ def tracking(root: str) -> Iterator[None]:
             _note_path(path)
         return real_lstat(path, *args, **kwargs)
 
-    _PLACES = None  # sys.path holds this build's pythonpath now: find the site folders again
     _STATE.root = root
     os.stat, os.lstat = recording_stat, recording_lstat
     os.environ = _RecordingEnviron(real_environ)
@@ -340,9 +365,9 @@ def document(root: str) -> dict[str, dict] | None:
     were too many to keep): then nothing may be cached for it."""
     files: dict[str, str | None] = {}
     for module in list(sys.modules.values()):
-        source = _source_of(module)
-        if source is not None:
-            _keep(source, files)
+        name = getattr(module, "__file__", None)
+        if isinstance(name, str):
+            _keep_module(name, files)
     for path in _STATE.data - _STATE.written:
         _keep(path, files)
     if _STATE.count() > _LIMIT or None in files.values():
@@ -371,9 +396,28 @@ def project_files(doc: dict[str, dict] | None) -> tuple[str, ...]:
     return tuple(sorted(p for p in doc["files"] if not os.path.isabs(p)))
 
 
-def _source_of(module: Any) -> str | None:
-    name = getattr(module, "__file__", None)
-    if not isinstance(name, str) or not os.path.isabs(name):
+_MODULE_INPUTS: dict[str, tuple[str, str] | None] = {}  # __file__ -> what keys it, per process
+
+
+def _keep_module(name: str, files: dict[str, str | None]) -> None:
+    """A loaded module as an input; how each `__file__` is keyed is worked out once (a build
+    with transformers holds thousands of modules, every model keys them all)."""
+    if name not in _MODULE_INPUTS:
+        source = _source_of(name)
+        found: dict[str, str | None] = {}
+        if source is not None:
+            _keep(source, found)
+        _MODULE_INPUTS[name] = next(iter(found.items()), None) if len(found) == 1 else None
+        files.update(found)
+        return
+    known = _MODULE_INPUTS[name]
+    if known is not None:
+        path, digest = known
+        files.setdefault(path, digest if path.endswith("RECORD") else _STATE.first.get(path, digest))
+
+
+def _source_of(name: str) -> str | None:
+    if not os.path.isabs(name):
         return None  # a built-in, a namespace, or torch.ops' made-up "_ops.py"
     path = os.path.abspath(name)
     if path.endswith((".pyc", ".pyo")) and "__pycache__" in path:
@@ -405,6 +449,7 @@ def _keep(path: str, files: dict[str, str | None]) -> None:
     files[path] = _STATE.first[path]
 
 
+@functools.lru_cache(maxsize=None)
 def _name(path: str, root: str) -> str:
     inside = relative(path, root)
     return path if os.path.isabs(inside) or inside.startswith("..") else inside
@@ -416,4 +461,5 @@ def reset() -> None:
     hooked_state = _STATE
     _STATE = _State()
     hooked_state.active = False
+    _MODULE_INPUTS.clear()
 

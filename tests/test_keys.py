@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, strategies as st
 
 from ckptlint.keys import expand, first_key, fold, natural_sorted
@@ -49,3 +50,25 @@ def test_fold_then_expand_is_the_identity(entries):
     folded = fold(entries)
     assert {k: v for pattern, v in folded for k in expand(pattern)} == entries
     assert sum(len(expand(p)) for p, _ in folded) == len(entries)
+
+
+def test_expand_is_bounded_before_it_allocates():
+    from ckptlint.keys import MAX_KEYS, TooManyKeys, count, expand
+
+    assert count("a.{0..100000000}.w") == 100_000_001
+    assert count("a.{0..9}.b.{0..9}") == 100
+    with pytest.raises(TooManyKeys, match="stands for more than 1,000,000 keys"):
+        expand("a.{0..100000000}.w")
+    with pytest.raises(TooManyKeys):
+        expand("a.{0..9}.b.{0..9}", limit=99)
+    assert count("a.{0.." + "9" * 5000 + "}") > MAX_KEYS  # no int() of 5,000 digits
+    assert len(expand("a.{0..9}.b.{0..9}")) == 100
+
+
+def test_untrusted_digit_runs_sort_and_fold_safely():
+    long_key = "a." + "1" * 10_000  # int() refuses more than 4,300 digits
+    assert natural_sorted([long_key, "a.2", "a.10"]) == ["a.2", "a.10", long_key]
+    assert natural_sorted(["a.07", "a.7", "a.10"]) == ["a.07", "a.7", "a.10"]
+    arabic = {"h.\u0663.w": 1, "h.3.w": 1}  # Arabic-Indic three is a name, not an index
+    assert dict(fold(arabic)) == {"h.3.w": 1, "h.\u0663.w": 1}
+    assert fold({long_key: 1}) == [(long_key, 1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -81,3 +82,97 @@ def test_hand_broken_committed_signature_is_a_finding_not_a_crash(project):
     assert "signatures/m.toml:2:1: CKL204 signatures/m.toml:2: was written by a newer ckptlint" \
         in run.out
     assert "Checked 2 models: 1 could not be checked, 1 clean." in run.out
+
+
+HEADER = "[signature]\nformat = 1\nmodel = \"m\"\n\n[tensors]\n"
+INVALID = [
+    # (the file, its line with the problem, the sentence)
+    ("[signature]\nformat = 0\n[tensors]\n", 2, "has `format = 0` in [signature], not a format "
+                                                "number (1 or more)"),
+    ("[signature]\nformat = -5\n[tensors]\n", 2, "has `format = -5`"),
+    ("[signature]\nformat = true\n[tensors]\n", 2, "has `format = true`"),
+    (HEADER + '"w" = "f32[2]"\n"v" = "zz[4]"\n', 7, "tensor `v` has dtype `zz`, which is not a "
+                                                    "torch dtype"),
+    (HEADER + '"w" = "f32[1000000000000000000000000000000]"\n', 6,
+     "has a dimension in 'f32[1000000000000000000000000000000]' larger than torch's sizes"),
+    (HEADER + '"w" = "f32[4611686018427387904, 4]"\n', 6, "would take more than 2**63 bytes"),
+    (HEADER + '"a.{0..100000000}.w" = "f32[1]"\n', 6, "`a.{0..100000000}.w` stands for "
+                                                      "100,000,001 keys, more than the 1,000,000"),
+    (HEADER + '"a.{5..2}.w" = "f32[1]"\n', 6, "has a range {5..2} that is not a run of layers"),
+    (HEADER + "[versions]\n\"b.{0..99999999999999999999}\" = 2\n", 7, "has a range"),
+    ("[signature]\nformat = 1\nmetadata = \"yes\"\n[tensors]\n", 3,
+     "[signature] `metadata` must be true or false"),
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", None, "nests its TOML too deeply"),
+]
+
+
+@pytest.mark.parametrize("text, line, sentence", INVALID)
+def test_invalid_signature_names_the_line(text, line, sentence):
+    with pytest.raises(SignatureFileError) as info:
+        loads(text, "m.toml")
+    where = f"m.toml:{line}: " if line else "m.toml: "
+    assert str(info.value).startswith(where) and sentence in str(info.value)
+    assert info.value.line == line
+
+
+def test_a_huge_folded_range_costs_nothing_to_refuse():
+    """60 bytes standing for 10**8 keys: refused from the range's size, never expanded."""
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(SignatureFileError, match="stands for"):
+        loads(HEADER + '"a.{0..100000000}.w" = "f32[1]"\n', "m.toml")
+    assert tracemalloc.get_traced_memory()[1] < 10 * 2**20
+    tracemalloc.stop()
+
+
+@pytest.mark.parametrize("text, line, sentence", [INVALID[0], INVALID[3], INVALID[4], INVALID[6]])
+def test_check_reports_ckl204_at_the_line(project, text, line, sentence):
+    project.write("ckl204_model.py", "from torch import nn\nclass M(nn.Linear):\n"
+                                    "    def __init__(self):\n        super().__init__(2, 2)\n")
+    project.configure('name = "m"\ntarget = "ckl204_model:M"')
+    project.write("signatures/m.toml", text)
+    run = project.run("check", "--color", "never", "--format", "json")
+    assert run.code == 2
+    [finding] = json.loads(run.out)["findings"]
+    assert finding["code"] == "CKL204" and finding["line"] == line
+    assert sentence in finding["message"] and finding["file"] == "signatures/m.toml"
+
+
+@pytest.mark.parametrize("command", ["inspect", "diff"])
+def test_inspect_and_diff_refuse_an_invalid_signature(project, command):
+    project.write("bad.toml", HEADER + '"a.{0..100000000}.w" = "f32[1]"\n')
+    project.write("good.toml", HEADER + '"w" = "f32[1]"\n')
+    argv = ["inspect", "bad.toml"] if command == "inspect" else ["diff", "good.toml", "bad.toml"]
+    run = project.run(*argv)
+    assert run.code == 2 and run.out == ""
+    assert run.err == ("ckptlint: error: bad.toml:6: `a.{0..100000000}.w` stands for 100,000,001 "
+                       "keys, more than the 1,000,000 a signature may hold\n")
+
+
+def test_every_dtype_a_model_can_have_round_trips():
+    import torch
+
+    dtypes = {str(v).removeprefix("torch.") for v in vars(torch).values()
+              if isinstance(v, torch.dtype)}
+    sig = Signature(tensors={d: TensorSpec(d, (2,), "parameter") for d in dtypes},
+                    model="m", target="pkg:M")
+    assert loads(dumps(sig), "m.toml") == sig
+
+
+def test_keys_beyond_the_bmp_and_control_characters_round_trip():
+    """JSON writes 😀 as a surrogate pair, which TOML refuses: it is written as \\U0001F600."""
+    sig = Signature(tensors={"emoji😀.w": TensorSpec("float32", (1,), "parameter"),
+                             "esc\x1b[2J": TensorSpec("float32", (1,), "parameter"),
+                             "中文": TensorSpec("float32", (1,), "parameter")}, model="m")
+    text = dumps(sig)
+    assert '"emoji\\U0001F600.w"' in text and "\x1b" not in text
+    assert loads(text, "m.toml") == sig
+
+
+def test_a_lone_surrogate_cannot_be_written():
+    from ckptlint.errors import CkptlintError
+
+    sig = Signature(tensors={"w\ud800": TensorSpec("float32", (1,), "parameter")}, model="m")
+    with pytest.raises(CkptlintError, match="lone surrogate"):
+        dumps(sig)

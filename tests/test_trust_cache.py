@@ -257,3 +257,16 @@ def test_odd_files_where_the_cache_expects_its_own(project, where, what, tmp_pat
     project.write("m.py", _model("self.fc = nn.Linear(4, 3)"))
     run = project.run("check")
     assert run.code == 1 and "CKL103" in run.out and "Traceback" not in run.err
+
+
+def test_a_fifo_listed_as_a_checkpoint_never_hangs_the_cached_check(project):
+    project.write("m.py", _model("self.fc = nn.Linear(4, 2)"))
+    project.configure('name = "m"\ntarget = "m:M"\ncheckpoints = ["pipe.pt"]')
+    os.mkfifo(project.root / "pipe.pt")
+    assert project.run("update").code == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for argv in (["check"], ["check", "--color", "never"]):
+        proc = subprocess.run([sys.executable, "-m", "ckptlint", *argv], cwd=project.root,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "CKL206" in proc.stdout, (proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr

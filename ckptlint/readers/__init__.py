@@ -7,148 +7,21 @@ reads tensor payloads; every failure is a `CheckpointError` of one sentence nami
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Mapping
+import importlib
+from typing import Any
 
-from ckptlint.errors import CheckpointError, CkptlintError
-from ckptlint.readers import dcp, legacy, safetensors, sharded, sigtoml, torchzip
-from ckptlint.readers.base import (
-    CheckpointRead,
-    NotRegularFile,
-    Reader,
-    UnsafeCheckpointError,
-    file_kind,
-    open_regular,
-    read_head,
-    unreadable,
-    with_tied,
-)
-
-__all__ = [
-    "READERS",
-    "CheckpointRead",
-    "NotRegularFile",
-    "Reader",
-    "UnsafeCheckpointError",
-    "file_kind",
-    "open_regular",
-    "read_checkpoint",
-    "with_tied",
-]
-
-# format name -> reader, in the order their sniffers are asked
-READERS: Mapping[str, Reader] = {
-    torchzip.FORMAT: torchzip,
-    legacy.FORMAT: legacy,
-    safetensors.FORMAT: safetensors,
-    dcp.FORMAT: dcp,
-    sharded.FORMAT: sharded,
-    sigtoml.FORMAT: sigtoml,
+# what the package exports -> the module that holds it, imported on first use: a caller that
+# only needs `files` (the cache, the replay) does not pay for the readers and the unpickler
+_EXPORTS = {
+    "READERS": "dispatch", "read_checkpoint": "dispatch", "read_shard": "dispatch",
+    "CheckpointRead": "base", "Reader": "base", "UnsafeCheckpointError": "base",
+    "with_tied": "base", "NotRegularFile": "files", "file_kind": "files",
+    "open_regular": "files",
 }
-# formats a shard of a sharded checkpoint may have (an index must not name another index)
-SHARD_FORMATS = (torchzip.FORMAT, legacy.FORMAT, safetensors.FORMAT)
-# what a checkpoint folder is looked for, most specific first
-_FOLDER_FILES = ("model.safetensors.index.json", "model.safetensors",
-                 "pytorch_model.bin.index.json", "pytorch_model.bin")
-_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".index.json")
-_OTHER_FORMATS = {
-    b"GGUF": "a GGUF file (llama.cpp)", b"\x89HDF": "an HDF5 file (Keras?)",
-    b"\x93NUMPY": "a NumPy .npy file", b"\x1f\x8b": "a gzip file",
-}
+__all__ = sorted(_EXPORTS)
 
 
-def read_checkpoint(path: str | os.PathLike[str],
-                    state_dict_key: str | None = None) -> CheckpointRead:
-    """The signature of a checkpoint file or folder (or of a ckptlint signature file).
-
-    `state_dict_key` names the entry holding the state dict in a nested checkpoint (a dotted
-    path such as "model.ema"); without it the usual entries are tried and the choice is in
-    `CheckpointRead.note`. Raises `CheckpointError` and nothing else.
-    """
-    try:
-        return _read(Path(path), state_dict_key, tuple(READERS))
-    except CkptlintError as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(str(path), str(exc)) from None
-    except RecursionError:
-        raise CheckpointError(str(path), "nests too deeply to be read") from None
-    except MemoryError:
-        raise CheckpointError(str(path), "needs more memory than it can have") from None
-    except Exception as exc:  # untrusted bytes: any other failure means "unreadable", said once
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise CheckpointError(str(path), f"cannot be read ({type(exc).__name__}"
-                                         f"{': ' + detail if detail else ''})") from None
-
-
-def read_shard(path: Path) -> CheckpointRead:
-    return _read(path, None, SHARD_FORMATS)
-
-
-def _read(path: Path, state_dict_key: str | None, formats: tuple[str, ...]) -> CheckpointRead:
-    try:
-        kind = file_kind(path)  # before anything opens it: a FIFO or device is refused here
-    except OSError as exc:
-        raise unreadable(path, exc) from None
-    if kind == "folder":
-        if dcp.FORMAT not in formats:
-            raise CheckpointError(str(path), "is a folder, not a checkpoint file")
-        if dcp.sniff(path, b""):
-            return dcp.read(path, state_dict_key)
-        inner = _folder_checkpoint(path)
-        result = _read(inner, state_dict_key, formats)
-        note = f"read {inner.name} in the folder" + (f"; {result.note}" if result.note else "")
-        return CheckpointRead(result.signature, result.format, note, result.tied)
-    head = _head(path)
-    for name in formats:
-        reader = READERS[name]
-        if reader.sniff(path, head):
-            if reader is sharded:
-                return sharded.read(path, state_dict_key, read_shard=read_shard)
-            return reader.read(path, state_dict_key)
-    raise CheckpointError(str(path), _unknown(head, formats))
-
-
-def _head(path: Path) -> bytes:
-    head = read_head(path)
-    if not head:
-        raise CheckpointError(str(path), "is empty (0 bytes), not a checkpoint")
-    return head
-
-
-def _folder_checkpoint(folder: Path) -> Path:
-    """The one checkpoint a folder holds; a special file among them is never chosen."""
-    for name in _FOLDER_FILES:
-        if _is_file(folder / name):
-            return folder / name
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError as exc:
-        raise unreadable(folder, exc) from None
-    found = [p for p in entries if p.name.endswith(_SUFFIXES) and _is_file(p)]
-    indexes = [p for p in found if p.name.endswith(".index.json")]
-    if len(indexes) == 1 or len(found) == 1:
-        return (indexes or found)[0]
-    names = ", ".join(p.name for p in found[:6])
-    raise CheckpointError(str(folder), (f"holds several checkpoints ({names}); name one" if found
-                                        else "holds no checkpoint ckptlint recognises (no "
-                                        ".metadata, *.safetensors, *.index.json, *.pt, *.bin)"))
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return file_kind(path) == "file"
-    except OSError:
-        return False
-
-
-def _unknown(head: bytes, formats: tuple[str, ...]) -> str:
-    for magic, what in _OTHER_FORMATS.items():
-        if head.startswith(magic):
-            return f"is {what}, not a checkpoint format ckptlint reads"
-    if formats == SHARD_FORMATS:
-        return "is not a safetensors or torch.save file, so it cannot be a shard"
-    return ("is not a checkpoint ckptlint can read (safetensors, torch.save zip or legacy, "
-            "torch.distributed.checkpoint, or a ckptlint signature file); it starts with "
-            f"{head[:16]!r}")
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ckptlint.readers' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ckptlint.readers.{_EXPORTS[name]}"), name)

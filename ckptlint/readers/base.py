@@ -1,22 +1,22 @@
 """What every checkpoint reader returns and the small protocol each reader module satisfies.
 
 Also the shared limits: checkpoints are untrusted input, so every size read from a file is
-checked against a bound before anything is allocated for it; and the one way a reader opens a
-file (`open_regular`), which never blocks on a FIFO or device.
+checked against a bound before anything is allocated for it; and the sentence for a file that
+cannot be opened (`files.open_regular` is the one way a reader opens one).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Literal, Mapping, Protocol
+from typing import Mapping, Protocol
 
 from ckptlint.errors import CheckpointError
 from ckptlint.ftypes import Signature
 from ckptlint.keys import natural_sorted
+from ckptlint.readers.files import NotRegularFile, open_regular
 
 MAX_PICKLE_BYTES = 256 * 2**20  # a 70B model's data.pkl is ~100 kB; this leaves room for hparams
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit for its JSON header (MAX_HEADER_SIZE)
@@ -60,66 +60,6 @@ class UnsafeCheckpointError(CheckpointError):
         super().__init__(path, message or (
             f"refuses to run `{global_name}`, which the pickle in {member} calls: the file may "
             "be malicious (torch.load with weights_only=False would execute it)"))
-
-
-class NotRegularFile(OSError):
-    """A FIFO, device, socket or folder stands where a regular file is expected."""
-
-    def __init__(self, path: str | os.PathLike[str], kind: str):
-        self.kind = kind
-        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", str(path))
-
-
-_SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
-
-
-def describe(mode: int) -> str:
-    """"a regular file", "a folder", or what special file a `st_mode` is, as a phrase."""
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return next((what for test, what in _SPECIAL if test(mode)), "a special file")
-
-
-def file_kind(path: str | os.PathLike[str]) -> Literal["file", "folder"]:
-    """Whether `path` is a regular file or a folder, looked at without opening it.
-
-    Symlinks are followed (the OS resolves a chain; a loop is `OSError` ELOOP). A FIFO, device
-    or socket raises `NotRegularFile`: nothing may open it, since reading one can block forever
-    (a named pipe without a writer) or never end (`/dev/zero`). Missing: `FileNotFoundError`.
-    This is the check for every path ckptlint reads from an untrusted place.
-    """
-    mode = os.stat(path).st_mode
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    raise NotRegularFile(path, describe(mode))
-
-
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open a regular file for binary reading; never blocks, never opens a special file.
-
-    `file_kind` refuses a special file before it is opened; the descriptor is then opened
-    non-blocking and checked again, so a file swapped for a FIFO in between is refused too.
-    Raises `NotRegularFile` (also for a folder) or the `OSError` of the failed open.
-    """
-    if file_kind(path) != "file":
-        raise NotRegularFile(path, "a folder")
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(path, describe(mode))
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def unreadable(path: str | os.PathLike[str], exc: OSError) -> CheckpointError:
@@ -168,15 +108,23 @@ def with_tied(sig: Signature, tied: Mapping[str, str]) -> Signature:
         root = sig.aliases.get(kept, kept)
         groups.setdefault(root, set()).add(dropped)
     tensors, aliases = dict(sig.tensors), dict(sig.aliases)
+    # root -> the keys aliased to it, kept up to date: a file may name a million ties, and
+    # scanning every alias for every group would be quadratic
+    tied_to: dict[str, set[str]] = {}
+    for key, root in aliases.items():
+        tied_to.setdefault(root, set()).add(key)
     for root, dropped in groups.items():
-        members = dropped | {root} | {k for k, r in aliases.items() if r == root}
+        members = dropped | {root} | tied_to.get(root, set())
         present = natural_sorted(k for k in members if k in tensors)
         if not present:
             continue
-        for key in members - tensors.keys():
+        for key in [k for k in members if k not in tensors]:  # not `- tensors.keys()`: O(n)
             tensors[key] = tensors[present[0]]
         first, *rest = natural_sorted(members)
         for key in members:
-            aliases.pop(key, None)
+            old = aliases.pop(key, None)
+            if old is not None:
+                tied_to[old].discard(key)
         aliases.update(dict.fromkeys(rest, first))
+        tied_to.setdefault(first, set()).update(rest)
     return replace(sig, tensors=tensors, aliases=aliases)

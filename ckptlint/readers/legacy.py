@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tarfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,10 +20,10 @@ from ckptlint.readers.base import (
     MAX_PICKLE_BYTES,
     CheckpointRead,
     UnsafeCheckpointError,
-    open_regular,
     read_head,
     unreadable,
 )
+from ckptlint.readers.files import open_regular
 from ckptlint.readers.unpickler import StorageRef
 
 FORMAT = "torch-legacy"
@@ -38,7 +39,20 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def is_tar(head: bytes) -> bool:
-    return head[257:262] == _TAR_MAGIC
+    """Whether torch.load would read the file as a pre-1.0 tar checkpoint.
+
+    It tries `tarfile` first on any file that is not a zip, and tarfile accepts any first
+    block that parses as a header (a valid checksum is enough, no `ustar` magic needed): a
+    legacy pickle stream can be crafted to be one, and torch would then unpickle the tar's
+    members instead of the stream ckptlint reads.
+    """
+    if head[257:262] == _TAR_MAGIC:
+        return True
+    try:
+        tarfile.TarInfo.frombuf(head[:tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except (tarfile.HeaderError, ValueError, UnicodeError):
+        return False
+    return True
 
 
 class _Bounded:
@@ -63,8 +77,9 @@ class _Bounded:
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     where = str(path)
     if is_tar(read_head(path)):
-        raise CheckpointError(where, "is a torch checkpoint in the pre-1.0 tar format, which "
-                                     "ckptlint does not read: re-save it with a current torch")
+        raise CheckpointError(where, "is a tar archive, which torch.load reads as a checkpoint "
+                                     "in the pre-1.0 tar format; ckptlint does not read that "
+                                     "format: re-save it with a current torch")
     try:
         with open_regular(path) as handle:
             root, storages, keys = _pickles(handle, where)

@@ -19,7 +19,8 @@ from ckptlint.errors import CheckpointError
 from ckptlint.ftypes import Signature, TensorSpec
 from ckptlint.keys import MAX_KEYS
 from ckptlint.readers import statedict
-from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, open_regular, unreadable
+from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
+from ckptlint.readers.files import open_regular
 
 FORMAT = "safetensors"
 METADATA = "__metadata__"

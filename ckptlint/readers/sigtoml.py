@@ -24,7 +24,8 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     except UnicodeDecodeError:
         raise CheckpointError(str(path), "is not UTF-8 text, so not a signature file") from None
     except SignatureFileError as exc:
-        raise CheckpointError(str(path), str(exc).removeprefix(f"{path}: ")) from None
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise CheckpointError(where, exc.message) from None
     note = f"a signature file; state_dict_key `{state_dict_key}` does not apply" if (
         state_dict_key) else ""
     return CheckpointRead(sig, FORMAT, note)

@@ -19,9 +19,9 @@ from ckptlint.readers.base import (
     MAX_PICKLE_BYTES,
     CheckpointRead,
     UnsafeCheckpointError,
-    open_regular,
     unreadable,
 )
+from ckptlint.readers.files import open_regular
 from ckptlint.readers.unpickler import StorageRef, Unpickled
 
 FORMAT = "torch-zip"

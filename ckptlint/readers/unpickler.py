@@ -427,9 +427,13 @@ class RestrictedUnpickler(pickle._Unpickler):
     names whole modules), or none at all.
     """
 
-    def __init__(self, file: IO[bytes], *, ids: Ids, seconds: float = PICKLE_SECONDS):
-        self._counted = _Counted(file)
-        super().__init__(self._counted, encoding="latin1")
+    def __init__(self, file: IO[bytes], *, ids: Ids, seconds: float = PICKLE_SECONDS,
+                 size: int | None = None):
+        # the budget grows with the bytes read; when the whole pickle is at hand its size is
+        # known, and the file is read directly (a counting wrapper costs a call per read)
+        self._counted = _Counted(file) if size is None else None
+        self._size = size
+        super().__init__(self._counted or file, encoding="latin1")
         self._ids = ids
         self._deadline = time.monotonic() + seconds
         self._work, self._next_look = 0, _CHECK_EVERY
@@ -445,7 +449,8 @@ class RestrictedUnpickler(pickle._Unpickler):
         if self._work < self._next_look:
             return
         self._next_look = self._work + _CHECK_EVERY
-        if self._work > WORK_BASE + WORK_PER_BYTE * self._counted.read_bytes:
+        read = self._counted.read_bytes if self._counted else self._size or 0
+        if self._work > WORK_BASE + WORK_PER_BYTE * read:
             raise PickleInvalid("does far more work than a pickle of its size can need (it "
                                 "references one large object over and over: a hostile pickle)")
         if time.monotonic() > self._deadline:
@@ -594,11 +599,12 @@ class RestrictedUnpickler(pickle._Unpickler):
     def call(self, func: Any, args: Any, kwargs: Any = None) -> Any:
         if not isinstance(args, tuple) or not isinstance(kwargs or {}, dict):
             raise PickleInvalid("calls something with arguments that are not a tuple")
-        self.tick(sum(len(a) if isinstance(a, (str, bytes, bytearray, list, tuple, dict))
-                      else 1 for a in args))
         if isinstance(func, Known):
             if func.container:
-                return self.build(func.container, args)
+                return self.build(func.container, args)  # charges each element itself
+            if not func.tensor:  # bytes(), complex(), ...: charged for what they copy
+                self.tick(sum(len(a) if isinstance(a, (str, bytes, bytearray, list, tuple))
+                              else 1 for a in args))
             return func.fn(*args, **(kwargs or {}))
         if isinstance(func, type) and issubclass(func, Opaque):
             if not class_like(func.global_name):
@@ -782,9 +788,13 @@ RestrictedUnpickler.dispatch = {
 }
 
 
-def load(file: IO[bytes], *, ids: Ids = "zip", seconds: float = PICKLE_SECONDS) -> Unpickled:
-    """Unpickle one pickle from `file` inertly; raise `PickleRefused` or `PickleInvalid`."""
-    unpickler = RestrictedUnpickler(file, ids=ids, seconds=seconds)
+def load(file: IO[bytes], *, ids: Ids = "zip", seconds: float = PICKLE_SECONDS,
+         size: int | None = None) -> Unpickled:
+    """Unpickle one pickle from `file` inertly; raise `PickleRefused` or `PickleInvalid`.
+
+    `size` is the pickle's length when known (else the bytes read are counted).
+    """
+    unpickler = RestrictedUnpickler(file, ids=ids, seconds=seconds, size=size)
     try:
         return Unpickled(unpickler.load(), unpickler.storages)
     except (PickleRefused, PickleInvalid):
@@ -800,4 +810,4 @@ def load(file: IO[bytes], *, ids: Ids = "zip", seconds: float = PICKLE_SECONDS) 
 
 
 def loads(data: bytes, *, ids: Ids = "zip", seconds: float = PICKLE_SECONDS) -> Unpickled:
-    return load(io.BytesIO(data), ids=ids, seconds=seconds)
+    return load(io.BytesIO(data), ids=ids, seconds=seconds, size=len(data))

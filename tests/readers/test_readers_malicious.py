@@ -5,7 +5,9 @@ from __future__ import annotations
 import builtins
 import os
 import pickle
+import struct
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,87 @@ def test_plain_data_classes_are_inert(tmp_path: Path) -> None:
     path = tmp_path / "hp.pt"
     torch.save(state, path)
     assert set(read_checkpoint(path).signature.tensors) == {"w"}
+
+
+def _legacy_parts(data: bytes) -> tuple[list[bytes], bytes]:
+    """The five pickles of a legacy torch.save file, and the storage bytes after them."""
+    import pickletools
+
+    parts, pos = [], 0
+    for _ in range(5):
+        end = next(pos + at + 1 for op, _, at in pickletools.genops(data[pos:])
+                   if op.name == "STOP")
+        parts.append(data[pos:end])
+        pos = end
+    return parts, data[pos:]
+
+
+def _tar_header(prefix: bytes, name: bytes, size: int) -> bytes:
+    """A 512-byte tar header whose first bytes are `prefix` (pickle bytes, left as they are)."""
+    import tarfile
+
+    block = bytearray(512)
+    block[:len(name)] = name
+    block[100:108], block[108:116], block[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    block[124:136], block[136:148], block[156:157] = b"%011o\0" % size, b"00000000000\0", b"0"
+    block[:len(prefix)] = prefix
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % tarfile.calc_chksums(bytes(block))[0]
+    return bytes(block)
+
+
+def test_legacy_stream_that_is_also_a_tar_archive(tmp_path: Path) -> None:
+    """A legacy pickle stream whose first block is also a tar header: torch.load tries tarfile
+    first and, finding a member named `storages`, unpickles that instead of the stream."""
+    marker = tmp_path / "pwned"
+    genuine = tmp_path / "genuine.pt"
+    torch.save({"w": torch.zeros(2)}, genuine, _use_new_zipfile_serialization=False)
+    (magic, protocol, _sys_info, obj, keys), storages = _legacy_parts(genuine.read_bytes())
+    payload = pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=0)
+    head = magic + protocol + b"\x80\x03}q\x00(X\x0d\x00\x00\x00little_endian\x88X\x03\x00\x00" \
+        b"\x00padB"
+    start = len(head) + 4  # where the padding's bytes begin: the header fields lie past it
+    second = _tar_header(b"", b"storages", len(payload))
+    body = second + payload + b"\0" * (-len(payload) % 512)
+    padding_len = 512 - start + len(body)
+    head += struct.pack("<I", padding_len)
+    block = _tar_header(head, b"", 0)
+    stream = block + body + b"u." + obj + keys + storages
+    assert stream.startswith(head) and start < 100
+    path = tmp_path / "polyglot.pt"
+    path.write_bytes(stream)
+    with pytest.raises(CheckpointError, match="is a tar archive, which torch.load reads as a "
+                                              "checkpoint in the pre-1.0 tar format"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    proc = subprocess.run([sys.executable, "-c", f"import torch\ntry: torch.load({str(path)!r}, "
+                                                 "weights_only=False)\nexcept Exception: pass"],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0 and marker.exists()  # torch ran the tar member's pickle
+
+
+@pytest.mark.parametrize("global_name", [
+    "logging.FileHandler", "socketserver.TCPServer", "zipfile.ZipFile", "timeit.Timer",
+    "torch.utils.data.DataLoader", "torch.jit.ScriptModule", "numpy.testing.Tester",
+])
+def test_classes_that_act_when_built_are_refused(tmp_path: Path, global_name: str) -> None:
+    """A capitalised class is otherwise kept as an inert placeholder; these do something when
+    torch.load(weights_only=False) builds them (open a file, a socket, compile code)."""
+    module, _, name = global_name.rpartition(".")
+    data = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X\x01\x00\x00\x00x\x85R."
+    with pytest.raises(UnsafeCheckpointError, match=f"`{global_name}`"):
+        read_checkpoint(_zip_with_pickle(tmp_path, data))
+
+
+def test_a_class_gadget_really_acts_under_torch_load(tmp_path: Path) -> None:
+    """logging.FileHandler(path) creates the file: torch.load(weights_only=False) does it."""
+    marker = tmp_path / "created-by-the-pickle"
+    data = (b"\x80\x02clogging\nFileHandler\nX" + struct.pack("<I", len(str(marker)))
+            + str(marker).encode() + b"\x85R.")
+    path = _zip_with_pickle(tmp_path, data)
+    with pytest.raises(UnsafeCheckpointError, match="`logging.FileHandler`"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(path)!r}, "
+                                          "weights_only=False)"], capture_output=True, timeout=120)
+    assert marker.exists()

@@ -6,6 +6,7 @@ records) is packed here from `struct`, so a test can place, repeat or bend any o
 
 from __future__ import annotations
 
+import math
 import pickle
 import struct
 import zlib
@@ -189,7 +190,7 @@ class _Tensor:
 
     def __reduce__(self) -> tuple:
         from collections import OrderedDict
-        stride = tuple(int(torch.tensor(self.shape[i + 1:]).prod()) for i in range(len(self.shape)))
+        stride = tuple(math.prod(self.shape[i + 1:]) for i in range(len(self.shape)))
         return torch._utils._rebuild_tensor_v2, (self.storage, 0, self.shape, stride, False,
                                                  OrderedDict())
 
