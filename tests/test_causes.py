@@ -586,3 +586,32 @@ def test_a_checkpoint_saved_under_a_wrapper_prefix_still_points_at_the_added_lay
     run = project.run("check", "--against", "ddp.pt", "--format", "json")
     at = {f["key"]: f["line"] for f in explained(json.loads(run.out)["findings"])}
     assert at["blocks.{0..1}.norm.*"] == line_of(text, "self.norm = nn.LayerNorm(4)")
+
+
+HELPER = "from torch import nn\n\n\ndef mlp(d):\n    hidden = 4 * d\n    return nn.Sequential(" \
+         "nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))\n"
+NET = "from torch import nn\nfrom layers import mlp\n\n\nclass Net(nn.Module):\n" \
+      "    def __init__(self):\n        super().__init__()\n" \
+      "        self.blocks = nn.ModuleList([mlp(8) for _ in range(3)])\n"
+
+
+def helper_project(project) -> str:
+    project.write("layers.py", HELPER)
+    project.write("model.py", NET)
+    project.configure('name = "net"\ntarget = "model:Net"')
+    assert project.run("update").code == 0
+    commit(project)
+    return edit(project, "layers.py", "hidden = 4 * d", "hidden = 2 * d")
+
+
+def test_a_helper_changed_since_the_signature_is_one_annotation_on_the_changed_line(project):
+    text = helper_project(project)
+    message = one_annotation_on(project, "layers.py", line_of(text, "hidden = 2 * d"))
+    assert "9 tensors" in message  # two Linears' weights and one bias, in three blocks
+
+
+def test_an_ignore_comment_on_the_cause_line_silences_the_whole_group(project):
+    helper_project(project)
+    edit(project, "layers.py", "hidden = 2 * d", "hidden = 2 * d  # ckptlint: ignore[CKL103]")
+    run = project.run("check", "--format", "json")
+    assert (run.code, json.loads(run.out)["findings"]) == (0, []), run.out
