@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 
 import pytest
 import torch
@@ -252,3 +254,204 @@ def test_a_rename_of_some_layers_keeps_their_indices(project):
     loaded = model.state_dict()
     for key, value in old_state.items():  # layer 0 moved, layers 1-3 left where they were
         assert torch.equal(loaded[key.replace("h.0.", "h.0.0.")], value), key
+
+
+# -- remap --apply: the hook written into the class, then a real strict load -------------------
+
+def _import(path, name: str = "applied_models"):
+    """The edited module, imported afresh from its file."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the dataclass and pickling machinery look modules up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def _renamed(key: str) -> str:
+    """Where an old key of OLD's Net lives in NEW's."""
+    key = re.sub(r"^blocks\.(\d+)\.", r"blocks.\1.0.", key)
+    return re.sub(r"^fc\.", "head.", key)
+
+
+class _Lit:
+    """A LightningModule around the old Net, trained one step and saved by a real Trainer."""
+
+    @staticmethod
+    def save(model, path) -> None:
+        import lightning as L
+
+        class Lit(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def training_step(self, batch, _index):
+                return sum(p.sum() for p in self.model.parameters()) * batch[0].sum()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu", devices=1)
+        data = torch.utils.data.TensorDataset(torch.ones(2, 1))
+        trainer.fit(Lit(), torch.utils.data.DataLoader(data, batch_size=2))
+        trainer.save_checkpoint(path)
+
+
+def _averaged(model):
+    """torch's own EMA wrapper, updated twice, as its state_dict() saves it."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    ema.update_parameters(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update_parameters(model)
+    return ema
+
+
+# how each file was saved, and how its keys name the old Net's (None: the tensor is dropped)
+SAVES = {
+    "plain": (lambda m, path: torch.save(m.state_dict(), path), lambda k: k),
+    "data-parallel": (lambda m, path: torch.save(torch.nn.DataParallel(m).state_dict(), path),
+                      lambda k: k.removeprefix("module.")),
+    "torch-compile": (lambda m, path: torch.save(torch.compile(m).state_dict(), path),
+                      lambda k: k.removeprefix("_orig_mod.")),
+    "lightning": (_Lit.save, lambda k: k.removeprefix("model.")),
+    "ema": (lambda m, path: torch.save(_averaged(m).state_dict(), path),
+            lambda k: None if k == "n_averaged" else k.removeprefix("module.")),
+}
+
+
+def _saved(project, how: str) -> dict:
+    """A real file of the old code saved the `how` way; its state dict as torch loads it."""
+    torch.manual_seed(0)
+    model = _module(OLD)["Net"]()
+    model.bn.running_mean.uniform_()
+    SAVES[how][0](model, project.root / "ckpt.pt")
+    loaded = torch.load(project.root / "ckpt.pt", weights_only=True)
+    return loaded.get("state_dict", loaded)
+
+
+def _loads_strictly(project, saved: dict, how: str) -> None:
+    """A real CPU strict load of the old file into the edited class: every tensor equal."""
+    model = _import(project.root / "models.py").Net()
+    model.load_state_dict(saved, strict=True)
+    loaded = model.state_dict()
+    unwrap = SAVES[how][1]
+    expected = {_renamed(unwrap(k)): v for k, v in saved.items() if unwrap(k) is not None}
+    assert set(loaded) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
+
+
+@pytest.mark.parametrize("how", list(SAVES))
+def test_apply_then_the_old_file_loads_for_real(project, how):
+    _setup(project)
+    saved = _saved(project, how)
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0, run.out + run.err
+    assert "models.py: wrote `_remap_net_checkpoint` and registered it in `Net.__init__`" in run.out
+    assert "ckpt.pt now loads with strict=True" in run.out
+    _loads_strictly(project, saved, how)
+    edited = (project.root / "models.py").read_bytes()
+    again = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert again.code == 0 and "nothing changed" in again.out, again.out + again.err
+    assert (project.root / "models.py").read_bytes() == edited  # a second --apply is a no-op
+
+
+def test_after_apply_check_against_the_old_file_is_clean(project):
+    _setup(project)
+    _saved(project, "plain")
+    assert project.run("check", "net", "--against", "ckpt.pt").code == 1
+    assert project.run("remap", "net", "--against", "ckpt.pt", "--apply").code == 0
+    run = project.run("check", "net", "--against", "ckpt.pt", "--format", "json")
+    assert (run.code, json.loads(run.out)["findings"]) == (0, []), run.out
+
+
+def test_apply_from_the_committed_signature(project):
+    _setup(project, OLD)
+    project.run("update")
+    _setup(project)
+    saved = _saved(project, "plain")
+    run = project.run("remap", "net", "--apply")
+    assert run.code == 0 and "signatures/net.toml now loads with strict=True" in run.out, run.out
+    _loads_strictly(project, saved, "plain")
+    assert project.run("check").code == 0  # the committed (old) signature loads through it
+
+
+def test_diff_prints_the_edit_and_writes_nothing(project):
+    _setup(project)
+    _saved(project, "data-parallel")
+    before = (project.root / "models.py").read_bytes()
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--diff")
+    assert run.code == 0, run.err
+    assert run.out.startswith("--- a/models.py\n+++ b/models.py\n")
+    assert "+        self._register_load_state_dict_pre_hook(_remap_net_checkpoint, " \
+           "with_module=True)" in run.out and "+        (r'^module\\.', r'')," in run.out
+    assert (project.root / "models.py").read_bytes() == before
+
+
+def test_a_further_refactor_updates_the_hook_in_place(project):
+    _setup(project)
+    saved = _saved(project, "plain")
+    assert project.run("remap", "net", "--against", "ckpt.pt", "--apply").code == 0
+    # then the embedding is renamed too: the same hook learns one more rule
+    source = (project.root / "models.py").read_text()
+    project.write("models.py", source.replace("self.embed =", "self.tokens ="))
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0, run.out + run.err
+    text = (project.root / "models.py").read_text()
+    assert text.count("def _remap_net_checkpoint(") == 1
+    assert text.count("self._register_load_state_dict_pre_hook(") == 1
+    model = _import(project.root / "models.py").Net()
+    model.load_state_dict(saved, strict=True)
+    assert torch.equal(model.tokens.weight, saved["embed.weight"])
+
+
+def test_an_edit_that_does_not_prove_is_reverted_byte_for_byte(project):
+    # the class wipes its load hooks after super().__init__(): the hook is written, never runs
+    _setup(project, NEW.replace("        self.embed = nn.Embedding(10, d)",
+                                "        self._load_state_dict_pre_hooks.clear()\n"
+                                "        self.embed = nn.Embedding(10, d)"))
+    _saved(project, "plain")
+    before = (project.root / "models.py").read_bytes()
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 1
+    assert run.out.startswith("models.py: reverted the edit: after it, the checkpoint still "
+                              "does not load strictly (missing: "), run.out
+    assert (project.root / "models.py").read_bytes() == before
+
+
+def test_a_peft_adapter_is_said_to_need_merging(project):
+    from peft import LoraConfig, get_peft_model
+
+    _setup(project, OLD)
+    model = get_peft_model(_module(OLD)["Net"](), LoraConfig(target_modules=["fc"], r=2))
+    torch.save(model.state_dict(), project.root / "adapter.pt")
+    for argv in (("remap", "net", "--against", "adapter.pt"),
+                 ("remap", "net", "--against", "adapter.pt", "--apply")):
+        run = project.run(*argv)
+        assert run.code == 1 and "holds PEFT adapter weights (`base_model.model.blocks.0.fc.base_layer." \
+            in run.out, run.out + run.err
+        assert "needs the adapter merged into its base layers" in run.out
+        assert "merge_and_unload()" in run.out
+    assert (project.root / "models.py").read_text() == textwrap.dedent(OLD).lstrip("\n")
+
+
+def test_apply_needs_a_class_of_the_project(project):
+    project.configure('name = "lin"\ntarget = "torch.nn:Linear"\n'
+                      'kwargs = { in_features = 4, out_features = 2 }')
+    torch.save({"module." + k: v for k, v in torch.nn.Linear(4, 2).state_dict().items()},
+               project.root / "ckpt.pt")
+    run = project.run("remap", "lin", "--against", "ckpt.pt", "--apply")
+    assert run.code == 2 and "`Linear` defined outside the project" in run.err, run.err
+    assert "ckptlint convert OLD OUT.safetensors --model lin" in run.err
