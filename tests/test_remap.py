@@ -3,44 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 
 import pytest
 import torch
+from oldfiles import NET, NEW, OLD, SAVES, expected, load_module, module, saved
 
-OLD = '''
-import torch
-from torch import nn
-
-
-class Block(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.fc = nn.Linear(d, 2 * d)
-        self.out = nn.Linear(2 * d, d)
-
-
-class Net(nn.Module):
-    def __init__(self, d=8, n=4):
-        super().__init__()
-        self.embed = nn.Embedding(10, d)
-        self.blocks = nn.ModuleList([Block(d) for _ in range(n)])
-        self.bn = nn.BatchNorm1d(d)
-        self.fc = nn.Linear(d, 5)
-'''
-# the refactor: `fc` -> `head`, each block wrapped in nn.Sequential
-NEW = OLD.replace("self.fc = nn.Linear(d, 5)", "self.head = nn.Linear(d, 5)") \
-    .replace("[Block(d) for _ in range(n)]", "[nn.Sequential(Block(d)) for _ in range(n)]")
-NET = 'name = "net"\ntarget = "models:Net"'
-
-
-def _module(source: str) -> dict:
-    namespace: dict = {}
-    exec(compile(source, "models.py", "exec"), namespace)
-    return namespace
-
+_module = module
 
 def _checkpoint(project, source: str = OLD, wrap=lambda m: m) -> dict:
     torch.manual_seed(0)
@@ -258,110 +227,26 @@ def test_a_rename_of_some_layers_keeps_their_indices(project):
 
 # -- remap --apply: the hook written into the class, then a real strict load -------------------
 
-def _import(path, name: str = "applied_models"):
-    """The edited module, imported afresh from its file."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # the dataclass and pickling machinery look modules up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return module
-
-
-def _renamed(key: str) -> str:
-    """Where an old key of OLD's Net lives in NEW's."""
-    key = re.sub(r"^blocks\.(\d+)\.", r"blocks.\1.0.", key)
-    return re.sub(r"^fc\.", "head.", key)
-
-
-class _Lit:
-    """A LightningModule around the old Net, trained one step and saved by a real Trainer."""
-
-    @staticmethod
-    def save(model, path) -> None:
-        import lightning as L
-
-        class Lit(L.LightningModule):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def training_step(self, batch, _index):
-                return sum(p.sum() for p in self.model.parameters()) * batch[0].sum()
-
-            def configure_optimizers(self):
-                return torch.optim.SGD(self.parameters(), lr=0.1)
-
-        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False,
-                            accelerator="cpu", devices=1)
-        data = torch.utils.data.TensorDataset(torch.ones(2, 1))
-        trainer.fit(Lit(), torch.utils.data.DataLoader(data, batch_size=2))
-        trainer.save_checkpoint(path)
-
-
-def _averaged(model):
-    """torch's own EMA wrapper, updated twice, as its state_dict() saves it."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
-    ema.update_parameters(model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    ema.update_parameters(model)
-    return ema
-
-
-# how each file was saved, and how its keys name the old Net's (None: the tensor is dropped)
-SAVES = {
-    "plain": (lambda m, path: torch.save(m.state_dict(), path), lambda k: k),
-    "data-parallel": (lambda m, path: torch.save(torch.nn.DataParallel(m).state_dict(), path),
-                      lambda k: k.removeprefix("module.")),
-    "torch-compile": (lambda m, path: torch.save(torch.compile(m).state_dict(), path),
-                      lambda k: k.removeprefix("_orig_mod.")),
-    "lightning": (_Lit.save, lambda k: k.removeprefix("model.")),
-    "ema": (lambda m, path: torch.save(_averaged(m).state_dict(), path),
-            lambda k: None if k == "n_averaged" else k.removeprefix("module.")),
-}
-
-
-def _saved(project, how: str) -> dict:
-    """A real file of the old code saved the `how` way; its state dict as torch loads it."""
-    torch.manual_seed(0)
-    model = _module(OLD)["Net"]()
-    model.bn.running_mean.uniform_()
-    SAVES[how][0](model, project.root / "ckpt.pt")
-    loaded = torch.load(project.root / "ckpt.pt", weights_only=True)
-    return loaded.get("state_dict", loaded)
-
-
-def _loads_strictly(project, saved: dict, how: str) -> None:
+def _loads_strictly(project, state: dict, how: str) -> None:
     """A real CPU strict load of the old file into the edited class: every tensor equal."""
-    model = _import(project.root / "models.py").Net()
-    model.load_state_dict(saved, strict=True)
+    model = load_module(project.root / "models.py").Net()
+    model.load_state_dict(state, strict=True)
     loaded = model.state_dict()
-    unwrap = SAVES[how][1]
-    expected = {_renamed(unwrap(k)): v for k, v in saved.items() if unwrap(k) is not None}
-    assert set(loaded) == set(expected)
-    for key, value in expected.items():
+    want = expected(state, how)
+    assert set(loaded) == set(want)
+    for key, value in want.items():
         assert torch.equal(loaded[key], value), key
 
 
 @pytest.mark.parametrize("how", list(SAVES))
 def test_apply_then_the_old_file_loads_for_real(project, how):
     _setup(project)
-    saved = _saved(project, how)
+    state = saved(project, how)
     run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
     assert run.code == 0, run.out + run.err
     assert "models.py: wrote `_remap_net_checkpoint` and registered it in `Net.__init__`" in run.out
     assert "ckpt.pt now loads with strict=True" in run.out
-    _loads_strictly(project, saved, how)
+    _loads_strictly(project, state, how)
     edited = (project.root / "models.py").read_bytes()
     again = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
     assert again.code == 0 and "nothing changed" in again.out, again.out + again.err
@@ -370,7 +255,7 @@ def test_apply_then_the_old_file_loads_for_real(project, how):
 
 def test_after_apply_check_against_the_old_file_is_clean(project):
     _setup(project)
-    _saved(project, "plain")
+    saved(project, "plain")
     assert project.run("check", "net", "--against", "ckpt.pt").code == 1
     assert project.run("remap", "net", "--against", "ckpt.pt", "--apply").code == 0
     run = project.run("check", "net", "--against", "ckpt.pt", "--format", "json")
@@ -381,16 +266,16 @@ def test_apply_from_the_committed_signature(project):
     _setup(project, OLD)
     project.run("update")
     _setup(project)
-    saved = _saved(project, "plain")
+    state = saved(project, "plain")
     run = project.run("remap", "net", "--apply")
     assert run.code == 0 and "signatures/net.toml now loads with strict=True" in run.out, run.out
-    _loads_strictly(project, saved, "plain")
+    _loads_strictly(project, state, "plain")
     assert project.run("check").code == 0  # the committed (old) signature loads through it
 
 
 def test_diff_prints_the_edit_and_writes_nothing(project):
     _setup(project)
-    _saved(project, "data-parallel")
+    saved(project, "data-parallel")
     before = (project.root / "models.py").read_bytes()
     run = project.run("remap", "net", "--against", "ckpt.pt", "--diff")
     assert run.code == 0, run.err
@@ -402,7 +287,7 @@ def test_diff_prints_the_edit_and_writes_nothing(project):
 
 def test_a_further_refactor_updates_the_hook_in_place(project):
     _setup(project)
-    saved = _saved(project, "plain")
+    state = saved(project, "plain")
     assert project.run("remap", "net", "--against", "ckpt.pt", "--apply").code == 0
     # then the embedding is renamed too: the same hook learns one more rule
     source = (project.root / "models.py").read_text()
@@ -412,9 +297,9 @@ def test_a_further_refactor_updates_the_hook_in_place(project):
     text = (project.root / "models.py").read_text()
     assert text.count("def _remap_net_checkpoint(") == 1
     assert text.count("self._register_load_state_dict_pre_hook(") == 1
-    model = _import(project.root / "models.py").Net()
-    model.load_state_dict(saved, strict=True)
-    assert torch.equal(model.tokens.weight, saved["embed.weight"])
+    model = load_module(project.root / "models.py").Net()
+    model.load_state_dict(state, strict=True)
+    assert torch.equal(model.tokens.weight, state["embed.weight"])
 
 
 def test_an_edit_that_does_not_prove_is_reverted_byte_for_byte(project):
@@ -422,7 +307,7 @@ def test_an_edit_that_does_not_prove_is_reverted_byte_for_byte(project):
     _setup(project, NEW.replace("        self.embed = nn.Embedding(10, d)",
                                 "        self._load_state_dict_pre_hooks.clear()\n"
                                 "        self.embed = nn.Embedding(10, d)"))
-    _saved(project, "plain")
+    saved(project, "plain")
     before = (project.root / "models.py").read_bytes()
     run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
     assert run.code == 1
