@@ -229,6 +229,7 @@ def _safetensors(path: Path, key: str | None, handles: list[BinaryIO]) -> Opened
 
 def _sharded(path: Path, key: str | None, handles: list[BinaryIO]) -> Opened:
     tensors: dict[str, _Tensor] = {}
+    _handle(path, handles)  # the index too: `digests` reads every file through its handle
     files = [path]
 
     def read_shard(shard: Path) -> CheckpointRead:
