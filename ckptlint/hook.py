@@ -184,13 +184,14 @@ def _averaged(aligned: Signature, current: Signature) -> Rules | None:
 
 def _rekeyed(load: LoadReport | None, moved: Mapping[str, str],
              before: Signature) -> LoadReport | None:
-    """torch's report with its unexpected keys named as after a re-keying (`moved`: new key ->
-    old key); keys the re-keying dropped are no longer unexpected."""
+    """torch's report as if the re-keying (`moved`: new key -> old key) had come first: its
+    unexpected keys renamed (those it dropped gone), the keys it fills no longer missing."""
     if load is None:
         return None
     renamed = {old: new for new, old in moved.items()}
     return replace(load, unexpected=tuple(renamed.get(k, k) for k in load.unexpected
-                                          if k in renamed or k not in before.tensors))
+                                          if k in renamed or k not in before.tensors),
+                   missing=tuple(k for k in load.missing if k not in moved))
 
 
 def _lists(signature: Signature) -> dict[str, frozenset[str]]:

@@ -340,3 +340,50 @@ def test_apply_needs_a_class_of_the_project(project):
     run = project.run("remap", "lin", "--against", "ckpt.pt", "--apply")
     assert run.code == 2 and "`Linear` defined outside the project" in run.err, run.err
     assert "ckptlint convert OLD OUT.safetensors --model lin" in run.err
+
+
+def test_apply_for_a_wrapper_says_what_check_will_still_report(project):
+    _setup(project, OLD)
+    state = saved(project, "data-parallel")
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0 and run.out.endswith(
+        "note: `ckptlint check` still reports the `module.` prefix of ckpt.pt, which it takes off "
+        "before torch's dry run; strip_prefix = \"module.\" in the model's entry says it is "
+        "handled\n"), run.out
+    model = load_module(project.root / "models.py").Net()
+    model.load_state_dict(state, strict=True)  # the hook strips the prefix for real
+    project.configure(NET + '\nstrip_prefix = "module."')
+    assert project.run("check", "net", "--against", "ckpt.pt").code == 0
+    again = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert again.code == 0 and "nothing changed" in again.out, again.out + again.err
+
+
+LIT = OLD + '''
+
+class Lit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = Net()
+'''
+
+
+def test_apply_when_the_code_wraps_what_the_file_does_not(project):
+    _setup(project, LIT, 'name = "lit"\ntarget = "models:Lit"')
+    state = saved(project, "plain")
+    run = project.run("remap", "lit", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0, run.out + run.err
+    assert "registered it in `Lit.__init__`" in run.out
+    model = load_module(project.root / "models.py").Lit()
+    model.load_state_dict(state, strict=True)
+    loaded = model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[f"model.{key}"], value), key
+
+
+def test_an_ema_file_of_the_same_code_drops_only_the_counter(project):
+    _setup(project, OLD)
+    saved(project, "ema")
+    doc = json.loads(project.run("remap", "net", "--against", "ckpt.pt", "--format", "json").out)
+    assert (doc["proved"], doc["rules"], doc["dropped"]) == (True, [[r"^module\.", ""]],
+                                                             ["n_averaged"])
+    assert doc["mapping"]["module.fc.weight"] == "fc.weight"

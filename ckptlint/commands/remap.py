@@ -133,11 +133,18 @@ def _write_and_prove(config: Config, spec: ModelSpec, path: Path, edit: Edit, qu
         write_atomic(path, edit.before, scratch_dir)
         return Fix(f"{edit.file}: reverted the edit: after it, {problem}\n", False, edit.file,
                    edit.diff(), failing=(problem,))
-    return Fix(f"{edit.file}: wrote `{hook.hook_name(spec)}` and registered it in "
-               f"`{qualname}.__init__`; rebuilt "
-               f"`{spec.name}`: {printable(label)} now loads with strict=True ({moved} keys "
-               "move; torch's load_state_dict on meta tensors)\n", True, edit.file, edit.diff(),
-               written=True)
+    text = (f"{edit.file}: wrote `{hook.hook_name(spec)}` and registered it in "
+            f"`{qualname}.__init__`; rebuilt `{spec.name}`: {printable(label)} now loads with "
+            f"strict=True ({moved} keys move; torch's load_state_dict on meta tensors)\n")
+    wrapper = prefix.detect(aligned, remap.current)
+    if wrapper is not None:
+        # check re-keys a checkpoint past a wrapper prefix before torch's dry run, so it never
+        # sees the hook handle it, and still reports the prefix
+        text += (f"note: `ckptlint check` still reports the `{wrapper.prefix}` prefix of "
+                 f"{printable(label)}, which it takes off before torch's dry run"
+                 + (f"; strip_prefix = \"{wrapper.prefix}\" in the model's entry says it is "
+                    "handled" if wrapper.side == "checkpoint" else "") + "\n")
+    return Fix(text, True, edit.file, edit.diff(), written=True)
 
 
 def _proven(build: hook.Build, spec: ModelSpec, aligned: Signature, current: Signature,

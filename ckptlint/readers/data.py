@@ -64,6 +64,7 @@ class TensorData:
         self._tensors, self._handles = dict(tensors), handles
         self._stats = [_stat(h) for h in handles]
         self._checked: set[int] = set()  # id() of zip members whose CRC was verified
+        self._buffer = bytearray()  # what `read` returns a view of, reused for the next one
 
     def __enter__(self) -> TensorData:
         return self
@@ -78,8 +79,9 @@ class TensorData:
     def has_data(self, key: str) -> bool:
         return key in self._tensors
 
-    def read(self, key: str) -> bytes | bytearray:
-        """The bytes of tensor `key`, C-contiguous and little-endian."""
+    def read(self, key: str) -> bytes | bytearray | memoryview:
+        """The bytes of tensor `key`, C-contiguous and little-endian; valid until the next
+        `read` (the buffer is reused: one tensor in memory at a time)."""
         where = str(self.path)
         tensor = self._tensors[key]
         return dispatch.guarded(where, lambda: self._bytes(tensor, where))
@@ -92,7 +94,7 @@ class TensorData:
         """Whether no file was rewritten (size, modification time) since it was opened."""
         return [_stat(h) for h in self._handles] == self._stats
 
-    def _bytes(self, tensor: _Tensor, where: str) -> bytes | bytearray:
+    def _bytes(self, tensor: _Tensor, where: str) -> bytes | bytearray | memoryview:
         record, storage = tensor.record, tensor.storage
         itemsize = ITEMSIZE[record.dtype]
         if any(d == 0 for d in record.shape):
@@ -103,14 +105,18 @@ class TensorData:
         data = span if _contiguous(record.shape, record.stride) else _gather(record, span)
         return _swapped(data, storage.swap) if storage.swap > 1 else data
 
-    def _range(self, storage: _Storage, begin: int, end: int, where: str) -> bytes | bytearray:
+    def _range(self, storage: _Storage, begin: int, end: int,
+               where: str) -> bytes | memoryview:
         """Bytes [begin, end) of a storage (the readers checked they lie inside it)."""
         member = storage.member
         if member is not None and member.method != zipdir.STORED:
             # deflated data is inflated whole (bounded by its declared size, CRC checked):
             # torch.save stores every storage uncompressed, so this is for other writers
             return zipdir.read_member(storage.handle, member, member.size, where)[begin:end]
-        data = _pread(storage.handle, storage.start + begin, end - begin, where)
+        if len(self._buffer) < end - begin:
+            self._buffer = bytearray()  # the old one is freed before the larger one is made
+            self._buffer = bytearray(end - begin)
+        data = _pread(storage.handle, storage.start + begin, end - begin, where, self._buffer)
         if member is not None and id(member) not in self._checked:
             whole = begin == 0 and end == member.size
             crc = zlib.crc32(data) if whole else _crc(storage.handle, member, where)
@@ -296,14 +302,13 @@ def _contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     return all(d == 1 or s == c for d, s, c in zip(shape, stride, _contiguous_strides(shape)))
 
 
-def _gather(record: TensorRecord, span: bytes | bytearray) -> bytearray:
+def _gather(record: TensorRecord, span: bytes | memoryview) -> bytearray:
     """A strided view (a transpose, an expanded or sliced tensor) copied out in C order, as
     torch itself does it; `span` starts at the view's first element."""
     import torch
 
     itemsize = ITEMSIZE[record.dtype]
-    source = torch.frombuffer(bytearray(span) if isinstance(span, bytes) else span,
-                              dtype=torch.uint8)
+    source = torch.frombuffer(_writable(span), dtype=torch.uint8)
     view = source.as_strided((*record.shape, itemsize),
                              (*(s * itemsize for s in record.stride), 1))
     out = bytearray(view.numel())
@@ -311,24 +316,32 @@ def _gather(record: TensorRecord, span: bytes | bytearray) -> bytearray:
     return out
 
 
-def _swapped(data: bytes | bytearray, width: int) -> bytearray:
+def _writable(data: bytes | bytearray | memoryview) -> bytearray | memoryview:
+    # torch.frombuffer warns on a read-only buffer; the reused buffer is writable already
+    return data if isinstance(data, bytearray) or (
+        isinstance(data, memoryview) and not data.readonly) else bytearray(data)
+
+
+def _swapped(data: bytes | bytearray | memoryview, width: int) -> bytearray:
     """Each `width`-byte word reversed (a big-endian storage, as torch.load swaps it)."""
     import torch
 
-    source = torch.frombuffer(bytearray(data) if isinstance(data, bytes) else data,
-                              dtype=torch.uint8)
+    source = torch.frombuffer(_writable(data), dtype=torch.uint8)
     out = bytearray(len(data))
     torch.frombuffer(out, dtype=torch.uint8).view(-1, width).copy_(source.view(-1, width).flip(1))
     return out
 
 
-def _pread(handle: BinaryIO, offset: int, size: int, where: str) -> bytearray:
-    data = bytearray(size)
+def _pread(handle: BinaryIO, offset: int, size: int, where: str,
+           buffer: bytearray | None = None) -> memoryview:
+    """`size` bytes at `offset`, read into `buffer` (at least `size` long) when given: one
+    buffer reused tensor after tensor costs no fresh pages per tensor."""
+    view = memoryview(bytearray(size) if buffer is None else buffer)[:size]
     handle.seek(offset)
-    if handle.readinto(data) != size:
+    if handle.readinto(view) != size:
         raise CheckpointError(where, f"is truncated: {size} bytes at offset {offset} are "
                                      "missing")
-    return data
+    return view
 
 
 def _crc(handle: BinaryIO, member: zipdir.Member, where: str) -> int:
