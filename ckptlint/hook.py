@@ -61,7 +61,6 @@ class Remap:
     old_keys: tuple[str, ...]
     current: Signature
     proof: LoadReport | None
-    result: BuildResult | None = None  # the build the rules were found from
 
     @property
     def mapping(self) -> dict[str, str]:
@@ -110,9 +109,10 @@ def plan(spec: ModelSpec, raw: Signature, build: Build, label: str, base: Rules 
     [first] = [known] if known else build([aligned])
     current = built(first, spec)
     refuse_adapter(raw, current, label)
-    if base.renames or base.drops:
+    if base.renames or base.drops:  # found on top of what the hook in the code does
         start = apply_rules(base, raw.tensors, current.tensors)
-        rules = base + _rules(_moved(raw, start), current, first)
+        after = replace(first, load=_rekeyed(first.load, start, raw))
+        rules = base + _rules(_moved(raw, start), current, after)
     else:
         rules = _strip_rules(spec) + _rules(aligned, current, first)
     moved = apply_rules(rules, raw.tensors, current.tensors, spec)
@@ -122,8 +122,7 @@ def plan(spec: ModelSpec, raw: Signature, build: Build, label: str, base: Rules 
 
         reference = restore_ties(reference, current)
     [proof] = build([reference])
-    return Remap(rules, snippet(spec, rules), moved, tuple(raw.tensors), current, proof.load,
-                 first)
+    return Remap(rules, snippet(spec, rules), moved, tuple(raw.tensors), current, proof.load)
 
 
 def built(result: BuildResult, spec: ModelSpec) -> Signature:

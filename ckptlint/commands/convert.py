@@ -55,6 +55,8 @@ def _check_paths(old: Path, out: Path) -> None:
         raise CkptlintError(f"{out}: convert writes safetensors: name the file *.safetensors")
     if out.is_dir():
         raise CkptlintError(f"{out}: is a folder; name the file to write")
+    if not out.parent.is_dir():
+        raise CkptlintError(f"{out}: its folder {out.parent} does not exist")
     try:
         same = out.exists() and old.exists() and out.samefile(old)
     except OSError:

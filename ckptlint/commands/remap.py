@@ -98,22 +98,24 @@ def _fix(config: Config, spec: ModelSpec, raw: Signature, label: str, build: hoo
 
     name = hook.hook_name(spec)
     base = apply.existing_rules(file, before, name)
-    if base is not None and apply.is_registered(file, before, qualname, name) and \
-            _proven(build, spec, aligned, current, first) is None:
-        return Fix(f"{file}: `{name}` already loads {printable(label)} into `{spec.name}` with "
-                   "strict=True: nothing changed\n", True, file)
+    problem: str | None = None
+    if base is not None and apply.is_registered(file, before, qualname, name):
+        problem = _proven(build, spec, aligned, current, first)
+        if problem is None:
+            return Fix(f"{file}: `{name}` already loads {printable(label)} into `{spec.name}` "
+                       "with strict=True: nothing changed\n", True, file)
     remap = hook.plan(spec, raw, build, label, base or hook.Rules(), known=first)
-    if not remap.proved:
-        return Fix(_text(spec, label, remap), False, file,
-                   failing=tuple(hook.failures(remap.proof)))
-    if not remap.mapping and not remap.dropped and base is None:
-        return Fix(_text(spec, label, remap), True, file)
+    if not remap.proved or (not remap.mapping and not remap.dropped and base is None):
+        return Fix(_text(spec, label, remap), remap.proved, file,
+                   failing=tuple(hook.failures(remap.proof)) if not remap.proved else ())
     edit = apply.with_hook(file, before, qualname, name, hook.function(spec, remap.rules),
                            hook.registration(spec))
+    if not edit.changed:  # the hook is there and registered, yet the load failed above
+        return Fix(f"{file}: `{name}` is written and registered already, yet {problem}\n",
+                   False, file, failing=(problem,))
     if not write:
-        return Fix(edit.diff() or f"{file}: nothing to change\n", True, file, edit.diff())
-    return _write_and_prove(config, spec, path, edit, qualname, label, aligned, remap,
-                            build)
+        return Fix(edit.diff(), True, file, edit.diff())
+    return _write_and_prove(config, spec, path, edit, qualname, label, aligned, remap, build)
 
 
 def _write_and_prove(config: Config, spec: ModelSpec, path: Path, edit: Edit, qualname: str,
