@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 from dataclasses import dataclass
+from typing import Callable
 
 import libcst as cst
 
@@ -190,7 +191,9 @@ def _after_super(body: list[cst.BaseStatement]) -> int:
 
 
 class _Finder(cst.CSTVisitor):
-    def __init__(self, test) -> None:  # type: ignore[no-untyped-def]
+    """Whether any call below a node passes `test`."""
+
+    def __init__(self, test: Callable[[cst.Call], bool]) -> None:
         self.test, self.found = test, False
 
     def visit_Call(self, node: cst.Call) -> bool:
@@ -198,7 +201,7 @@ class _Finder(cst.CSTVisitor):
         return not self.found
 
 
-def _visit(node: cst.CSTNode, test) -> bool:  # type: ignore[no-untyped-def]
+def _visit(node: cst.CSTNode, test: Callable[[cst.Call], bool]) -> bool:
     finder = _Finder(test)
     node.visit(finder)
     return finder.found

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ckptlint import engine, hook, migrate
 from ckptlint.atomic import SCRATCH
@@ -74,7 +75,7 @@ def _model(config: Config, name: str | None, old: str) -> ModelSpec:
     return engine.select(config, [name] if name else [])[0]
 
 
-def _verifier(setup: Setup, spec: ModelSpec):  # -> Callable[[Path], str | None]
+def _verifier(setup: Setup, spec: ModelSpec) -> Callable[[Path], str | None]:
     """`check NAME --against FILE`, through the normal check path: None when it loads strictly."""
     def verify(path: Path) -> str | None:
         report = engine.check(setup.config, [spec.name], setup.builder, None, path)

@@ -22,7 +22,8 @@ from typing import BinaryIO, Callable, Mapping
 
 from ckptlint.dtypes import ITEMSIZE
 from ckptlint.errors import CheckpointError
-from ckptlint.readers import dcp, dispatch, legacy, safetensors, sharded, sigtoml, torchzip, zipdir
+from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, sigtoml, statedict,
+                              torchzip, zipdir)
 from ckptlint.readers.base import CheckpointRead, read_head, unreadable
 from ckptlint.readers.files import file_kind, open_regular
 from ckptlint.readers.unpickler import TensorRecord
@@ -271,8 +272,6 @@ def _records(state: Mapping[str, object], where: str) -> list[tuple[str, TensorR
 
 
 def _read(state: Mapping[str, object], where: str, fmt: str, note: str) -> CheckpointRead:
-    from ckptlint.readers import statedict
-
     return CheckpointRead(statedict.signature(state, where), fmt, note)
 
 

@@ -161,6 +161,6 @@ def _check_storages(handle: IO[bytes], keys: list, refs: dict[str, StorageRef], 
         if handle.tell() + nbytes > size:
             raise CheckpointError(where, f"is truncated: storage `{key}` runs past the end of "
                                          "the file")
-        offsets[key] = handle.tell()
+        offsets[key] = handle.tell()  # a key listed twice: torch fills it twice, last wins
         handle.seek(nbytes, os.SEEK_CUR)
     return offsets
