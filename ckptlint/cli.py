@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
                  "OUT.safetensors one tensor at a time; OUT is kept only when `check --against` "
                  "says it loads strictly. Exits 1 when it cannot be proven.")
     p.add_argument("old", metavar="OLD", help="the checkpoint to migrate (any format inspect "
-                                              "reads, except DCP folders)")
+                                              "reads)")
     p.add_argument("out", metavar="OUT", help="the safetensors file to write")
     p.add_argument("--model", metavar="NAME", help="the registered model whose keys OUT gets "
                                                    "(needed when several are registered)")

@@ -93,7 +93,7 @@ def metadata(data: TensorData, remap: Remap, tied: Mapping[str, str],
     mapping = remap.mapping
     meta = {"format": "pt", f"{META}version": __version__, f"{META}model": model,
             f"{META}source": str(data.path),
-            f"{META}source_sha256": digests[str(data.path)] if len(digests) == 1
+            f"{META}source_sha256": next(iter(digests.values())) if len(digests) == 1
             else json.dumps(digests, sort_keys=True),
             f"{META}mapping": json.dumps({k: mapping[k] for k in natural_sorted(mapping)})}
     if tied:

@@ -104,7 +104,7 @@ def test_a_tie_stored_once_is_written_as_two_equal_tensors(project):
     assert torch.equal(out["lm_head.weight"], out["tok.weight"])
 
 
-@pytest.mark.parametrize("fmt", ["legacy", "safetensors", "sharded", "nested"])
+@pytest.mark.parametrize("fmt", ["legacy", "safetensors", "sharded", "nested", "folder"])
 def test_every_format_the_readers_read(project, fmt):
     _setup(project)
     torch.manual_seed(1)
@@ -124,12 +124,20 @@ def test_every_format_the_readers_read(project, fmt):
         (root / "model.safetensors.index.json").write_text(json.dumps(
             {"weight_map": {k: s for s, names in shards.items() for k in names}}))
         name = "model.safetensors.index.json"
-    else:
+    elif fmt == "nested":
         torch.save({"epoch": 3, "model": state, "optimizer": {"lr": 0.1}}, root / "old.pt")
         name = "old.pt"
+    else:  # a folder as save_pretrained leaves it
+        (root / "release").mkdir()
+        save_file(state, str(root / "release" / "model.safetensors"))
+        name = "release"
     run = project.run("convert", name, "out.safetensors")
     assert run.code == 0, run.out + run.err
     _loads_strictly(project, root / "out.safetensors", expected(state, "plain"))
+    if fmt == "folder":
+        with safe_open(str(root / "out.safetensors"), "pt") as f:
+            assert f.metadata()["ckptlint.source_sha256"] == hashlib.sha256(
+                (root / "release" / "model.safetensors").read_bytes()).hexdigest()
 
 
 def test_a_strided_view_converts_to_its_values(project):
@@ -218,11 +226,14 @@ def test_out_outside_the_project_is_written_there_and_nothing_else(project, tmp_
     (("convert", "ckpt.pt", "ckpt.safetensors", "--model", "nope"), "no model named `nope`"),
     (("convert", "missing.pt", "out.safetensors"), "missing.pt: does not exist"),
     (("convert", "signatures", "out.safetensors"), "holds no checkpoint ckptlint recognises"),
+    (("convert", "signatures/net.toml", "out.safetensors"), "holds no tensor data"),
 ])
 def test_usage_errors_are_one_sentence(project, argv, message):
     _setup(project)
     saved(project, "plain")
     (project.root / "signatures").mkdir()
+    if "signatures/net.toml" in argv:
+        assert project.run("update").code == 0
     run = project.run(*argv)
     assert run.code == 2 and message in run.err and run.err.count("\n") == 1, run.err
     assert not (project.root / "out.safetensors").exists()
@@ -237,13 +248,19 @@ def test_several_models_need_one_named(project):
     assert project.run("convert", "ckpt.pt", "out.safetensors", "--model", "net").code == 0
 
 
-def test_a_dcp_folder_points_at_torchs_converter(project):
+def test_a_dcp_folder_converts(project):
     import torch.distributed.checkpoint as dcp
 
-    _setup(project, OLD)
-    dcp.save(module(OLD)["Net"]().state_dict(), checkpoint_id=str(project.root / "dcp"))
+    _setup(project)
+    torch.manual_seed(2)
+    state = module(OLD)["Net"]().state_dict()
+    dcp.save({"model": state, "step": 7}, checkpoint_id=str(project.root / "dcp"))
     run = project.run("convert", "dcp", "out.safetensors")
-    assert run.code == 2 and "dcp_to_torch_save" in run.err, run.err
+    assert run.code == 0, run.out + run.err
+    _loads_strictly(project, project.root / "out.safetensors", expected(state, "plain"))
+    with safe_open(str(project.root / "out.safetensors"), "pt") as f:
+        digests = json.loads(f.metadata()["ckptlint.source_sha256"])
+    assert sorted(Path(k).name for k in digests) == [".metadata", "__0_0.distcp"]
 
 
 def test_a_peft_adapter_is_said_to_need_merging(project):

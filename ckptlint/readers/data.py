@@ -5,10 +5,11 @@ that refuses is refused here with the same sentence before one byte of tensor da
 It then parses the file again through the same readers on handles it keeps open, and refuses
 a file whose structure changed in between. Each tensor's bytes are read when asked for: the
 range of its zip member (that member's CRC checked over all of its bytes), its safetensors
-byte range, or its legacy storage; strided views are gathered and big-endian storages swapped
-as torch.load does, so every tensor comes back C-contiguous and little-endian, as safetensors
-stores it. Memory holds one tensor (a strided view: also the span of storage it covers).
-No pickle code runs, torch.load is never called.
+byte range, its legacy storage, or the chunks of a DCP tensor (each a `torch.save` archive
+inside a `.distcp` file, read like any other). Strided views are gathered and big-endian
+storages swapped as torch.load does, so every tensor comes back C-contiguous and
+little-endian, as safetensors stores it. Memory holds one tensor (a strided view: also the
+span of storage it covers). No pickle code runs, torch.load is never called.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import BinaryIO, Callable, Mapping
 
 from ckptlint.dtypes import ITEMSIZE
 from ckptlint.errors import CheckpointError
-from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, sigtoml, statedict,
-                              torchzip, zipdir)
+from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, statedict, torchzip,
+                              zipdir)
 from ckptlint.readers.base import CheckpointRead, read_head, unreadable
 from ckptlint.readers.files import file_kind, open_regular
 from ckptlint.readers.unpickler import TensorRecord
@@ -52,6 +53,22 @@ class _Tensor:
     storage: _Storage
 
 
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One piece of a DCP tensor: where it sits in the tensor, and the tensor it was saved as."""
+
+    offsets: tuple[int, ...]
+    tensor: _Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunked:
+    """A tensor a `torch.distributed.checkpoint` folder saved in pieces (one per rank)."""
+
+    record: TensorRecord
+    chunks: tuple[_Chunk, ...]
+
+
 class TensorData:
     """An open checkpoint whose tensors are read one at a time; a context manager.
 
@@ -61,6 +78,7 @@ class TensorData:
 
     def __init__(self, path: Path, checkpoint: CheckpointRead, tensors: Mapping[str, _Tensor],
                  handles: list[BinaryIO], files: list[Path]):
+        assert len(files) == len(handles)  # one handle per file, in order (see `digests`)
         self.path, self.checkpoint, self.files = path, checkpoint, tuple(files)
         self._tensors, self._handles = dict(tensors), handles
         self._stats = [_stat(h) for h in handles]
@@ -95,7 +113,9 @@ class TensorData:
         """Whether no file was rewritten (size, modification time) since it was opened."""
         return [_stat(h) for h in self._handles] == self._stats
 
-    def _bytes(self, tensor: _Tensor, where: str) -> bytes | bytearray | memoryview:
+    def _bytes(self, tensor: _Tensor | _Chunked, where: str) -> bytes | bytearray | memoryview:
+        if isinstance(tensor, _Chunked):
+            return self._assembled(tensor, where)
         record, storage = tensor.record, tensor.storage
         itemsize = ITEMSIZE[record.dtype]
         if any(d == 0 for d in record.shape):
@@ -105,6 +125,24 @@ class TensorData:
         span = self._range(storage, first, (last + 1) * itemsize, where)
         data = span if _contiguous(record.shape, record.stride) else _gather(record, span)
         return _swapped(data, storage.swap) if storage.swap > 1 else data
+
+    def _assembled(self, tensor: _Chunked, where: str) -> bytes | bytearray | memoryview:
+        """A DCP tensor: its one chunk, or its chunks copied into place (they tile it, as
+        `_dcp` checked)."""
+        if len(tensor.chunks) == 1:
+            return self._bytes(tensor.chunks[0].tensor, where)
+        import torch
+
+        itemsize = ITEMSIZE[tensor.record.dtype]
+        out = bytearray(_volume(tensor.record.shape) * itemsize)
+        whole = torch.frombuffer(out, dtype=torch.uint8).view(*tensor.record.shape, itemsize)
+        for chunk in tensor.chunks:
+            sizes = chunk.tensor.record.shape
+            piece = torch.frombuffer(_writable(self._bytes(chunk.tensor, where)),
+                                     dtype=torch.uint8).view(*sizes, itemsize)
+            place = tuple(slice(o, o + n) for o, n in zip(chunk.offsets, sizes))
+            whole[place].copy_(piece)
+        return out
 
     def _range(self, storage: _Storage, begin: int, end: int,
                where: str) -> bytes | memoryview:
@@ -164,22 +202,19 @@ def _dispatch(path: Path, key: str | None, handles: list[BinaryIO],
         raise unreadable(path, exc) from None
     if kind == "folder":
         if dcp.sniff(path, b""):
-            raise CheckpointError(str(path), _NO_DCP)
+            return _dcp(path, key, handles)
         return _dispatch(dispatch.folder_checkpoint(path), key, handles, formats)
     head = read_head(path)
     for name in formats:
         if not dispatch.READERS[name].sniff(path, head):
             continue
         if name not in _OPENERS:
-            raise CheckpointError(str(path), _NO_DATA.get(name, _NO_DCP))
+            raise CheckpointError(str(path), _NO_DATA)
         return _OPENERS[name](path, key, handles)
     raise CheckpointError(str(path), "is not a checkpoint ckptlint can read")  # sniffed before
 
 
-_NO_DCP = ("is a torch.distributed.checkpoint folder, whose data convert does not read: make "
-           "it one file first with torch's `python -m torch.distributed.checkpoint.format_utils "
-           "dcp_to_torch_save DIR OUT.pt`")
-_NO_DATA = {sigtoml.FORMAT: "is a ckptlint signature file: it holds no tensor data"}
+_NO_DATA = "is a ckptlint signature file: it holds no tensor data"  # the one reader without
 
 
 def _handle(path: Path, handles: list[BinaryIO]) -> BinaryIO:
@@ -252,9 +287,160 @@ def _sharded(path: Path, key: str | None, handles: list[BinaryIO]) -> Opened:
     return read, tensors, files
 
 
+def _dcp(path: Path, key: str | None, handles: list[BinaryIO]) -> Opened:
+    """Each tensor's chunks, as `torch.distributed.checkpoint`'s FileSystemWriter saves them:
+    a `torch.save` archive of each chunk inside a `.distcp` file, at the byte range the
+    metadata's `storage_data` gives for (key, chunk offsets)."""
+    folder = path if path.is_dir() else path.parent
+    where = str(folder / dcp.METADATA)
+    parsed = dcp.parse(path, key)
+    _handle(folder / dcp.METADATA, handles)  # for `digests`, which reads every file's handle
+    places = _storage_places(parsed.fields.get("storage_data"), where)
+    files: dict[str, BinaryIO] = {}
+    tensors: dict[str, _Tensor | _Chunked] = {}
+    for name, record in parsed.state.items():
+        if isinstance(name, str) and isinstance(record, TensorRecord):
+            fqn = parsed.fqns[id(record)]
+            chunks = [_chunk(folder, places, fqn, offsets, sizes, record, files, handles, where)
+                      for offsets, sizes in _chunks_of(parsed.fields, fqn, record, where)]
+            tensors[name] = _Chunked(record, tuple(chunks))
+    return parsed.read, tensors, [folder / dcp.METADATA, *(folder / f for f in files)]
+
+
+_MAX_CHUNKS = 1 << 16  # pieces of one tensor: one per rank that saved a shard of it
+
+
+def _storage_places(table: object, where: str) -> dict[tuple[str, tuple], tuple[str, int, int]]:
+    """(key, chunk offsets) -> (file name, byte offset, length) of every saved item."""
+    if not isinstance(table, dict):
+        raise CheckpointError(where, "has no storage_data table, so its data cannot be found")
+    places = {}
+    for index, info in table.items():
+        ids = getattr(index, "state", None)
+        fields = getattr(info, "state", None)
+        if not (isinstance(ids, dict) and isinstance(fields, dict)):
+            raise CheckpointError(where, "has a malformed storage_data entry")
+        if fields.get("transform_descriptors"):
+            raise CheckpointError(where, f"stores `{ids.get('fqn')}` through transforms "
+                                         "(compression), which convert does not undo")
+        name, offset, length = (fields.get(k) for k in ("relative_path", "offset", "length"))
+        if not (isinstance(name, str) and type(offset) is int and type(length) is int
+                and offset >= 0 and length >= 0):
+            raise CheckpointError(where, f"has a malformed storage entry for `{ids.get('fqn')}`")
+        offsets = ids.get("offset")
+        places[(ids.get("fqn"), tuple(offsets) if isinstance(offsets, tuple) else None)] = (
+            name, offset, length)
+    return places
+
+
+def _chunks_of(fields: Mapping[str, object], fqn: str, record: TensorRecord,
+               where: str) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The (offsets, sizes) of the chunks of `fqn`, checked to tile the tensor exactly."""
+    meta = fields["state_dict_metadata"][fqn]  # type: ignore[index]
+    raw = meta.state.get("chunks") if isinstance(meta.state, dict) else None
+    if not isinstance(raw, list) or not raw or len(raw) > _MAX_CHUNKS:
+        raise CheckpointError(where, f"tensor `{fqn}` has no usable list of chunks")
+    chunks = []
+    for chunk in raw:
+        state = getattr(chunk, "state", None)
+        offsets, sizes = (state.get(k) if isinstance(state, dict) else None
+                          for k in ("offsets", "sizes"))
+        if not (_dims(offsets, record) and _dims(sizes, record) and all(
+                o + n <= d for o, n, d in zip(offsets, sizes, record.shape))):
+            raise CheckpointError(where, f"tensor `{fqn}` has a chunk outside its shape "
+                                         f"{list(record.shape)}")
+        chunks.append((tuple(offsets), tuple(sizes)))
+    _tiles(chunks, record, fqn, where)
+    return chunks
+
+
+def _dims(value: object, record: TensorRecord) -> bool:
+    return isinstance(value, tuple) and len(value) == len(record.shape) and all(
+        type(v) is int and v >= 0 for v in value)
+
+
+def _tiles(chunks: list[tuple[tuple[int, ...], tuple[int, ...]]], record: TensorRecord,
+           fqn: str, where: str) -> None:
+    """No two chunks overlap and together they cover the tensor (their volumes add up)."""
+    volume = sum(_volume(sizes) for _, sizes in chunks)
+    overlap = any(all(a < c + m and c < a + n for a, n, c, m in zip(o1, s1, o2, s2))
+                  and _volume(s1) and _volume(s2)
+                  for i, (o1, s1) in enumerate(chunks) for o2, s2 in chunks[i + 1:])
+    if overlap or volume != _volume(record.shape):
+        raise CheckpointError(where, f"tensor `{fqn}` has chunks that do not tile its shape "
+                                     f"{list(record.shape)} exactly")
+
+
+def _volume(sizes: tuple[int, ...]) -> int:
+    n = 1
+    for d in sizes:
+        n *= d
+    return n
+
+
+def _chunk(folder: Path, places: Mapping, fqn: str, offsets: tuple[int, ...],
+           sizes: tuple[int, ...], record: TensorRecord, files: dict[str, BinaryIO],
+           handles: list[BinaryIO], where: str) -> _Chunk:
+    """One chunk: the torch.save archive at its byte range, read as torch.load reads it."""
+    place = places.get((fqn, offsets))
+    if place is None:
+        raise CheckpointError(where, f"has no stored data for `{fqn}` at offsets {list(offsets)}")
+    name, start, length = place
+    if not name or "/" in name or "\\" in name or name in (".", "..") or ":" in name:
+        raise CheckpointError(where, f"names data file {name!r}, which is not a file in its "
+                                     "folder")
+    if name not in files:
+        files[name] = _handle(folder / name, handles)
+    handle = files[name]
+    if start + length > os.fstat(handle.fileno()).st_size:
+        raise CheckpointError(str(folder / name), f"is truncated: `{fqn}` runs past its end")
+    window = _Window(handle, start, length)
+    shown = f"{folder / name} (bytes {start}..{start + length})"
+    archive, piece, big_endian = torchzip.parse_object(window, shown, length)  # type: ignore
+    if not (isinstance(piece, TensorRecord) and piece.storage is not None
+            and piece.dtype == record.dtype and piece.shape == sizes and piece.fits()):
+        raise CheckpointError(shown, f"does not hold the {record.dtype} {list(sizes)} chunk of "
+                                     f"`{fqn}` its metadata promises")
+    member = archive.find(f"data/{piece.storage.key}")
+    assert member is not None  # parse_object checked every storage record is there
+    swap = _swap_width(piece, fqn, shown) if big_endian else 1
+    storage = _Storage(window, member.data_offset, member.size, member, swap)  # type: ignore
+    return _Chunk(offsets, _Tensor(piece, storage))
+
+
+class _Window:
+    """Bytes [start, start + size) of an open file, read as a file of their own."""
+
+    def __init__(self, handle: BinaryIO, start: int, size: int):
+        self._handle, self._start, self._size, self._pos = handle, start, size, 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = max(self._size - self._pos, 0)
+        size = left if size is None or size < 0 else min(size, left)
+        self._handle.seek(self._start + self._pos)
+        data = self._handle.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        size = min(len(buffer), max(self._size - self._pos, 0))
+        self._handle.seek(self._start + self._pos)
+        count = self._handle.readinto(memoryview(buffer)[:size])
+        self._pos += count
+        return count
+
+
 _OPENERS: dict[str, Callable[[Path, str | None, list[BinaryIO]], Opened]] = {
     torchzip.FORMAT: _torchzip, legacy.FORMAT: _legacy,
-    safetensors.FORMAT: _safetensors, sharded.FORMAT: _sharded,
+    safetensors.FORMAT: _safetensors, sharded.FORMAT: _sharded, dcp.FORMAT: _dcp,
 }
 
 

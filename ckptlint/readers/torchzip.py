@@ -62,12 +62,20 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
 
 def parse(handle: BinaryIO, where: str, state_dict_key: str | None = None) -> Parsed:
     """Everything `read` checks, in its order, on an open archive; storages are not read."""
-    archive = zipdir.read_directory(handle, where)
+    archive, value, big_endian = parse_object(handle, where)
+    state, note = statedict.locate(value, where, state_dict_key)
+    return Parsed(archive, state, note, big_endian)
+
+
+def parse_object(handle: BinaryIO, where: str,
+                 size: int | None = None) -> tuple[zipdir.Archive, Any, bool]:
+    """The archive, the object its pickle holds (inert) and whether its storages are
+    big-endian; `size` as in `zipdir.read_directory`."""
+    archive = zipdir.read_directory(handle, where, size)
     big_endian = _check_torch_records(handle, archive, where)
     pickled = _unpickle(handle, archive, where)
     _check_storages(pickled.storages, archive, where)
-    state, note = statedict.locate(pickled.value, where, state_dict_key)
-    return Parsed(archive, state, note, big_endian)
+    return archive, pickled.value, big_endian
 
 
 def _check_torch_records(handle: BinaryIO, archive: zipdir.Archive, where: str) -> bool:

@@ -202,6 +202,67 @@ def test_negative_strides_are_refused_as_torch_refuses_them(tmp_path: Path) -> N
         open_data(path)
 
 
+# -- torch.distributed.checkpoint folders: each tensor's chunks put together ---------------------
+
+def test_dcp_tensors_are_what_dcp_load_reads(tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    state = {k: v.contiguous().clone() for k, v in _state().items() if v.numel()}
+    dcp.save({"model": state, "step": 3}, checkpoint_id=str(tmp_path / "d"))
+    _same(tmp_path / "d", state)
+    _same(tmp_path / "d" / ".metadata", state)
+
+
+def _chunked(folder: Path, full: torch.Tensor, pieces: list, storage_of=None) -> None:
+    """A DCP folder holding `full` in `pieces` ((offsets, tensor) each), as ranks save it."""
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import (ChunkStorageMetadata, Metadata,
+                                                       MetadataIndex, TensorProperties,
+                                                       TensorStorageMetadata)
+
+    folder.mkdir()
+    blob, storage, chunks = b"", {}, []
+    for offsets, piece in pieces:
+        buffer = io.BytesIO()
+        torch.save(piece.clone(), buffer)
+        name = (storage_of or (lambda _: "__0_0.distcp"))(offsets)
+        storage[MetadataIndex("w", torch.Size(offsets))] = _StorageInfo(
+            name, len(blob), len(buffer.getvalue()))
+        chunks.append(ChunkStorageMetadata(torch.Size(offsets), piece.shape))
+        blob += buffer.getvalue()
+    (folder / "__0_0.distcp").write_bytes(blob)
+    meta = Metadata({"w": TensorStorageMetadata(TensorProperties(dtype=full.dtype), full.shape,
+                                                chunks)},
+                    planner_data={"w": ("w",)}, storage_data=storage)
+    (folder / ".metadata").write_bytes(pickle.dumps(meta))
+
+
+def test_dcp_chunks_are_put_together_as_dcp_load_does(tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    full = torch.randn(4, 6)
+    _chunked(tmp_path / "d", full, [((0, 0), full[:2, :3]), ((0, 3), full[:2, 3:]),
+                                    ((2, 0), full[2:])])
+    loaded = {"w": torch.zeros(4, 6)}
+    dcp.load(loaded, checkpoint_id=str(tmp_path / "d"))  # torch's own reading of the pieces
+    assert torch.equal(loaded["w"], full)
+    _same(tmp_path / "d", loaded)
+
+
+@pytest.mark.parametrize("pieces, storage_of, sentence", [
+    (lambda f: [((0, 0), f[:3]), ((2, 0), f[2:])], None, "do not tile its shape"),
+    (lambda f: [((0, 0), f[:2])], None, "do not tile its shape"),
+    (lambda f: [((0, 0), f[:2]), ((3, 0), f[2:])], None, "outside its shape"),
+    (lambda f: [((0, 0), f)], lambda _: "../elsewhere.distcp", "not a file in its folder"),
+])
+def test_dcp_chunks_that_do_not_add_up_are_refused(tmp_path: Path, pieces, storage_of,
+                                                    sentence: str) -> None:
+    full = torch.randn(4, 6)
+    _chunked(tmp_path / "d", full, pieces(full), storage_of)
+    with pytest.raises(CheckpointError, match=sentence):
+        open_data(tmp_path / "d")
+
+
 # -- hostile files: convert refuses them exactly as inspect does, and writes nothing --------------
 
 def _hostile_files() -> dict[str, object]:
