@@ -354,7 +354,8 @@ def bench_convert(tmp: Path) -> None:
     big = project / "big.pt"
     _child(f'''
         import json, torch
-        torch.save({{f"layers.{{i}}.weight": torch.randn(4096, 4096) for i in range(34)}}, {str(big)!r})
+        state = {{f"layers.{{i}}.weight": torch.randn(4096, 4096) for i in range(34)}}
+        torch.save(state, {str(big)!r})
         print(json.dumps({{}}))
         ''')
     largest = 4096 * 4096 * 4 / 2**20  # MiB, one tensor

@@ -93,7 +93,8 @@ def test_a_tie_stored_once_is_written_as_two_equal_tensors(project):
     # safetensors' save_model keeps one of two tied tensors; the refactor renamed `body`
     old = module(TIED)["LM"]()
     save_model(old, str(project.root / "lm.safetensors"))
-    assert len({"lm_head.weight", "tok.weight"} & set(load_file(project.root / "lm.safetensors"))) == 1
+    kept = set(load_file(project.root / "lm.safetensors"))
+    assert len({"lm_head.weight", "tok.weight"} & kept) == 1
     _setup(project, TIED.replace("self.body", "self.mid"), 'name = "lm"\ntarget = "models:LM"')
     run = project.run("convert", "lm.safetensors", "out.safetensors")
     assert run.code == 0 and "1 tied keys written as copies" in run.out, run.out + run.err
@@ -154,8 +155,8 @@ def test_a_strided_view_converts_to_its_values(project):
 
 
 def test_what_no_remap_explains_writes_nothing(project):
-    _setup(project, NEW.replace("self.head = nn.Linear(d, 5)",
-                                "self.head = nn.Linear(d, 5)\n        self.extra = nn.Linear(d, d)"))
+    extra = "self.head = nn.Linear(d, 5)\n        self.extra = nn.Linear(d, d)"
+    _setup(project, NEW.replace("self.head = nn.Linear(d, 5)", extra))
     saved(project, "plain")
     before = _files(project.root)
     run = project.run("convert", "ckpt.pt", "out.safetensors")

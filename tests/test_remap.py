@@ -325,8 +325,8 @@ def test_a_peft_adapter_is_said_to_need_merging(project):
     for argv in (("remap", "net", "--against", "adapter.pt"),
                  ("remap", "net", "--against", "adapter.pt", "--apply")):
         run = project.run(*argv)
-        assert run.code == 1 and "holds PEFT adapter weights (`base_model.model.blocks.0.fc.base_layer." \
-            in run.out, run.out + run.err
+        assert run.code == 1, run.out + run.err
+        assert "holds PEFT adapter weights (`base_model.model.blocks.0.fc.base_layer." in run.out
         assert "needs the adapter merged into its base layers" in run.out
         assert "merge_and_unload()" in run.out
     assert (project.root / "models.py").read_text() == textwrap.dedent(OLD).lstrip("\n")

@@ -213,7 +213,8 @@ def test_dcp_tensors_are_what_dcp_load_reads(tmp_path: Path) -> None:
     _same(tmp_path / "d" / ".metadata", state)
 
 
-def _chunked(folder: Path, full: torch.Tensor, pieces: list, storage_of=None) -> None:
+def _chunked(folder: Path, full: torch.Tensor, pieces: list, storage_of=None,
+             saved=lambda piece: piece.clone()) -> None:
     """A DCP folder holding `full` in `pieces` ((offsets, tensor) each), as ranks save it."""
     from torch.distributed.checkpoint.filesystem import _StorageInfo
     from torch.distributed.checkpoint.metadata import (ChunkStorageMetadata, Metadata,
@@ -224,7 +225,7 @@ def _chunked(folder: Path, full: torch.Tensor, pieces: list, storage_of=None) ->
     blob, storage, chunks = b"", {}, []
     for offsets, piece in pieces:
         buffer = io.BytesIO()
-        torch.save(piece.clone(), buffer)
+        torch.save(saved(piece), buffer)
         name = (storage_of or (lambda _: "__0_0.distcp"))(offsets)
         storage[MetadataIndex("w", torch.Size(offsets))] = _StorageInfo(
             name, len(blob), len(buffer.getvalue()))
@@ -261,6 +262,20 @@ def test_dcp_chunks_that_do_not_add_up_are_refused(tmp_path: Path, pieces, stora
     _chunked(tmp_path / "d", full, pieces(full), storage_of)
     with pytest.raises(CheckpointError, match=sentence):
         open_data(tmp_path / "d")
+
+
+def test_a_dcp_chunk_that_pickles_code_is_refused_and_never_run(tmp_path: Path) -> None:
+    """inspect never opens a .distcp file; reading its data goes through the same refusals."""
+    from test_readers_malicious import Payload
+
+    marker = tmp_path / "pwned"
+    full = torch.randn(2, 2)
+    _chunked(tmp_path / "d", full, [((0, 0), full)],
+             saved=lambda piece: {"w": piece, "evil": Payload(os.system, f"touch {marker}")})
+    with pytest.raises(CheckpointError, match=r"__0_0.distcp \(bytes 0\.\.\d+\): refuses to "
+                                              r"run `posix.system`"):
+        open_data(tmp_path / "d")
+    assert not marker.exists()
 
 
 # -- hostile files: convert refuses them exactly as inspect does, and writes nothing --------------
