@@ -22,9 +22,6 @@ from ckptlint.keys import expand, natural_sorted, segments
 _RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
 # the first line of the hook's docstring: how `remap --apply` knows a function is its own
 MARKER = "Written by `ckptlint remap"
-# torch.optim.swa_utils.AveragedModel (torch's EMA and SWA wrapper) saves its step counter
-# beside the wrapped model's keys, which sit under `module.`
-AVERAGED_COUNTER, AVERAGED_PREFIX = "n_averaged", "module."
 # segments of the keys a PEFT adapter adds (LoRA, DoRA, IA3, LoHa, LoKr, OFT, VeRA): their
 # weights are merged into the base layer by arithmetic, which no key mapping can do
 PEFT_SEGMENTS = frozenset({
@@ -86,10 +83,11 @@ def clean(load: LoadReport | None) -> bool:
 class PeftAdapterError(CkptlintError):
     """The checkpoint is a PEFT adapter (or a model with one): it needs merging, not a remap."""
 
-    def __init__(self, label: str, keys: Sequence[str]):
+    def __init__(self, label: str, keys: Sequence[str] = ()):
         shown = ", ".join(f"`{k}`" for k in keys[:3])
+        what = f" ({shown}{' ...' if len(keys) > 3 else ''})" if keys else ""
         super().__init__(
-            f"{label} holds PEFT adapter weights ({shown}{' ...' if len(keys) > 3 else ''}): "
+            f"{label} holds PEFT adapter weights{what}: "
             "loading it into the plain model needs the adapter merged into its base layers "
             "(W + scale * B @ A), which is arithmetic, not a key mapping; merge it with peft "
             "(`PeftModel.from_pretrained(model, adapter).merge_and_unload()`) and save that "
@@ -114,7 +112,7 @@ def plan(spec: ModelSpec, raw: Signature, build: Build, label: str, base: Rules 
         after = replace(first, load=_rekeyed(first.load, start, raw))
         rules = base + _rules(_moved(raw, start), current, after)
     else:
-        rules = _strip_rules(spec) + _rules(aligned, current, first)
+        rules = _strip_rules(spec, raw, aligned) + _rules(aligned, current, first)
     moved = apply_rules(rules, raw.tensors, current.tensors, spec)
     reference = _moved(raw, moved)
     if ties:
@@ -132,7 +130,12 @@ def built(result: BuildResult, spec: ModelSpec) -> Signature:
 
 
 def refuse_adapter(raw: Signature, current: Signature, label: str) -> None:
-    """A PEFT adapter's keys in the checkpoint but not in the code: say it needs merging."""
+    """A PEFT adapter's keys in the checkpoint but not in the code: say it needs merging.
+
+    An adapter file is read as the keys it changes once merged (`readers.peft`), a
+    PeftModel's whole state dict keeps the adapter's own keys beside the base layers'."""
+    if raw.partial:
+        raise PeftAdapterError(label)
     ours = {seg for key in current.tensors for seg in key.split(".")} & PEFT_SEGMENTS
     found = [k for k in natural_sorted(raw.tensors) if set(k.split(".")) & PEFT_SEGMENTS - ours]
     if found:
@@ -148,37 +151,32 @@ def _moved(raw: Signature, moved: Mapping[str, str]) -> Signature:
                             if k in renamed and v in renamed})
 
 
-def _strip_rules(spec: ModelSpec) -> Rules:
-    return Rules((_strip_rule(spec.strip_prefix),)) if spec.strip_prefix else Rules()
+def _strip_rules(spec: ModelSpec, raw: Signature, aligned: Signature) -> Rules:
+    """The entry's `strip_prefix`, and the wrapper's own keys it takes off with it
+    (AveragedModel's `n_averaged`)."""
+    if not spec.strip_prefix:
+        return Rules()
+    gone = [k for k in raw.tensors if k not in aligned.tensors
+            and k in prefix.EXTRAS.get(spec.strip_prefix, ())]
+    return Rules((_strip_rule(spec.strip_prefix),), tuple(_exact(k) for k in gone))
+
+
+def _exact(key: str) -> str:
+    return f"^{re.escape(key)}$"
 
 
 def _rules(aligned: Signature, current: Signature, result: BuildResult) -> Rules:
     """Rules (applied in order, each at most once per key) that take `aligned` to the code."""
-    rules, load = Rules(), result.load
-    averaged = _averaged(aligned, current)
-    if averaged is not None:
-        rules += averaged
-        moved = apply_rules(averaged, aligned.tensors, current.tensors)
-        aligned, load = _moved(aligned, moved), _rekeyed(load, moved, aligned)
+    rules = Rules()
     wrapper = prefix.detect(aligned, current)
     if wrapper is not None:  # the build re-keyed its dry run the same way: `load` has new keys
-        rules += Rules(tuple(_wrapper_rules(wrapper)))
-        aligned = prefix.rekey(aligned, wrapper.mapping)
-    pairs = diff.rename_pairs(aligned, current, load, result.nonpersistent)
+        rules += Rules(tuple(_wrapper_rules(wrapper)), tuple(_exact(k) for k in wrapper.dropped))
+        aligned = wrapper.apply(aligned)
+    pairs = diff.rename_pairs(aligned, current, result.load, result.nonpersistent)
     lists = _lists(aligned)
     for old, new, subtree in diff.fold_renames(pairs):
         rules += Rules(tuple(_pair_rules(old, new, subtree, lists)))
     return rules
-
-
-def _averaged(aligned: Signature, current: Signature) -> Rules | None:
-    """torch's AveragedModel (EMA/SWA): its counter dropped, its `module.` stripped."""
-    keys = [k for k in aligned.tensors if k != AVERAGED_COUNTER]
-    if (AVERAGED_COUNTER not in aligned.tensors or AVERAGED_COUNTER in current.tensors
-            or not keys or not all(k.startswith(AVERAGED_PREFIX) for k in keys)
-            or any(k.startswith(AVERAGED_PREFIX) for k in current.tensors)):
-        return None
-    return Rules((_strip_rule(AVERAGED_PREFIX),), (f"^{re.escape(AVERAGED_COUNTER)}$",))
 
 
 def _rekeyed(load: LoadReport | None, moved: Mapping[str, str],
@@ -343,8 +341,13 @@ def failures(proof: LoadReport | None) -> list[str]:
     """What still fails in torch's dry run, one line per kind."""
     if proof is None:
         return ["torch's dry run did not run"]
-    return ([f"missing: {', '.join(natural_sorted(proof.missing))}"] if proof.missing else []) + \
-        ([f"unexpected: {', '.join(natural_sorted(proof.unexpected))}"]
+    return ([f"missing: {_quoted(natural_sorted(proof.missing))}"] if proof.missing else []) + \
+        ([f"unexpected: {_quoted(natural_sorted(proof.unexpected))}"]
          if proof.unexpected else []) + \
-        ([f"size mismatch: {', '.join(proof.mismatched)}"] if proof.mismatched else []) + \
+        ([f"size mismatch: {_quoted(proof.mismatched)}"] if proof.mismatched else []) + \
         list(proof.errors) + list(proof.hook_errors)
+
+
+def _quoted(keys: Sequence[str]) -> str:
+    # each key in backticks: a key may hold a comma itself (a ModuleDict's "a,b")
+    return ", ".join(f"`{k}`" for k in keys)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import json
 import os
 import re
@@ -63,6 +64,7 @@ class _Child:
     buffer: bytearray = field(default_factory=bytearray)
     current: int | None = None
     started: float = 0.0
+    progressed: bool = False  # it began at least one build (else respawning would loop)
     exit_call: dict | None = None
 
 
@@ -161,6 +163,7 @@ class _Supervisor:
             sys.stderr.write(message["out"])
         elif "start" in message:
             child.current, child.started, child.exit_call = message["start"], time.monotonic(), None
+            child.progressed = True
         elif "result" in message:
             index = message["result"]
             self.results[index] = decode_result(message["doc"])
@@ -182,6 +185,14 @@ class _Supervisor:
             if child.current in child.queue:
                 child.queue.remove(child.current)
         child.trace.close()
+        if not child.progressed:  # it died before any build: a new one would too
+            for index in child.queue:
+                spec = self.specs[index]
+                self.results[index] = BuildResult(
+                    spec.name, error=f"the build process for `{spec.target}` ended before it "
+                                     f"started ({_how(status)}); see the lines above",
+                    error_location=self._entry(spec))
+            return deque()
         return child.queue
 
     def _overran(self, child: _Child) -> None:
@@ -313,6 +324,7 @@ def _child_main(write_fd: int, trace: IO[bytes], indices: list[int],
     real_exit = os._exit
     code = 0
     try:
+        gc.freeze()  # what torch's import made is never collected here: cheaper GC, less copying
         os.dup2(2, 1)  # writes to file descriptor 1 (os.write, subprocesses) land on stderr
         channel = _Channel(write_fd)
         sys.stdout = sys.stderr = _Forwarded(channel)  # type: ignore[assignment]

@@ -57,7 +57,6 @@ class _State:
         self.listings: dict[str, str | None] = {}
         self.installed: dict[str, str | None] = {}  # installed top-level package -> its stat
         self.busy = threading.local()
-        self.overflow = False
 
     def count(self) -> int:
         return len(self.first) + len(self.env) + len(self.paths) + len(self.listings)
@@ -238,13 +237,32 @@ def _find_owner(site_dir: str, top: str, name: str) -> str | None:
     for info in infos:  # the usual case: the import name is the distribution's name
         if os.path.basename(info).partition("-")[0].lower().replace(".", "_") == wanted:
             return os.path.join(info, "RECORD")
-    for info in infos:  # torchgen is torch's, PIL is pillow's: read what each one installed
-        data = inputs.read_regular(os.path.join(info, "RECORD"), 64 << 20) or b""
-        for line in data.decode("utf-8", "replace").splitlines():
-            first = line.partition(",")[0].split("/", 1)[0]
-            if first == top or first.partition(".")[0] == name:
-                return os.path.join(info, "RECORD")
-    return None
+    index = _TOP_LEVEL.get(site_dir)
+    if index is None:  # torchgen is torch's, yaml is PyYAML's: what each one installed, once
+        index = _TOP_LEVEL[site_dir] = _top_level_index(infos)
+    return index.get(top) or index.get(name)
+
+
+_TOP_LEVEL: dict[str, dict[str, str]] = {}
+
+
+def _top_level_index(infos: list[str]) -> dict[str, str]:
+    """Top-level name -> RECORD, from each distribution's top_level.txt when it has one (a few
+    bytes), else from its RECORD's first path components."""
+    index: dict[str, str] = {}
+    for info in infos:
+        record = os.path.join(info, "RECORD")
+        listed = inputs.read_regular(os.path.join(info, "top_level.txt"), 1 << 20)
+        if listed is not None:
+            names = listed.decode("utf-8", "replace").split()
+        else:
+            data = inputs.read_regular(record, 64 << 20) or b""
+            names = {line.partition(",")[0].split("/", 1)[0]
+                     for line in data.decode("utf-8", "replace").splitlines()}
+        for entry in names:
+            index.setdefault(entry, record)
+            index.setdefault(entry.partition(".")[0], record)
+    return index
 
 
 def _dist_infos(site_dir: str) -> list[str]:

@@ -162,7 +162,7 @@ def test_what_no_remap_explains_writes_nothing(project):
     run = project.run("convert", "ckpt.pt", "out.safetensors")
     assert run.code == 1
     assert "does not load into `net` even with the keys ckptlint can remap, so nothing was " \
-           "written:\n  missing: extra.bias, extra.weight" in run.out, run.out
+           "written:\n  missing: `extra.bias`, `extra.weight`" in run.out, run.out
     assert _files(project.root) == before
 
 
@@ -269,9 +269,12 @@ def test_a_peft_adapter_is_said_to_need_merging(project):
 
     _setup(project, OLD)
     model = get_peft_model(module(OLD)["Net"](), LoraConfig(target_modules=["embed"], r=2))
-    torch.save(model.state_dict(), project.root / "adapter.pt")
-    run = project.run("convert", "adapter.pt", "out.safetensors")
+    model.save_pretrained(project.root / "adapter")
+    run = project.run("convert", "adapter", "out.safetensors")
     assert run.code == 1 and "holds PEFT adapter weights" in run.out, run.out + run.err
+    with pytest.raises(ckptlint.CkptlintError, match="is a PEFT adapter: its weights are added"):
+        ckptlint.convert(module(OLD)["Net"], project.root / "adapter",
+                         project.root / "out.safetensors")
     assert not (project.root / "out.safetensors").exists()
 
 
@@ -291,6 +294,6 @@ def test_api_convert_refuses_what_does_not_load(project):
     saved(project, "plain")
     net = load_module(project.root / "models.py", "api_models").Net
     with pytest.raises(ckptlint.CkptlintError, match="not written: even remapped, it does not "
-                                                     "load: missing: .*size mismatch: embed"):
+                                                     "load: missing: .*size mismatch: `embed"):
         ckptlint.convert(net, project.root / "ckpt.pt", project.root / "out.safetensors", d=4)
     assert not (project.root / "out.safetensors").exists()

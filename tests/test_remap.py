@@ -101,7 +101,7 @@ def test_what_no_rename_explains_is_reported_and_fails(project):
     run = project.run("remap", "net", "--against", "ckpt.pt", "--format", "json")
     doc = json.loads(run.out)
     assert run.code == 1 and not doc["proved"]
-    assert doc["still_failing"] == ["missing: extra.bias, extra.weight"]
+    assert doc["still_failing"] == ["missing: `extra.bias`, `extra.weight`"]
     text = project.run("remap", "net", "--against", "ckpt.pt")
     assert text.code == 1 and "does not load" in text.out and "extra.weight" in text.out
 
@@ -321,12 +321,12 @@ def test_a_peft_adapter_is_said_to_need_merging(project):
 
     _setup(project, OLD)
     model = get_peft_model(_module(OLD)["Net"](), LoraConfig(target_modules=["fc"], r=2))
-    torch.save(model.state_dict(), project.root / "adapter.pt")
-    for argv in (("remap", "net", "--against", "adapter.pt"),
-                 ("remap", "net", "--against", "adapter.pt", "--apply")):
+    model.save_pretrained(project.root / "adapter")  # adapter_model.safetensors + its config
+    for argv in (("remap", "net", "--against", "adapter"),
+                 ("remap", "net", "--against", "adapter", "--apply")):
         run = project.run(*argv)
         assert run.code == 1, run.out + run.err
-        assert "holds PEFT adapter weights (`base_model.model.blocks.0.fc.base_layer." in run.out
+        assert "adapter holds PEFT adapter weights: " in run.out
         assert "needs the adapter merged into its base layers" in run.out
         assert "merge_and_unload()" in run.out
     assert (project.root / "models.py").read_text() == textwrap.dedent(OLD).lstrip("\n")

@@ -337,3 +337,22 @@ class Noisy(nn.Module):
     # quits: its build called sys.exit (CKL201), and it has no signature yet (CKL202)
     assert sorted((f["model"], f["code"]) for f in doc["findings"]) == \
         [("quits", "CKL201"), ("quits", "CKL202")]
+
+
+def test_a_build_process_that_dies_before_any_build_is_not_respawned_forever(project,
+                                                                           monkeypatch):
+    from ckptlint import isolate
+
+    project.write("good.py", GOOD)
+    project.configure(GOOD_ENTRY)
+    assert project.run("update").code == 0
+
+    def broken() -> None:
+        raise RuntimeError("no threads here")
+
+    monkeypatch.setattr(isolate, "_single_threaded", broken)  # inherited by the forked child
+    run = project.run("check", "--format", "json", "--no-cache")
+    assert run.code == 2
+    found = _findings(run)
+    assert [(f["model"], f["code"]) for f in found] == [("good", "CKL201")]
+    assert "ended before it started (exited with code 1)" in found[0]["message"]

@@ -23,6 +23,7 @@ from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Config, ModelSpec, Outcome
 from ckptlint.keys import printable
 from ckptlint.paths import inside
+from ckptlint.readers import read_checkpoint
 from ckptlint.readers.data import open_data
 
 
@@ -31,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(old, out)
     setup = prepare(args, use_cache=False)
     spec = _model(setup.config, args.model, args.old)
+    if read_checkpoint(old, spec.state_dict_key).signature.partial:  # as inspect reads it
+        print(f"ckptlint convert: {hook.PeftAdapterError(args.old)}")
+        return 1
     with open_data(old, spec.state_dict_key) as data:
         try:
             remap = hook.plan(spec, data.checkpoint.signature, builder(setup, spec), args.old,

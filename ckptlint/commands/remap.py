@@ -230,11 +230,12 @@ def _json(spec: ModelSpec, label: str, remap: hook.Remap) -> str:
 
 
 def _text(spec: ModelSpec, label: str, remap: hook.Remap) -> str:
-    moved = len(remap.mapping) + len(remap.dropped)
-    if remap.proved and not moved:
+    if remap.proved and not (remap.mapping or remap.dropped):
         return (f"{printable(label)} already loads into `{spec.name}` with strict=True: "
                 "nothing to remap.\n")
-    lines = [f"# {moved} keys of {printable(label)} move; "]
+    gone = f" and {', '.join(f'`{printable(k)}`' for k in remap.dropped)} is dropped" \
+        if remap.dropped else ""
+    lines = [f"# {len(remap.mapping)} keys of {printable(label)} move{gone}; "]
     if remap.proved:
         lines[0] += (f"with this hook the checkpoint loads into `{spec.name}` with strict=True "
                      "(checked with torch's load_state_dict on meta tensors).")

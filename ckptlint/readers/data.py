@@ -173,6 +173,11 @@ def open_data(path: str | os.PathLike[str], state_dict_key: str | None = None) -
     needs (a storage view of a pre-1.0 file, a tensor with no bytes in the file).
     """
     checked = dispatch.read_checkpoint(path, state_dict_key)
+    if checked.signature.partial:  # read as the keys it changes: it has no tensor of them
+        raise CheckpointError(str(path), "is a PEFT adapter: its weights are added to the base "
+                                         "model's (W + scale * B @ A), not copied under other "
+                                         "keys; merge it with peft (`merge_and_unload()`) and "
+                                         "convert the merged model's state_dict()")
     handles: list[BinaryIO] = []
     try:
         data = dispatch.guarded(path, lambda: _open(Path(path), state_dict_key, handles))

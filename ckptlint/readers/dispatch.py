@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
 from ckptlint.errors import CheckpointError, CkptlintError
-from ckptlint.readers import dcp, legacy, safetensors, sharded, sigtoml, torchzip
+from ckptlint.readers import dcp, legacy, peft, safetensors, sharded, sigtoml, torchzip
 from ckptlint.readers.base import CheckpointRead, Reader, read_head, unreadable
 from ckptlint.readers.files import file_kind
 
@@ -42,7 +42,9 @@ def read_checkpoint(path: str | os.PathLike[str],
     path such as "model.ema"); without it the usual entries are tried and the choice is in
     `CheckpointRead.note`. Raises `CheckpointError` and nothing else.
     """
-    return guarded(path, lambda: _read(Path(path), state_dict_key, tuple(READERS)))
+    # a PEFT adapter is read in whichever format it was saved, then understood
+    return guarded(path, lambda: peft.adapted(Path(path),
+                                              _read(Path(path), state_dict_key, tuple(READERS))))
 
 
 def guarded(path: str | os.PathLike[str], reading: Callable[[], T]) -> T:
