@@ -1,7 +1,7 @@
 """ckptlint benchmarks: every figure is measured beside its baseline in the same run.
 
     python bench/run.py            # everything (writes ~8 GB of checkpoints to a temp dir)
-    python bench/run.py --quick    # skip the 2 GB checkpoint readers
+    python bench/run.py --quick    # skip the 2 GB checkpoints (readers, convert)
 
 Prints one table per question with the ratio that answers it. Timings are medians of several
 runs; the machine is noisy, so read ratios, not absolute numbers.
@@ -391,6 +391,64 @@ def bench_renames(tmp: Path) -> None:
     print(_row("floor: python -c 'import torch'", torch))
 
 
+# -- 7. convert a 2 GB torch.save file: memory bounded by the largest tensor ----------------------
+
+def bench_convert(tmp: Path) -> None:
+    project = tmp / "convert"
+    project.mkdir()
+    (project / "models.py").write_text(textwrap.dedent('''
+        from torch import nn
+
+
+        class Big(nn.Module):  # the file calls them `layers`: convert renames them
+            def __init__(self):
+                super().__init__()
+                self.blocks = nn.ModuleList(nn.Linear(4096, 4096, bias=False) for _ in range(34))
+        '''))
+    (project / "pyproject.toml").write_text(
+        '[tool.ckptlint]\n[[tool.ckptlint.models]]\nname = "big"\ntarget = "models:Big"\n')
+    big = project / "big.pt"
+    _child(f'''
+        import json, torch
+        state = {{f"layers.{{i}}.weight": torch.randn(4096, 4096) for i in range(34)}}
+        torch.save(state, {str(big)!r})
+        print(json.dumps({{}}))
+        ''')
+    largest = 4096 * 4096 * 4 / 2**20  # MiB, one tensor
+    rss = "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+    floor = _child(f"import json, resource, torch\nprint(json.dumps({{'rss': {rss}}}))")
+    ours = _child(f'''
+        import json, resource, time, torch
+        from ckptlint.cli import main
+        t = time.perf_counter()
+        code = main(["convert", "big.pt", "ours.safetensors"])
+        print(json.dumps({{"t": time.perf_counter() - t, "code": code, "rss": {rss}}}))
+        ''', cwd=project)
+    assert ours["code"] == 0, ours
+    theirs = _child(f'''
+        import json, resource, time, torch
+        from safetensors.torch import save_file
+        t = time.perf_counter()
+        state = torch.load("big.pt", weights_only=True)
+        save_file({{k.replace("layers.", "blocks.", 1): v for k, v in state.items()}},
+                  "theirs.safetensors")
+        print(json.dumps({{"t": time.perf_counter() - t, "rss": {rss}}}))
+        ''', cwd=project)
+    size = big.stat().st_size / 1e9
+    beyond = ours["rss"] - floor["rss"]
+    print(f"6. `ckptlint convert` of a {size:.1f} GB torch.save file (34 tensors of "
+          f"{largest:.0f} MiB) vs torch.load + save_file")
+    print(_row("floor: python -c 'import torch'", 0, f"peak RSS {floor['rss']:.0f} MB"))
+    print(_row("ckptlint convert (read, remap, stream, check --against OUT)", ours["t"],
+               f"peak RSS {ours['rss']:.0f} MB: {beyond:.0f} MB beyond the floor = "
+               f"{beyond / largest:.2f}x the largest tensor (target < 2x)"))
+    print(_row("torch.load(weights_only=True) + save_file", theirs["t"],
+               f"peak RSS {theirs['rss']:.0f} MB: "
+               f"{(theirs['rss'] - floor['rss']) / largest:.0f}x the largest tensor"))
+    for name in ("big.pt", "ours.safetensors", "theirs.safetensors"):
+        (project / name).unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2 GB checkpoints")
@@ -405,6 +463,7 @@ def main() -> None:
         bench_renames(Path(tmp))
         if not args.quick:
             bench_readers(Path(tmp))
+            bench_convert(Path(tmp))
 
 
 if __name__ == "__main__":

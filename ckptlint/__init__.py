@@ -1,7 +1,7 @@
 """ckptlint: catch PyTorch architecture drift before it breaks a checkpoint.
 
 Every public name loads on first use (PEP 562), so `import ckptlint` costs nothing and the test
-API (`assert_loads`, `check`, `signature`, `read`) imports torch only when called.
+API (`assert_loads`, `check`, `convert`, `signature`, `read`) imports torch only when called.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ _HOMES = {
     "TensorSpec": "ckptlint.ftypes",
     "assert_loads": "ckptlint.api",
     "check": "ckptlint.api",
+    "convert": "ckptlint.api",
     "read": "ckptlint.api",
     "signature": "ckptlint.api",
 }

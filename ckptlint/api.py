@@ -12,15 +12,17 @@ Models are built on the meta device (no weights allocated) and checked with torc
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ckptlint.diff import compare
 from ckptlint.engine import restore_ties
-from ckptlint.ftypes import Finding, Kind, Signature
+from ckptlint.ftypes import BuildResult, Finding, Kind, ModelSpec, Signature
+
+if TYPE_CHECKING:
+    from ckptlint.migrate import Converted
 
 ModelOrFactory = Any  # an nn.Module, or a class / callable returning one
 
@@ -88,6 +90,59 @@ def assert_loads(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Si
         raise AssertionError(f"{_name(target)} does not load {_shown(checkpoint)}:\n{lines}")
 
 
+def convert(target: ModelOrFactory, checkpoint: str | os.PathLike[str],
+            out: str | os.PathLike[str], *args: Any, state_dict_key: str | None = None,
+            **kwargs: Any) -> Converted:
+    """Write `out` (safetensors) with `checkpoint`'s tensors under the keys the model expects.
+
+    The key mapping is the one `ckptlint remap` proves (wrapper prefixes, an EMA wrapper,
+    renamed and wrapped layers); tied keys are written as copies. The checkpoint is read without
+    running pickle code, one tensor at a time, and `out` is kept only when the model loads it
+    strictly (`check`). Raises `CkptlintError` (`NotProvenError` when it would not load).
+    """
+    from ckptlint import hook, migrate
+    from ckptlint.readers.data import open_data
+
+    model = build(target, *args, **kwargs)
+    spec = ModelSpec(_name(target), f"{type(model).__module__}:{type(model).__qualname__}")
+    with open_data(checkpoint, state_dict_key) as data:
+        remap = hook.plan(spec, data.checkpoint.signature, _builds(model, spec),
+                          os.fspath(checkpoint), ties=True)
+        if not remap.proved:
+            raise migrate.NotProvenError(os.fspath(out), "even remapped, it does not load: "
+                                         + "; ".join(hook.failures(remap.proof)))
+        return migrate.convert(data, remap, Path(out), lambda path: _loads(model, path),
+                               spec.name)
+
+
+def _builds(model: Any, spec: ModelSpec) -> Callable[[Sequence[Signature | None]],
+                                                      list[BuildResult]]:
+    """`hook.Build` for a model already built: torch's dry run of each reference, in-process."""
+    from ckptlint import prefix
+    from ckptlint.build import dry_run_load, nonpersistent_buffers, signature_of
+
+    def builds(references: Sequence[Signature | None]) -> list[BuildResult]:
+        current = signature_of(model, spec.name, spec.target)
+        results = []
+        for ref in references:
+            wrapper = prefix.detect(ref, current) if ref is not None else None
+            ref = prefix.rekey(ref, wrapper.mapping) if wrapper and ref else ref  # as a build
+            load = dry_run_load(model, ref, current) if ref is not None else None
+            results.append(BuildResult(spec.name, signature=current, load=load,
+                                       nonpersistent=nonpersistent_buffers(model)))
+        return results
+
+    return builds
+
+
+def _loads(model: Any, path: Path) -> str | None:
+    from ckptlint.diff import VERDICT_TEXT, verdict
+
+    name, note = verdict(check(model, path))
+    return None if name == "loads" else f"the model {VERDICT_TEXT[name]} it" + (
+        f" ({note})" if note else "")
+
+
 def _name(target: Any) -> str:
     return getattr(target, "__qualname__", None) or type(target).__name__
 
@@ -96,4 +151,4 @@ def _shown(checkpoint: Any) -> str:
     return "the signature" if isinstance(checkpoint, Signature) else os.fspath(checkpoint)
 
 
-__all__ = ["assert_loads", "build", "check", "read", "signature"]
+__all__ = ["assert_loads", "build", "check", "convert", "read", "signature"]

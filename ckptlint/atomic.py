@@ -15,6 +15,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from ckptlint.errors import WriteError
 from ckptlint.paths import display
@@ -124,3 +125,57 @@ def _sweep(folder: Path, target: str = "") -> None:
         with contextlib.suppress(OSError):
             if os.lstat(folder / name).st_mtime < cutoff:
                 os.unlink(folder / name)
+
+
+class Staged:
+    """A large file being written to a temp file (see `staged`), renamed onto its target only
+    by `commit`."""
+
+    def __init__(self, target: Path, temp: Path, handle: BinaryIO, mode: int):
+        self.target, self.temp, self.handle, self._mode = target, temp, handle, mode
+        self.committed = False
+
+    def finish(self) -> None:
+        """Flush the temp file to disk and close it: it can be read, and then committed."""
+        if not self.handle.closed:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())  # else a crash after the rename can leave it empty
+            self.handle.close()
+
+    def commit(self) -> None:
+        self.finish()
+        try:
+            os.chmod(self.temp, self._mode)
+            os.replace(self.temp, self.target)
+        except OSError as exc:
+            raise WriteError(display(self.target), exc) from exc
+        self.committed = True
+        _sync_folder(self.target.parent)
+
+
+@contextlib.contextmanager
+def staged(path: Path, scratch: Path | None = None) -> Iterator[Staged]:
+    """A temp file for writing `path` in pieces; renamed onto it by `Staged.commit`, removed
+    when the block ends without a commit (an error, a failed proof, an interrupt).
+
+    The temp file goes into `scratch` when that folder is usable and on the target's
+    filesystem (a rename cannot cross filesystems), else next to `path` as `*SUFFIX`.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777 if path.is_file() else _NEW_FILE_MODE
+        _sweep(path.parent, path.name)
+        folder = _usable_scratch(scratch)
+        if folder is not None and os.stat(folder).st_dev != os.stat(path.parent).st_dev:
+            folder = None
+        fd, name = tempfile.mkstemp(dir=folder or path.parent, prefix=f".{path.name}.",
+                                    suffix=SUFFIX)
+    except OSError as exc:
+        raise WriteError(display(path), exc) from exc
+    stage = Staged(path, Path(name), os.fdopen(fd, "wb"), mode)
+    try:
+        yield stage
+    finally:
+        if not stage.committed:
+            stage.handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(stage.temp)

@@ -219,6 +219,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text: a pre-hook to paste into the model class (default); json: the key "
                         "mapping and the hook")
+    p.add_argument("--apply", action="store_true",
+                   help="write the hook into the model's class, re-build it and keep the edit "
+                        "only if the old checkpoint then loads strictly (else restore the file)")
+    p.add_argument("--diff", action="store_true",
+                   help="print the edit --apply would make, and write nothing")
+    _jobs(p)
+    _common(p)
+
+    p = _command(sub, "convert", "write an old checkpoint with the keys the code expects",
+                 "Read OLD (no pickle code run), rename its keys by the proven remap, and write "
+                 "OUT.safetensors one tensor at a time; OUT is kept only when `check --against` "
+                 "says it loads strictly. Exits 1 when it cannot be proven.")
+    p.add_argument("old", metavar="OLD", help="the checkpoint to migrate (any format inspect "
+                                              "reads)")
+    p.add_argument("out", metavar="OUT", help="the safetensors file to write")
+    p.add_argument("--model", metavar="NAME", help="the registered model whose keys OUT gets "
+                                                   "(needed when several are registered)")
+    _state_dict_key(p)
     _jobs(p)
     _common(p)
 

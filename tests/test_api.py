@@ -16,7 +16,7 @@ import ckptlint
 def test_public_names_are_exactly_these():
     assert sorted(ckptlint.__all__) == sorted([
         "CkptlintError", "Finding", "Kind", "Location", "Report", "Severity", "Signature",
-        "TensorSpec", "__version__", "assert_loads", "check", "read", "signature"])
+        "TensorSpec", "__version__", "assert_loads", "check", "convert", "read", "signature"])
     for name in ckptlint.__all__:
         assert getattr(ckptlint, name) is not None
 

@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 import torch
+from oldfiles import NET, NEW, OLD, SAVES, expected, load_module, module, saved
 
-OLD = '''
-import torch
-from torch import nn
-
-
-class Block(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.fc = nn.Linear(d, 2 * d)
-        self.out = nn.Linear(2 * d, d)
-
-
-class Net(nn.Module):
-    def __init__(self, d=8, n=4):
-        super().__init__()
-        self.embed = nn.Embedding(10, d)
-        self.blocks = nn.ModuleList([Block(d) for _ in range(n)])
-        self.bn = nn.BatchNorm1d(d)
-        self.fc = nn.Linear(d, 5)
-'''
-# the refactor: `fc` -> `head`, each block wrapped in nn.Sequential
-NEW = OLD.replace("self.fc = nn.Linear(d, 5)", "self.head = nn.Linear(d, 5)") \
-    .replace("[Block(d) for _ in range(n)]", "[nn.Sequential(Block(d)) for _ in range(n)]")
-NET = 'name = "net"\ntarget = "models:Net"'
-
-
-def _module(source: str) -> dict:
-    namespace: dict = {}
-    exec(compile(source, "models.py", "exec"), namespace)
-    return namespace
-
+_module = module
 
 def _checkpoint(project, source: str = OLD, wrap=lambda m: m) -> dict:
     torch.manual_seed(0)
@@ -252,3 +223,167 @@ def test_a_rename_of_some_layers_keeps_their_indices(project):
     loaded = model.state_dict()
     for key, value in old_state.items():  # layer 0 moved, layers 1-3 left where they were
         assert torch.equal(loaded[key.replace("h.0.", "h.0.0.")], value), key
+
+
+# -- remap --apply: the hook written into the class, then a real strict load -------------------
+
+def _loads_strictly(project, state: dict, how: str) -> None:
+    """A real CPU strict load of the old file into the edited class: every tensor equal."""
+    model = load_module(project.root / "models.py").Net()
+    model.load_state_dict(state, strict=True)
+    loaded = model.state_dict()
+    want = expected(state, how)
+    assert set(loaded) == set(want)
+    for key, value in want.items():
+        assert torch.equal(loaded[key], value), key
+
+
+@pytest.mark.parametrize("how", list(SAVES))
+def test_apply_then_the_old_file_loads_for_real(project, how):
+    _setup(project)
+    state = saved(project, how)
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0, run.out + run.err
+    assert "models.py: wrote `_remap_net_checkpoint` and registered it in `Net.__init__`" in run.out
+    assert "ckpt.pt now loads with strict=True" in run.out
+    _loads_strictly(project, state, how)
+    edited = (project.root / "models.py").read_bytes()
+    again = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert again.code == 0 and "nothing changed" in again.out, again.out + again.err
+    assert (project.root / "models.py").read_bytes() == edited  # a second --apply is a no-op
+
+
+def test_after_apply_check_against_the_old_file_is_clean(project):
+    _setup(project)
+    saved(project, "plain")
+    assert project.run("check", "net", "--against", "ckpt.pt").code == 1
+    assert project.run("remap", "net", "--against", "ckpt.pt", "--apply").code == 0
+    run = project.run("check", "net", "--against", "ckpt.pt", "--format", "json")
+    assert (run.code, json.loads(run.out)["findings"]) == (0, []), run.out
+
+
+def test_apply_from_the_committed_signature(project):
+    _setup(project, OLD)
+    project.run("update")
+    _setup(project)
+    state = saved(project, "plain")
+    run = project.run("remap", "net", "--apply")
+    assert run.code == 0 and "signatures/net.toml now loads with strict=True" in run.out, run.out
+    _loads_strictly(project, state, "plain")
+    assert project.run("check").code == 0  # the committed (old) signature loads through it
+
+
+def test_diff_prints_the_edit_and_writes_nothing(project):
+    _setup(project)
+    saved(project, "data-parallel")
+    before = (project.root / "models.py").read_bytes()
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--diff")
+    assert run.code == 0, run.err
+    assert run.out.startswith("--- a/models.py\n+++ b/models.py\n")
+    assert "+        self._register_load_state_dict_pre_hook(_remap_net_checkpoint, " \
+           "with_module=True)" in run.out and "+        (r'^module\\.', r'')," in run.out
+    assert (project.root / "models.py").read_bytes() == before
+
+
+def test_a_further_refactor_updates_the_hook_in_place(project):
+    _setup(project)
+    state = saved(project, "plain")
+    assert project.run("remap", "net", "--against", "ckpt.pt", "--apply").code == 0
+    # then the embedding is renamed too: the same hook learns one more rule
+    source = (project.root / "models.py").read_text()
+    project.write("models.py", source.replace("self.embed =", "self.tokens ="))
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0, run.out + run.err
+    text = (project.root / "models.py").read_text()
+    assert text.count("def _remap_net_checkpoint(") == 1
+    assert text.count("self._register_load_state_dict_pre_hook(") == 1
+    model = load_module(project.root / "models.py").Net()
+    model.load_state_dict(state, strict=True)
+    assert torch.equal(model.tokens.weight, state["embed.weight"])
+
+
+def test_an_edit_that_does_not_prove_is_reverted_byte_for_byte(project):
+    # the class wipes its load hooks after super().__init__(): the hook is written, never runs
+    _setup(project, NEW.replace("        self.embed = nn.Embedding(10, d)",
+                                "        self._load_state_dict_pre_hooks.clear()\n"
+                                "        self.embed = nn.Embedding(10, d)"))
+    saved(project, "plain")
+    before = (project.root / "models.py").read_bytes()
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 1
+    assert run.out.startswith("models.py: reverted the edit: after it, the checkpoint still "
+                              "does not load strictly (missing: "), run.out
+    assert (project.root / "models.py").read_bytes() == before
+
+
+def test_a_peft_adapter_is_said_to_need_merging(project):
+    from peft import LoraConfig, get_peft_model
+
+    _setup(project, OLD)
+    model = get_peft_model(_module(OLD)["Net"](), LoraConfig(target_modules=["fc"], r=2))
+    model.save_pretrained(project.root / "adapter")  # adapter_model.safetensors + its config
+    for argv in (("remap", "net", "--against", "adapter"),
+                 ("remap", "net", "--against", "adapter", "--apply")):
+        run = project.run(*argv)
+        assert run.code == 1, run.out + run.err
+        assert "adapter holds PEFT adapter weights: " in run.out
+        assert "needs the adapter merged into its base layers" in run.out
+        assert "merge_and_unload()" in run.out
+    assert (project.root / "models.py").read_text() == textwrap.dedent(OLD).lstrip("\n")
+
+
+def test_apply_needs_a_class_of_the_project(project):
+    project.configure('name = "lin"\ntarget = "torch.nn:Linear"\n'
+                      'kwargs = { in_features = 4, out_features = 2 }')
+    torch.save({"module." + k: v for k, v in torch.nn.Linear(4, 2).state_dict().items()},
+               project.root / "ckpt.pt")
+    run = project.run("remap", "lin", "--against", "ckpt.pt", "--apply")
+    assert run.code == 2 and "`Linear` defined outside the project" in run.err, run.err
+    assert "ckptlint convert OLD OUT.safetensors --model lin" in run.err
+
+
+def test_apply_for_a_wrapper_says_what_check_will_still_report(project):
+    _setup(project, OLD)
+    state = saved(project, "data-parallel")
+    run = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0 and run.out.endswith(
+        "note: `ckptlint check` still reports the `module.` prefix of ckpt.pt, which it takes off "
+        "before torch's dry run; strip_prefix = \"module.\" in the model's entry says it is "
+        "handled\n"), run.out
+    model = load_module(project.root / "models.py").Net()
+    model.load_state_dict(state, strict=True)  # the hook strips the prefix for real
+    project.configure(NET + '\nstrip_prefix = "module."')
+    assert project.run("check", "net", "--against", "ckpt.pt").code == 0
+    again = project.run("remap", "net", "--against", "ckpt.pt", "--apply")
+    assert again.code == 0 and "nothing changed" in again.out, again.out + again.err
+
+
+LIT = OLD + '''
+
+class Lit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = Net()
+'''
+
+
+def test_apply_when_the_code_wraps_what_the_file_does_not(project):
+    _setup(project, LIT, 'name = "lit"\ntarget = "models:Lit"')
+    state = saved(project, "plain")
+    run = project.run("remap", "lit", "--against", "ckpt.pt", "--apply")
+    assert run.code == 0, run.out + run.err
+    assert "registered it in `Lit.__init__`" in run.out
+    model = load_module(project.root / "models.py").Lit()
+    model.load_state_dict(state, strict=True)
+    loaded = model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[f"model.{key}"], value), key
+
+
+def test_an_ema_file_of_the_same_code_drops_only_the_counter(project):
+    _setup(project, OLD)
+    saved(project, "ema")
+    doc = json.loads(project.run("remap", "net", "--against", "ckpt.pt", "--format", "json").out)
+    assert (doc["proved"], doc["rules"], doc["dropped"]) == (True, [[r"^module\.", ""]],
+                                                             ["n_averaged"])
+    assert doc["mapping"]["module.fc.weight"] == "fc.weight"

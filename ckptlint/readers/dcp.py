@@ -9,6 +9,7 @@ back as inert placeholders from the restricted unpickler; the `.distcp` shards a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,6 +34,21 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
+    return parse(path, state_dict_key).read
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The folder read as `read` reads it, with what `readers.data` needs for the bytes: the
+    `Metadata` fields, and the flattened key of each located tensor (by the record's id)."""
+
+    read: CheckpointRead
+    state: Mapping[str, Any]
+    fields: Mapping[str, Any]
+    fqns: Mapping[int, str]
+
+
+def parse(path: Path, state_dict_key: str | None = None) -> Parsed:
     file = path / METADATA if path.is_dir() else path
     where = str(file)
     data = read_small(file, MAX_PICKLE_BYTES, "a .metadata pickle")
@@ -43,9 +59,12 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     except unpickler.PickleInvalid as exc:
         raise CheckpointError(where, f"{exc}") from None
     fields = _fields(root, "Metadata", where)
-    tree = _tree(_records(fields.get("state_dict_metadata"), where), fields.get("planner_data"))
+    records = _records(fields.get("state_dict_metadata"), where)
+    tree = _tree(records, fields.get("planner_data"))
     state, note = statedict.locate(tree, where, state_dict_key)
-    return CheckpointRead(statedict.signature(state, where), FORMAT, note)
+    fqns = {id(r): fqn for fqn, r in records.items() if r is not None}
+    return Parsed(CheckpointRead(statedict.signature(state, where), FORMAT, note), state,
+                  fields, fqns)
 
 
 def _fields(node: Any, cls: str, where: str) -> dict:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 from ckptlint.errors import CheckpointError, CkptlintError
 from ckptlint.readers import dcp, legacy, peft, safetensors, sharded, sigtoml, torchzip
 from ckptlint.readers.base import CheckpointRead, Reader, read_head, unreadable
 from ckptlint.readers.files import file_kind
+
+T = TypeVar("T")
 
 # format name -> reader, in the order their sniffers are asked
 READERS: Mapping[str, Reader] = {
@@ -40,8 +42,16 @@ def read_checkpoint(path: str | os.PathLike[str],
     path such as "model.ema"); without it the usual entries are tried and the choice is in
     `CheckpointRead.note`. Raises `CheckpointError` and nothing else.
     """
-    try:  # a PEFT adapter is read in whichever format it was saved, then understood
-        return peft.adapted(Path(path), _read(Path(path), state_dict_key, tuple(READERS)))
+    # a PEFT adapter is read in whichever format it was saved, then understood
+    return guarded(path, lambda: peft.adapted(Path(path),
+                                              _read(Path(path), state_dict_key, tuple(READERS))))
+
+
+def guarded(path: str | os.PathLike[str], reading: Callable[[], T]) -> T:
+    """`reading()`, with every failure on untrusted bytes turned into one `CheckpointError`
+    naming `path`, exactly as `read_checkpoint` says it."""
+    try:
+        return reading()
     except CkptlintError as exc:
         if isinstance(exc, CheckpointError):
             raise
@@ -70,7 +80,7 @@ def _read(path: Path, state_dict_key: str | None, formats: tuple[str, ...]) -> C
             raise CheckpointError(str(path), "is a folder, not a checkpoint file")
         if dcp.sniff(path, b""):
             return dcp.read(path, state_dict_key)
-        inner = _folder_checkpoint(path)
+        inner = folder_checkpoint(path)
         result = _read(inner, state_dict_key, formats)
         note = f"read {inner.name} in the folder" + (f"; {result.note}" if result.note else "")
         return CheckpointRead(result.signature, result.format, note, result.tied)
@@ -91,7 +101,7 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def _folder_checkpoint(folder: Path) -> Path:
+def folder_checkpoint(folder: Path) -> Path:
     """The one checkpoint a folder holds; a special file among them is never chosen."""
     for name in _FOLDER_FILES:
         if _is_file(folder / name):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import struct
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Mapping
 
 from ckptlint.errors import CheckpointError
 from ckptlint.readers import statedict, unpickler
@@ -82,16 +83,34 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
                                      "format: re-save it with a current torch")
     try:
         with open_regular(path) as handle:
-            root, storages, keys = _pickles(handle, where)
-            _check_storages(handle, keys, storages, os.fstat(handle.fileno()).st_size, where)
+            parsed = parse(handle, where, state_dict_key)
     except OSError as exc:
         raise unreadable(path, exc) from None
+    return CheckpointRead(statedict.signature(parsed.state, where), FORMAT, parsed.note)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One legacy file read as `read` reads it: the located state dict, the note, where each
+    storage's bytes start in the file, and the storages read through a view."""
+
+    state: Mapping[str, Any]
+    note: str
+    offsets: Mapping[str, int]
+    viewed: frozenset[str]
+
+
+def parse(handle: IO[bytes], where: str, state_dict_key: str | None = None) -> Parsed:
+    """Everything `read` checks, in its order, on an open file (the tar check aside)."""
+    root, storages, keys = _pickles(handle, where)
+    offsets = _check_storages(handle, keys, storages.storages,
+                              os.fstat(handle.fileno()).st_size, where)
     state, note = statedict.locate(root, where, state_dict_key)
-    return CheckpointRead(statedict.signature(state, where), FORMAT, note)
+    return Parsed(state, note, offsets, storages.viewed)
 
 
-def _pickles(handle: IO[bytes], where: str) -> tuple[Any, dict[str, StorageRef], list]:
-    """The saved object and its storage keys, read pickle by pickle."""
+def _pickles(handle: IO[bytes], where: str) -> tuple[Any, unpickler.Unpickled, list]:
+    """The saved object, its storage records and its storage keys, read pickle by pickle."""
     stream = _Bounded(handle, MAX_PICKLE_BYTES)
     header = [_load(stream, where, "header", "none").value for _ in range(3)]
     magic, protocol, sys_info = header
@@ -105,7 +124,7 @@ def _pickles(handle: IO[bytes], where: str) -> tuple[Any, dict[str, StorageRef],
     keys = _load(stream, where, "storage list", "none").value
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise CheckpointError(where, "has a malformed storage list after its object pickle")
-    return root.value, root.storages, keys
+    return root.value, root, keys
 
 
 def _load(stream: _Bounded, where: str, what: str, ids: unpickler.Ids) -> unpickler.Unpickled:
@@ -118,12 +137,14 @@ def _load(stream: _Bounded, where: str, what: str, ids: unpickler.Ids) -> unpick
 
 
 def _check_storages(handle: IO[bytes], keys: list, refs: dict[str, StorageRef], size: int,
-                    where: str) -> None:
+                    where: str) -> dict[str, int]:
     """Walk the storage section by its counts only; it must fit the file and the pickle.
+    Returns where each storage's bytes start.
 
     torch.load reads each listed storage into the one its pickle declared, and fails when the
     key is unknown or the count differs.
     """
+    offsets: dict[str, int] = {}
     for key in keys:
         ref = refs.get(key)
         if ref is None:
@@ -140,4 +161,6 @@ def _check_storages(handle: IO[bytes], keys: list, refs: dict[str, StorageRef], 
         if handle.tell() + nbytes > size:
             raise CheckpointError(where, f"is truncated: storage `{key}` runs past the end of "
                                          "the file")
+        offsets[key] = handle.tell()  # a key listed twice: torch fills it twice, last wins
         handle.seek(nbytes, os.SEEK_CUR)
+    return offsets

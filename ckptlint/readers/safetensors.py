@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 from ckptlint.dtypes import ITEMSIZE, SAFETENSORS_DTYPES, shape_problem
 from ckptlint.errors import CheckpointError
@@ -35,44 +36,68 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
-    header, data_size = read_header(path)
-    metadata = _metadata(header.pop(METADATA, None), str(path))
+    try:
+        with open_regular(path) as handle:
+            return parse(handle, str(path), state_dict_key).read
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One file read as `read` reads it, and where each tensor's bytes lie in the file (key as
+    `read` names it -> absolute byte range), for `readers.data`."""
+
+    read: CheckpointRead
+    spans: Mapping[str, tuple[int, int]]
+
+
+def parse(handle: BinaryIO, where: str, state_dict_key: str | None = None) -> Parsed:
+    """Everything `read` checks, on an open file; no tensor byte is read."""
+    header, data_size = header_of(handle, where)
+    metadata = _metadata(header.pop(METADATA, None), where)
     if len(header) > MAX_KEYS:
-        raise CheckpointError(str(path), f"names {len(header):,} tensors, more than the "
-                                         f"{MAX_KEYS:,} ckptlint reads")
-    tensors = {key: _spec(key, entry, str(path)) for key, entry in header.items()}
-    _check_offsets(header, tensors, str(path), data_size)
+        raise CheckpointError(where, f"names {len(header):,} tensors, more than the "
+                                     f"{MAX_KEYS:,} ckptlint reads")
+    tensors = {key: _spec(key, entry, where) for key, entry in header.items()}
+    _check_offsets(header, tensors, where, data_size)
+    start = os.fstat(handle.fileno()).st_size - data_size
+    spans = {k: (start + e["data_offsets"][0], start + e["data_offsets"][1])
+             for k, e in header.items()}
     tied = _tied(metadata, tensors)
     note = ""
     if state_dict_key:
-        tensors = statedict.under(tensors, state_dict_key, str(path))
+        tensors = statedict.under(tensors, state_dict_key, where)
         tied = statedict.under_tied(tied, state_dict_key)
+        spans = statedict.under(spans, state_dict_key, where)
         note = f"using the keys under `{state_dict_key}.` (as asked)"
-    return CheckpointRead(Signature(tensors=tensors, has_metadata=False, source="checkpoint"),
-                          FORMAT, note, tied=tied)
+    signature = Signature(tensors=tensors, has_metadata=False, source="checkpoint")
+    return Parsed(CheckpointRead(signature, FORMAT, note, tied=tied), spans)
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The JSON header of a safetensors file and the size of the data region after it.
-
-    The declared length is checked against the file before anything is read or allocated.
-    """
-    where = str(path)
+    """The JSON header of a safetensors file and the size of the data region after it."""
     try:
         with open_regular(path) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise CheckpointError(where, f"is {size} bytes, too short for a safetensors "
-                                             "header")
-            length = int.from_bytes(prefix, "little")
-            if length > MAX_HEADER_BYTES or length > size - 8:
-                raise CheckpointError(where, f"declares a {length}-byte safetensors header, more "
-                                             f"than the file ({size} bytes) or the "
-                                             f"{MAX_HEADER_BYTES:,} bytes safetensors allows")
-            raw = handle.read(length)
+            return header_of(handle, str(path))
     except OSError as exc:
         raise unreadable(path, exc) from None
+
+
+def header_of(handle: BinaryIO, where: str) -> tuple[dict[str, Any], int]:
+    """`read_header` on an open file: the declared length is checked against the file before
+    anything is read or allocated."""
+    size = os.fstat(handle.fileno()).st_size
+    handle.seek(0)
+    prefix = handle.read(8)
+    if len(prefix) < 8:
+        raise CheckpointError(where, f"is {size} bytes, too short for a safetensors header")
+    length = int.from_bytes(prefix, "little")
+    if length > MAX_HEADER_BYTES or length > size - 8:
+        raise CheckpointError(where, f"declares a {length}-byte safetensors header, more "
+                                     f"than the file ({size} bytes) or the "
+                                     f"{MAX_HEADER_BYTES:,} bytes safetensors allows")
+    raw = handle.read(length)
     return _parse(raw, where), size - 8 - length
 
 

@@ -10,8 +10,9 @@ it declares, as torch requires, but its bytes are not read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 from ckptlint.errors import CheckpointError
 from ckptlint.readers import statedict, unpickler, zipdir
@@ -37,22 +38,49 @@ def sniff(path: Path, head: bytes) -> bool:
     return head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One archive read as `read` reads it: its members, the located state dict (key ->
+    `TensorRecord` or other value), the note saying where it was, and the byte order of its
+    storages (what `readers.data` needs to read them)."""
+
+    archive: zipdir.Archive
+    state: Mapping[str, Any]
+    note: str
+    big_endian: bool
+
+
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     where = str(path)
     try:
         with open_regular(path) as handle:
-            archive = zipdir.read_directory(handle, where)
-            _check_torch_records(handle, archive, where)
-            pickled = _unpickle(handle, archive, where)
+            parsed = parse(handle, where, state_dict_key)
     except OSError as exc:
         raise unreadable(path, exc) from None
+    return CheckpointRead(statedict.signature(parsed.state, where), FORMAT, parsed.note)
+
+
+def parse(handle: BinaryIO, where: str, state_dict_key: str | None = None) -> Parsed:
+    """Everything `read` checks, in its order, on an open archive; storages are not read."""
+    archive, value, big_endian = parse_object(handle, where)
+    state, note = statedict.locate(value, where, state_dict_key)
+    return Parsed(archive, state, note, big_endian)
+
+
+def parse_object(handle: BinaryIO, where: str,
+                 size: int | None = None) -> tuple[zipdir.Archive, Any, bool]:
+    """The archive, the object its pickle holds (inert) and whether its storages are
+    big-endian; `size` as in `zipdir.read_directory`."""
+    archive = zipdir.read_directory(handle, where, size)
+    big_endian = _check_torch_records(handle, archive, where)
+    pickled = _unpickle(handle, archive, where)
     _check_storages(pickled.storages, archive, where)
-    state, note = statedict.locate(pickled.value, where, state_dict_key)
-    return CheckpointRead(statedict.signature(state, where), FORMAT, note)
+    return archive, pickled.value, big_endian
 
 
-def _check_torch_records(handle: BinaryIO, archive: zipdir.Archive, where: str) -> None:
-    """What torch.load checks before it unpickles anything, checked the same way."""
+def _check_torch_records(handle: BinaryIO, archive: zipdir.Archive, where: str) -> bool:
+    """What torch.load checks before it unpickles anything, checked the same way; whether the
+    storages are big-endian (torch byte-swaps them on load)."""
     if archive.has_exactly("constants.pkl"):
         raise CheckpointError(where, "is a TorchScript archive (torch.jit.save), which torch.load "
                                      "hands to torch.jit.load: ckptlint reads torch.save files; "
@@ -66,7 +94,8 @@ def _check_torch_records(handle: BinaryIO, archive: zipdir.Archive, where: str) 
         raise CheckpointError(where, f"has file format version {number}, which torch does not "
                                      f"read (it reads {MIN_VERSION} to {MAX_VERSION})")
     byteorder = archive.find("byteorder")
-    if byteorder is not None and _small(handle, byteorder, where) not in _BYTEORDERS:
+    order = _small(handle, byteorder, where) if byteorder is not None else b"little"
+    if order not in _BYTEORDERS:
         raise CheckpointError(where, "has a `byteorder` record that is neither little nor big, "
                                      "so torch.load refuses it")
     alignment = archive.find(".storage_alignment")
@@ -76,6 +105,7 @@ def _check_torch_records(handle: BinaryIO, archive: zipdir.Archive, where: str) 
         except ValueError:
             raise CheckpointError(where, "has a `.storage_alignment` record that is not a "
                                          "number, so torch.load refuses it") from None
+    return order == b"big"
 
 
 def _small(handle: BinaryIO, member: zipdir.Member, where: str) -> bytes:

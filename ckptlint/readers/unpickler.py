@@ -157,6 +157,9 @@ class Unpickled:
 
     value: Any
     storages: dict[str, StorageRef] = field(default_factory=dict)
+    # storage keys a legacy pickle reads through a storage view (pre-1.0 torch wrote them;
+    # the signature does not depend on them, a reader of the bytes must apply their offset)
+    viewed: frozenset[str] = frozenset()
 
 
 def _int(value: Any) -> int:
@@ -177,6 +180,8 @@ def _view(ref: StorageRef, dtype: str, size: Any, offset: Any, stride: Any) -> T
     shape, strides = _shape(size), _ints(stride)
     if len(strides) != len(shape):
         raise PickleInvalid(f"a tensor's stride {strides} does not match its shape {shape}")
+    if any(s < 0 for s in strides):  # torch.load refuses them ("Storage size calculation")
+        raise PickleInvalid(f"a tensor has a negative stride {strides}, which torch refuses")
     return TensorRecord(dtype, shape, ref, _int(offset), strides)
 
 
@@ -441,6 +446,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self._tuples: dict[int, tuple[tuple, int, int]] = {}  # id -> (tuple, depth, weight)
         self._hashes: dict[int, tuple[Any, dict[int, int]]] = {}  # id -> (container, counts)
         self.storages: dict[str, StorageRef] = {}
+        self.viewed: set[str] = set()
 
     # -- the budget ---------------------------------------------------------------------------
 
@@ -573,7 +579,10 @@ class RestrictedUnpickler(pickle._Unpickler):
         # that and a view tuple, and it also names whole modules
         sizes = {"zip": (5,), "legacy": (6,)}.get(self._ids, ())
         if kind == "storage" and len(pid) in sizes:
-            return self._storage_ref(pid[1:5])
+            ref = self._storage_ref(pid[1:5])
+            if len(pid) == 6 and pid[5] is not None:
+                self.viewed.add(ref.key)
+            return ref
         if kind == "module" and self._ids == "legacy" and len(pid) == 4:
             return pid[1]
         raise PickleInvalid(f"has a persistent id of unknown kind {kind!r}")
@@ -796,7 +805,7 @@ def load(file: IO[bytes], *, ids: Ids = "zip", seconds: float = PICKLE_SECONDS,
     """
     unpickler = RestrictedUnpickler(file, ids=ids, seconds=seconds, size=size)
     try:
-        return Unpickled(unpickler.load(), unpickler.storages)
+        return Unpickled(unpickler.load(), unpickler.storages, frozenset(unpickler.viewed))
     except (PickleRefused, PickleInvalid):
         raise
     except RecursionError:

@@ -85,10 +85,11 @@ class Archive:
         return member is not None and member.name == self.folder + name.encode()
 
 
-def read_directory(handle: BinaryIO, where: str) -> Archive:
+def read_directory(handle: BinaryIO, where: str, size: int | None = None) -> Archive:
     """Parse and cross-check the whole directory structure; raise `CheckpointError` if any
-    two readers could disagree about it."""
-    size = os.fstat(handle.fileno()).st_size
+    two readers could disagree about it. `size` is the archive's length when it is not the
+    whole file (an archive embedded in a DCP shard, read through a window)."""
+    size = os.fstat(handle.fileno()).st_size if size is None else size
     eocd_at, count, cd_size, cd_offset = _end_records(handle, size, where)
     if cd_size > MAX_DIRECTORY_BYTES:
         raise CheckpointError(where, f"has a {cd_size}-byte central directory, more than the "
