@@ -23,7 +23,7 @@ from ckptlint.readers.base import (
     read_head,
     unreadable,
 )
-from ckptlint.readers.files import open_regular
+from ckptlint.readers.files import open_regular, size_of
 from ckptlint.readers.unpickler import StorageRef
 
 FORMAT = "torch-legacy"
@@ -83,7 +83,7 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     try:
         with open_regular(path) as handle:
             root, storages, keys = _pickles(handle, where)
-            _check_storages(handle, keys, storages, os.fstat(handle.fileno()).st_size, where)
+            _check_storages(handle, keys, storages, size_of(handle), where)
     except OSError as exc:
         raise unreadable(path, exc) from None
     state, note = statedict.locate(root, where, state_dict_key)

@@ -10,7 +10,6 @@ region exactly (no gap, no overlap, no trailing bytes), each as long as its shap
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,7 +19,7 @@ from ckptlint.ftypes import Signature, TensorSpec
 from ckptlint.keys import MAX_KEYS
 from ckptlint.readers import statedict
 from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
-from ckptlint.readers.files import open_regular
+from ckptlint.readers.files import open_regular, size_of
 
 FORMAT = "safetensors"
 METADATA = "__metadata__"
@@ -60,7 +59,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     where = str(path)
     try:
         with open_regular(path) as handle:
-            size = os.fstat(handle.fileno()).st_size
+            size = size_of(handle)
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise CheckpointError(where, f"is {size} bytes, too short for a safetensors "

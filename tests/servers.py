@@ -1,0 +1,298 @@
+"""Real servers on 127.0.0.1 for the remote-checkpoint tests, started and stopped by the tests.
+
+`RangeServer`: an HTTP server (http.server) that serves a folder with single-range GETs,
+HEAD, ETag and Last-Modified, counts the requests and body bytes it serves, and can be told to
+misbehave the ways a hostile or broken server does. `S3Server`: moto's standalone S3 server,
+counting the requests it answers and how many are in flight at once. Every loop here is
+bounded in count and time, and stops with the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import Counter
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+# what a misbehaving server does, per mode (set `RangeServer.mode`)
+MODES = ("honest", "ignore-range", "more", "endless", "short", "size-smaller", "size-larger",
+         "hang", "fail-twice", "fail-always", "no-head", "etag-changes", "gzip", "no-etag")
+ENDLESS_LIMIT = 64 << 20  # an "endless" answer stops here, or when the client hangs up
+HANG_LIMIT = 30.0  # seconds a "hang" answer waits before the server gives up on it
+
+
+class RangeServer:
+    """Serves `root` at http://127.0.0.1:PORT/ until `stop()` (or the `with` block ends)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.mode = "honest"
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()  # "GET" / "HEAD" -> count
+        self.bytes_served = 0
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of each GET
+        self.stopping = threading.Event()
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.bytes_served = 0
+            self.ranges.clear()
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    def start(self) -> RangeServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> RangeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: RangeServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _count(self, method: str, sent: int = 0) -> None:
+        with self.owner.lock:
+            self.owner.requests[method] += 1
+            self.owner.bytes_served += sent
+
+    def _file(self) -> Path | None:
+        path = (self.owner.root / self.path.lstrip("/").split("?")[0]).resolve()
+        inside = self.owner.root.resolve() in path.parents
+        return path if inside and path.is_file() else None
+
+    def _version_headers(self, path: Path) -> None:
+        info = path.stat()
+        tag = hashlib.sha256(f"{info.st_size}-{info.st_mtime_ns}-{info.st_ino}".encode())
+        etag = f'"{tag.hexdigest()[:16]}"'
+        if self.owner.mode == "etag-changes" and self.command == "GET":
+            etag = f'"{time.monotonic_ns()}"'
+        if self.owner.mode != "no-etag":
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", formatdate(info.st_mtime, usegmt=True))
+
+    def _error(self, status: int, method: str) -> None:
+        self._count(method)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        mode = self.owner.mode
+        path = self._file()
+        if path is None:
+            return self._error(404, "HEAD")
+        if mode == "no-head":
+            return self._error(405, "HEAD")
+        if mode == "fail-always":
+            return self._error(503, "HEAD")
+        size = path.stat().st_size
+        size += {"size-smaller": -1000, "size-larger": 1000}.get(mode, 0)
+        self._count("HEAD")
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.send_header("Accept-Ranges", "bytes")
+        self._version_headers(path)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        mode = self.owner.mode
+        path = self._file()
+        with self.owner.lock:
+            self.owner.ranges.append((self.path, self.headers.get("Range", "")))
+            failures = sum(1 for p, _ in self.owner.ranges if p == self.path)
+        if path is None:
+            return self._error(404, "GET")
+        if mode == "fail-always" or (mode == "fail-twice" and failures <= 2):
+            return self._error(503, "GET")
+        if mode == "hang":
+            self._count("GET")
+            self.owner.stopping.wait(HANG_LIMIT)
+            return
+        size = path.stat().st_size
+        span = _parse_range(self.headers.get("Range", ""), size)
+        if span is None or mode == "ignore-range":
+            return self._send(path, 0, size, 200, size)
+        start, end = span
+        if start >= size:
+            return self._error(416, "GET")
+        self._send(path, start, end, 206, size)
+
+    def _send(self, path: Path, start: int, end: int, status: int, size: int) -> None:
+        mode = self.owner.mode
+        length = end - start
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self._version_headers(path)
+        if mode == "gzip":
+            self.send_header("Content-Encoding", "gzip")
+        if mode == "more":
+            length += 1 << 20
+        if mode == "endless":
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        sent = self._body(path, start, end, mode)
+        self._count("GET", sent)
+
+    def _body(self, path: Path, start: int, end: int, mode: str) -> int:
+        sent = 0
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                left = end - start if mode != "short" else (end - start) // 2
+                while left > 0:
+                    chunk = handle.read(min(left, 1 << 16)) or b"\0" * min(left, 1 << 16)
+                    self.wfile.write(chunk)
+                    sent, left = sent + len(chunk), left - len(chunk)
+            if mode == "more":
+                self.wfile.write(b"\0" * (1 << 20))
+                sent += 1 << 20
+            while mode == "endless" and sent < ENDLESS_LIMIT and not self.owner.stopping.is_set():
+                self.wfile.write(b"\0" * (1 << 16))
+                sent += 1 << 16
+            if mode == "short":
+                self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        return sent
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=a-b` range, None when there is none."""
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    if not first:
+        return (max(size - int(last), 0), size) if last else None
+    return int(first), min(int(last) + 1, size) if last else size
+
+
+class S3Server:
+    """moto's S3 server on 127.0.0.1, answering every request `delay` seconds late (so that
+    requests made at once overlap), counting requests and the most in flight together."""
+
+    def __init__(self, delay: float = 0.0):
+        from moto.server import ThreadedMotoServer
+
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        outer = self
+
+        class Server(ThreadedMotoServer):
+            def _server_entry(self) -> None:
+                from werkzeug.serving import make_server
+
+                from moto.moto_server.werkzeug_app import (DomainDispatcherApplication,
+                                                           MotoRequestHandler,
+                                                           create_backend_app)
+
+                app = outer._counting(DomainDispatcherApplication(create_backend_app))
+                self._server = make_server(self._ip_address, self._port, app, True,
+                                           request_handler=MotoRequestHandler)
+                self._server_ready_event.set()
+                self._server.serve_forever()
+
+        self.server = Server(ip_address="127.0.0.1", port=0, verbose=False)
+
+    def _counting(self, app: Callable) -> Callable:
+        def counted(environ: dict, start_response: Callable) -> Any:
+            with self.lock:
+                self.requests[environ["REQUEST_METHOD"]] += 1
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                if self.delay:
+                    time.sleep(self.delay)
+                return app(environ, start_response)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+        return counted
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.most_in_flight = 0
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def environment(self, home: Path) -> dict[str, str]:
+        """Fake credentials and this endpoint, where botocore looks for them; no user config."""
+        return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_CONFIG_FILE": str(home / "aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials")}
+
+    def start(self) -> S3Server:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def sparse_file(path: Path, head: bytes, size: int, tail: bytes = b"") -> Path:
+    """`head`, then a hole up to `size - len(tail)`, then `tail`: a large file costing no disk."""
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.seek(size - len(tail))
+        handle.write(tail)
+        handle.truncate(size)
+    return path
+
+
+def allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
