@@ -10,6 +10,9 @@ bounded in count and time, and stops with the server.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import math
 import os
 import threading
 import time
@@ -62,6 +65,13 @@ class RangeServer:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+    def settled(self, requests: int, seconds: float = 10.0) -> bool:
+        """Wait until `requests` answers are counted (a handler counts when it has finished)."""
+        deadline = time.monotonic() + seconds
+        while self.total_requests < requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.total_requests >= requests
 
     def start(self) -> RangeServer:
         self.thread.start()
@@ -217,6 +227,7 @@ class S3Server:
         self.delay = delay
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.paths: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
         outer = self
@@ -229,9 +240,13 @@ class S3Server:
                                                            MotoRequestHandler,
                                                            create_backend_app)
 
+                class Quiet(MotoRequestHandler):
+                    def log_request(self, *args: Any, **kwargs: Any) -> None:
+                        pass
+
                 app = outer._counting(DomainDispatcherApplication(create_backend_app))
                 self._server = make_server(self._ip_address, self._port, app, True,
-                                           request_handler=MotoRequestHandler)
+                                           request_handler=Quiet)
                 self._server_ready_event.set()
                 self._server.serve_forever()
 
@@ -241,6 +256,7 @@ class S3Server:
         def counted(environ: dict, start_response: Callable) -> Any:
             with self.lock:
                 self.requests[environ["REQUEST_METHOD"]] += 1
+                self.paths.append(environ.get("PATH_INFO", ""))
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
             try:
@@ -255,6 +271,7 @@ class S3Server:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.paths.clear()
             self.most_in_flight = 0
 
     @property
@@ -296,3 +313,57 @@ def sparse_file(path: Path, head: bytes, size: int, tail: bytes = b"") -> Path:
 
 def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
+
+
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1}
+
+
+def sparse_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]]) -> Path:
+    """A safetensors file of these (dtype, shape) tensors, as the format lays it out: an 8-byte
+    header length, the JSON header padded with spaces to 8 bytes, then the data region, which
+    is a hole (zeros) here, so that a file of any size costs no disk."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        nbytes = math.prod(shape) * ITEMSIZE[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    head = len(raw).to_bytes(8, "little") + raw
+    return sparse_file(path, head, len(head) + offset)
+
+
+class _SkipLargeWrites(io.RawIOBase):
+    """What torch.save writes, except that a storage of SKIP bytes or more becomes a hole.
+
+    Only valid for storages that are all zeros: tensors made with `torch.empty` of that size,
+    which glibc maps fresh from the kernel (any allocation above its 32 MiB mmap threshold), so
+    they hold zeros, and torch's CRC over them is the CRC of the zeros the hole reads as.
+    """
+
+    SKIP = 64 << 20
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if len(view) < self.SKIP:
+            return self.handle.write(view)
+        for at in (0, len(view) // 2, len(view) - 4096):  # cheap guard of the assumption
+            assert not any(view[at:at + 4096]), "a skipped storage must be zeros"
+        self.handle.seek(len(view), os.SEEK_CUR)
+        return len(view)
+
+
+def sparse_torch_save(path: Path, state: dict) -> Path:
+    """`torch.save(state, path)`, byte for byte, with its large storages left as holes."""
+    import torch
+
+    with open(path, "wb") as handle:
+        torch.save(state, _SkipLargeWrites(handle))
+        handle.truncate()
+    return path
