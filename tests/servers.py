@@ -66,12 +66,17 @@ class RangeServer:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
-    def settled(self, requests: int, seconds: float = 10.0) -> bool:
-        """Wait until `requests` answers are counted (a handler counts when it has finished)."""
+    def settled(self, seconds: float = 10.0) -> bool:
+        """Wait until no byte has been sent for a moment (a handler may still be writing an
+        answer its client has stopped reading); False if that never happens in `seconds`."""
         deadline = time.monotonic() + seconds
-        while self.total_requests < requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.total_requests >= requests
+        last = -1
+        while time.monotonic() < deadline:
+            if self.bytes_served == last:
+                return True
+            last = self.bytes_served
+            time.sleep(0.2)
+        return False
 
     def start(self) -> RangeServer:
         self.thread.start()
@@ -97,10 +102,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         pass
 
-    def _count(self, method: str, sent: int = 0) -> None:
+    def _count(self, method: str) -> None:
         with self.owner.lock:
             self.owner.requests[method] += 1
-            self.owner.bytes_served += sent
+
+    def _write(self, data: bytes) -> None:
+        with self.owner.lock:  # counted before it is sent: a count never lags behind the client
+            self.owner.bytes_served += len(data)
+        self.wfile.write(data)
 
     def _file(self) -> Path | None:
         path = (self.owner.root / self.path.lstrip("/").split("?")[0]).resolve()
@@ -118,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Last-Modified", formatdate(info.st_mtime, usegmt=True))
 
     def _error(self, status: int, method: str) -> None:
-        self._count(method)
+        if method != "GET":  # a GET is counted when it arrives
+            self._count(method)
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -151,8 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "GET")
         if mode == "fail-always" or (mode == "fail-twice" and failures <= 2):
             return self._error(503, "GET")
+        self._count("GET")
         if mode == "hang":
-            self._count("GET")
             self.owner.stopping.wait(HANG_LIMIT)
             return
         size = path.stat().st_size
@@ -180,10 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(length))
         self.end_headers()
-        sent = self._body(path, start, end, mode)
-        self._count("GET", sent)
+        self._body(path, start, end, mode)
 
-    def _body(self, path: Path, start: int, end: int, mode: str) -> int:
+    def _body(self, path: Path, start: int, end: int, mode: str) -> None:
         sent = 0
         try:
             with open(path, "rb") as handle:
@@ -191,19 +200,17 @@ class _Handler(BaseHTTPRequestHandler):
                 left = end - start if mode != "short" else (end - start) // 2
                 while left > 0:
                     chunk = handle.read(min(left, 1 << 16)) or b"\0" * min(left, 1 << 16)
-                    self.wfile.write(chunk)
+                    self._write(chunk)
                     sent, left = sent + len(chunk), left - len(chunk)
             if mode == "more":
-                self.wfile.write(b"\0" * (1 << 20))
-                sent += 1 << 20
+                self._write(b"\0" * (1 << 20))
             while mode == "endless" and sent < ENDLESS_LIMIT and not self.owner.stopping.is_set():
-                self.wfile.write(b"\0" * (1 << 16))
+                self._write(b"\0" * (1 << 16))
                 sent += 1 << 16
             if mode == "short":
                 self.close_connection = True
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        return sent
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -227,7 +234,7 @@ class S3Server:
         self.delay = delay
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
-        self.paths: list[str] = []
+        self.paths: list[tuple[str, str]] = []  # (method, path) of each request
         self.in_flight = 0
         self.most_in_flight = 0
         outer = self
@@ -256,7 +263,7 @@ class S3Server:
         def counted(environ: dict, start_response: Callable) -> Any:
             with self.lock:
                 self.requests[environ["REQUEST_METHOD"]] += 1
-                self.paths.append(environ.get("PATH_INFO", ""))
+                self.paths.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
             try:

@@ -474,7 +474,8 @@ def _new_filesystem(path: RemotePath, protocol: str) -> Any:
         import fsspec
     except ImportError:
         raise RemoteError(str(path), "is a URL, and reading URLs needs fsspec, which is not "
-                                     "installed: pip install \"ckptlint[remote]\"") from None
+                                     "installed: pip install fsspec aiohttp (ckptlint's "
+                                     "`remote` extra)") from None
     try:
         cls = fsspec.get_filesystem_class(protocol)
     except ImportError:
@@ -495,9 +496,8 @@ def _install_hint(protocol: str) -> str:
 
     module = known_implementations.get(protocol, {}).get("class", "").partition(".")[0]
     package = "aiohttp" if protocol in _HTTP else module.replace("_", "-") or protocol
-    extra = "" if protocol in _HTTP else f" {package}"
     return (f"is a {protocol}:// URL, and reading it needs {package}, which is not installed: "
-            f"pip install \"ckptlint[remote]\"{extra}")
+            f"pip install {package}")
 
 
 def _options(protocol: str) -> dict[str, Any]:
