@@ -35,10 +35,12 @@ class RangeServer:
     def __init__(self, root: Path):
         self.root = root
         self.mode = "honest"
+        self.delay = 0.0  # seconds each GET waits before it answers (so that overlaps show)
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()  # "GET" / "HEAD" -> count
         self.bytes_served = 0
         self.ranges: list[tuple[str, str]] = []  # (path, Range header) of each GET
+        self.in_flight = self.most_in_flight = 0  # GETs being answered at once
         self.stopping = threading.Event()
         server = self
 
@@ -61,6 +63,7 @@ class RangeServer:
             self.requests.clear()
             self.bytes_served = 0
             self.ranges.clear()
+            self.most_in_flight = 0
 
     @property
     def total_requests(self) -> int:
@@ -152,8 +155,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:
+        with self.owner.lock:
+            self.owner.in_flight += 1
+            self.owner.most_in_flight = max(self.owner.most_in_flight, self.owner.in_flight)
+        try:
+            if self.owner.delay:
+                time.sleep(self.owner.delay)
+            self._get()
+        finally:
+            with self.owner.lock:
+                self.owner.in_flight -= 1
+
+    def _get(self) -> None:
         mode = self.owner.mode
         path = self._file()
+        self._count("GET")
         with self.owner.lock:
             self.owner.ranges.append((self.path, self.headers.get("Range", "")))
             failures = sum(1 for p, _ in self.owner.ranges if p == self.path)
@@ -161,7 +177,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "GET")
         if mode == "fail-always" or (mode == "fail-twice" and failures <= 2):
             return self._error(503, "GET")
-        self._count("GET")
         if mode == "hang":
             self.owner.stopping.wait(HANG_LIMIT)
             return

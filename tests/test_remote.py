@@ -189,6 +189,42 @@ def test_a_network_failure_is_that_checkpoint_s_finding_and_the_others_are_check
     assert {m["name"]: m["verdict"] for m in report["models"]}["b"] == "loads"
 
 
+def test_verify_asks_the_server_once_and_only_for_remote_inputs(server: RangeServer,
+                                                               served: Path,
+                                                               tmp_path: Path) -> None:
+    from ckptlint import inputs
+    from ckptlint.urls import RemotePath
+
+    url = server.url("small.safetensors")
+    doc = {**inputs.EMPTY, "remote": {url: remote.identity(RemotePath(url))}}
+    remote.new_run()
+    server.reset()
+    assert inputs.verify(doc, str(tmp_path)) and server.requests == {"HEAD": 1}
+    assert inputs.verify(doc, str(tmp_path)) and server.requests == {"HEAD": 1}  # same run
+    os.utime(served / "small.safetensors", ns=(10**18, 10**18))  # a new version
+    remote.new_run()
+    assert not inputs.verify(doc, str(tmp_path))
+    assert not inputs.verify({**inputs.EMPTY, "remote": {url: None}}, str(tmp_path))
+    # a document without remote inputs loads nothing remote (the replay stays small)
+    code = ("import sys; from ckptlint import inputs; "
+            "print(inputs.verify(dict(inputs.EMPTY), '.'), "
+            "'ckptlint.readers.remote' in sys.modules, 'fsspec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["True", "False", "False"]
+
+
+def test_an_http_folder_is_one_sentence(server: RangeServer) -> None:
+    from ckptlint.errors import CheckpointError
+    from ckptlint.readers import read_checkpoint
+
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(server.url("releases/"))
+    assert str(info.value).endswith(": is an http(s) folder, which cannot be listed: name the "
+                                    "checkpoint file (or its *.index.json) itself")
+    assert server.total_requests == 0
+
+
 # -- the other commands --------------------------------------------------------------------------
 
 def test_inspect_diff_and_update_from_take_urls(project, server: RangeServer,
@@ -205,6 +241,8 @@ def test_inspect_diff_and_update_from_take_urls(project, server: RangeServer,
     update = project.run("update", "small", "--from", url)
     assert update.code == 0, update.err
     assert "head.weight" in (project.root / "signatures" / "small.toml").read_text()
+    remap = project.run("remap", "small", "--against", url)
+    assert remap.code == 0, remap.err
 
 
 def test_secrets_in_urls_are_neither_printed_nor_stored(project, server: RangeServer) -> None:

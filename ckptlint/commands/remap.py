@@ -13,7 +13,6 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 from ckptlint import diff, engine, prefix, sigfile
@@ -22,6 +21,7 @@ from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, ModelSpec, Signature
 from ckptlint.keys import expand, natural_sorted, printable, segments
 from ckptlint.paths import relative
+from ckptlint.urls import location
 
 _RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _reference(config: Config, spec: ModelSpec, against: str | None) -> tuple[Signature, str]:
     if against:
-        ref = engine.read_reference(config, spec, Path(against), committed=False)
+        ref = engine.read_reference(config, spec, location(against), committed=False)
         if ref.signature is None:
             raise CkptlintError(ref.problem.message if ref.problem else f"cannot read {against}")
         return ref.signature, ref.label

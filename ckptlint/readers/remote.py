@@ -48,6 +48,8 @@ _VERSION_FIELDS = frozenset({
     "crc32c", "checksum", "last-modified", "lastmodified", "last_modified", "updated", "mtime"})
 _RETRIED_STATUS = frozenset({408, 425, 429})  # and every 5xx
 _HTTP = ("http", "https")
+_HTTP_FOLDER = ("is an http(s) folder, which cannot be listed: name the checkpoint file (or its "
+                "*.index.json) itself")
 T = TypeVar("T")
 
 
@@ -94,7 +96,8 @@ class _Run:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.filesystems: dict[str, Any] = {}
-        self.infos: dict[str, Info | FileNotFoundError] = {}
+        # a failure is kept too: one unreachable server costs its retries once per run
+        self.infos: dict[str, Info | FileNotFoundError | RemoteError] = {}
         self.listings: dict[str, list[dict]] = {}
         self.blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self.cached = 0
@@ -134,19 +137,22 @@ def _record(url: str, identity: str | None) -> None:
 # -- what the readers call (through files.py) -------------------------------------------------
 
 def info(path: RemotePath) -> Info:
-    """The URL's metadata, asked once per run; `FileNotFoundError` when the server has none."""
+    """The URL's metadata, asked once per run; `FileNotFoundError` when the server has none,
+    `RemoteError` when it could not be asked."""
     run = _run
     with run.lock:
         known = run.infos.get(path.url)
     if known is None:
         try:
             known = _info(path)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, RemoteError) as exc:
             known = exc
         with run.lock:
             known = run.infos.setdefault(path.url, known)
     if isinstance(known, FileNotFoundError):
         raise FileNotFoundError(errno.ENOENT, "not found on the server", str(path))
+    if isinstance(known, RemoteError):
+        raise RemoteError(known.path, known.message)
     if known.kind == "file":
         _record(path.url, known.identity)
     return known
@@ -353,6 +359,8 @@ def _get(path: RemotePath, size: int, start: int, end: int) -> bytes:
 
 
 def _info(path: RemotePath) -> Info:
+    if _protocol(path) in _HTTP and path.url.split("?")[0].endswith("/"):
+        raise RemoteError(str(path), _HTTP_FOLDER)
     raw = _attempts(path, lambda: _target_info(path))
     kind = {"file": "file", "directory": "folder"}.get(str(raw.get("type", "file")))
     if kind is None:
@@ -379,9 +387,8 @@ def _listing(folder: RemotePath) -> list[dict]:
     with run.lock:
         known = run.listings.get(folder.url)
     if known is None:
-        if folder.url.split("://")[0].lower() in _HTTP:
-            raise RemoteError(str(folder), "is an http(s) folder, which cannot be listed: name "
-                                           "the checkpoint file (or its *.index.json) itself")
+        if _protocol(folder) in _HTTP:
+            raise RemoteError(str(folder), _HTTP_FOLDER)
         entries = _attempts(folder, lambda: _target_listing(folder))
         known = [e for e in entries if isinstance(e, dict) and _base(str(e.get("name", "")))]
         with run.lock:
@@ -457,8 +464,12 @@ def _why(path: RemotePath, exc: Exception) -> str:
 
 # -- the filesystems ------------------------------------------------------------------------
 
+def _protocol(path: RemotePath) -> str:
+    return path.url.split("://")[0].lower()
+
+
 def _filesystem(path: RemotePath) -> Any:
-    protocol = path.url.split("://")[0].lower()
+    protocol = _protocol(path)
     run = _run
     with run.lock:
         fs = run.filesystems.get(protocol)
@@ -530,12 +541,12 @@ def _call(fs: Any, name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def _fs_path(fs: Any, path: RemotePath) -> str:
-    return path.url if path.url.split("://")[0].lower() in _HTTP else fs._strip_protocol(path.url)
+    return path.url if _protocol(path) in _HTTP else fs._strip_protocol(path.url)
 
 
 def _target_info(path: RemotePath) -> dict:
     fs = _filesystem(path)
-    if path.url.split("://")[0].lower() in _HTTP:
+    if _protocol(path) in _HTTP:
         from fsspec.asyn import sync
 
         return sync(fs.loop, _http_head, fs, path.url, timeout=timeout())
@@ -544,7 +555,7 @@ def _target_info(path: RemotePath) -> dict:
 
 def _target_get(path: RemotePath, found: Info, start: int, end: int) -> bytes:
     fs = _filesystem(path)
-    if path.url.split("://")[0].lower() in _HTTP:
+    if _protocol(path) in _HTTP:
         from fsspec.asyn import sync
 
         return sync(fs.loop, _http_range, fs, path.url, start, end, found, timeout=timeout())

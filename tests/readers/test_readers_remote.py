@@ -92,6 +92,23 @@ def test_a_big_header_costs_its_bytes_and_no_more(server: RangeServer, served: P
     assert server.requests["GET"] <= 2
 
 
+def test_scattered_zip_headers_are_fetched_together(server: RangeServer, served: Path) -> None:
+    """Twelve 160 kB storages: their local headers lie in twelve blocks, which the zip reader
+    announces at once (`files.prefetch`), so they are fetched concurrently, once each."""
+    state = {f"layers.{i}.weight": torch.zeros(40_000) for i in range(12)}
+    torch.save(state, served / "scattered.pt")
+    server.delay = 0.05
+    try:
+        read = read_checkpoint(server.url("scattered.pt"))
+    finally:
+        server.delay = 0.0
+    assert set(read.signature.tensors) == set(state)
+    assert server.most_in_flight > 1
+    fetched = [r for _, r in server.ranges]
+    assert len(fetched) == len(set(fetched)) <= 2 + len(state)  # the head, the tail, headers
+    assert server.bytes_served < (2 + len(state)) * remote.BLOCK
+
+
 # -- the server is untrusted too -------------------------------------------------------------------
 
 def misbehaving(size: int) -> dict[str, str]:
@@ -141,6 +158,15 @@ def test_a_server_that_fails_twice_is_read_on_the_third_try(server: RangeServer)
     read = read_checkpoint(server.url("model.safetensors"))
     assert _shapes(read)["head.bias"] == (4,)
     assert server.requests["GET"] == 3
+
+
+def test_a_failure_is_remembered_for_the_run(server: RangeServer) -> None:
+    """The cache's metadata request and the reading share one failure: tried 3 times in all."""
+    server.mode = "fail-always"
+    for _ in range(2):
+        with pytest.raises(CheckpointError, match=r"HTTP 503; tried 3 times\)$"):
+            read_checkpoint(server.url("model.pt"))
+    assert server.requests == {"HEAD": 3}
 
 
 def test_a_server_without_head_is_asked_for_its_first_byte(server: RangeServer) -> None:
