@@ -22,7 +22,7 @@ from ckptlint.creation import describe_modules, recording
 from ckptlint.errors import TorchMissingError
 from ckptlint.ftypes import BuildResult, Config, LoadReport, Location, ModelSpec, Signature, TensorSpec
 from ckptlint.keys import ancestors, natural_sorted
-from ckptlint.tracking import document, fresh_bytecode, project_files, tracking
+from ckptlint.tracking import document, fresh_bytecode, project_files, tracking, untracked
 from ckptlint.paths import is_project_file, relative
 
 _SIZE_MISMATCH = "size mismatch for "
@@ -97,26 +97,65 @@ def on_meta(stand_ins: bool = True) -> Iterator[None]:
         yield
 
 
-def build_module(spec: ModelSpec, config: Config) -> tuple[Any, tuple[str, ...]]:
-    """Instantiate the model on meta (CPU as a fallback, with a note); raise `BuildFailure`."""
+def build_module(spec: ModelSpec,
+                 config: Config) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """Instantiate the model on meta; raise `BuildFailure`.
+
+    Returns the module, notes, and the per-operation fallbacks' notes. When an operation has
+    no meta kernel (whisper's `alignment_heads.to_sparse()`), the build is run on meta again
+    with only such operations run on the CPU (`cpu_fallback`); when that fails too, the whole
+    model is built on the CPU, with a note (it allocates every weight).
+    """
     factory = _factory(spec, config)
+    first: Exception | None = None
     for stand_ins in (True, False):  # without the sympy stand-ins, in case they were the cause
-        try:
-            with on_meta(stand_ins):
-                return _checked(factory(**instantiate(spec.kwargs)), spec, config), ()
-        except BuildFailure:
-            raise
-        except Exception as meta_error:
-            reason = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
+        for per_op in (False, True):
+            if per_op and not _lacks_meta_kernel(error):
+                continue
+            fallback = cpu_fallback(config.root) if per_op else None
+            try:
+                with on_meta(stand_ins), \
+                        fallback if fallback is not None else contextlib.nullcontext():
+                    module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
+                return module, (), () if fallback is None else (fallback.note(spec.name),)
+            except BuildFailure:
+                raise
+            except Exception as exc:
+                error = exc
+                first = first or exc
+    return _on_cpu(factory, spec, config), (_cpu_note(spec, first),), ()
+
+
+def _on_cpu(factory: Any, spec: ModelSpec, config: Config) -> Any:
     try:
-        module = _checked(factory(**instantiate(spec.kwargs)), spec, config)
+        return _checked(factory(**instantiate(spec.kwargs)), spec, config)
     except BuildFailure:
         raise
     except Exception as exc:
         raise _failure(exc, f"building `{spec.target}` raised", spec, config) from None
-    note = (f"{spec.name}: construction on the meta device failed ({reason}); "
+
+
+def _cpu_note(spec: ModelSpec, meta_error: BaseException) -> str:
+    # torch's message for a missing kernel runs to ~600 characters of compile advice: its
+    # first sentence says what failed
+    text = f"{type(meta_error).__name__}: {meta_error}".splitlines()[0]
+    reason = text.split(". ", 1)[0].rstrip(".")[:_REASON_CHARS]
+    return (f"{spec.name}: construction on the meta device failed ({reason}); "
             "built on the CPU instead, which allocates its weights")
-    return module, (note,)
+
+
+_REASON_CHARS = 200
+
+
+def _lacks_meta_kernel(exc: BaseException | None) -> bool:
+    """Whether an operation without a meta kernel is behind the failure (torch raises
+    NotImplementedError for it; user code may have wrapped it in another exception)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, NotImplementedError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _factory(spec: ModelSpec, config: Config) -> Any:
@@ -146,6 +185,111 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "
                    "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_")
 _RANDOM_METHODS = ("normal_", "uniform_", "bernoulli_", "random_", "exponential_", "geometric_",
                    "log_normal_", "cauchy_")
+
+
+_OWN_PACKAGE = str(Path(__file__).resolve().parent)
+# three fillings of the stand-ins: an output whose shape follows the values (a count of
+# nonzero, of distinct, the largest value) differs between them
+_STAND_IN_FILLS = ("zeros", "ones", "arange")
+
+
+def cpu_fallback(root: str) -> Any:
+    """A dispatch mode that runs an operation without a meta kernel on CPU stand-ins.
+
+    Assumption: such an operation's output shape, dtype and layout follow from its inputs'
+    shapes, dtypes and strides, not from their values. Then running it for real on CPU tensors
+    of the same shape (filled with zeros) and moving the result to meta gives exactly the
+    meta result torch would have given, had it a meta kernel: shapes and dtypes are right, and
+    values mean nothing, as everywhere on meta. Guards, each of which leaves the operation's
+    NotImplementedError standing (and the whole model is then built on the CPU): an operation
+    torch tags as value-dependent (`nonzero`, `unique`, `masked_select`), one that writes to or
+    aliases its inputs, one with a meta input that is not a plain strided tensor or an output
+    that is not a tensor (a Python number is a value), and one whose outputs differ between three
+    fillings of its inputs (zeros, ones, 0, 1, 2, …): an untagged operation whose shape follows
+    the values. Limit: an untagged operation whose shape follows the values in a way none of
+    the three fillings shows (a threshold on their sum) would be handed a wrong shape.
+    Memory: only that operation's inputs and outputs exist on the CPU, for its duration.
+    tests/test_meta_fallback.py tries to break this.
+    """
+    torch = import_torch()
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+    value_dependent = {torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output}
+
+    def stand_in(t: Any, fill: str) -> Any:
+        out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu")
+        if fill != "arange":
+            return out.fill_(0 if fill == "zeros" else 1)
+        values = torch.arange(out.numel()).reshape(out.shape)  # bool: alternating False/True
+        return out.copy_(values % 2 if t.dtype == torch.bool else values)
+
+    def layout_of(out: Any) -> tuple | None:
+        leaves = tree_flatten(out)[0]
+        if not all(isinstance(t, torch.Tensor) for t in leaves):
+            return None
+        return tuple((t.dtype, tuple(t.shape), t.layout,
+                      tuple(t.stride()) if t.layout == torch.strided else ()) for t in leaves)
+
+    def replayed(func: Any, args: tuple, kwargs: dict) -> Any:
+        schema = func._schema
+        if set(func.tags) & value_dependent or schema.is_mutable or any(
+                r.alias_info is not None for r in schema.returns):
+            return None
+        flat, tree = tree_flatten((args, kwargs))
+        metas = [a for a in flat if isinstance(a, torch.Tensor) and a.is_meta]
+        if not metas or any(t.layout != torch.strided for t in metas):
+            return None
+        try:
+            outs = []
+            for fill in _STAND_IN_FILLS:
+                cpu_args, cpu_kwargs = tree_unflatten(
+                    [stand_in(a, fill) if any(a is t for t in metas) else a for a in flat], tree)
+                outs.append(func(*cpu_args, **cpu_kwargs))
+            layouts = {layout_of(out) for out in outs}
+            if len(layouts) != 1 or None in layouts:
+                return None
+            return tree_map(lambda t: t.to("meta"), outs[0])
+        except Exception:  # the stand-ins cannot stand in (a dtype fill_ refuses, …): no reply
+            return None
+
+    class CpuFallback(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ran: dict[str, list[str]] = {}  # operator -> where the user's code called it
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            try:
+                return func(*args, **(kwargs or {}))
+            except NotImplementedError:
+                result = replayed(func, args, kwargs or {})
+                if result is None:
+                    raise
+                sites = self.ran.setdefault(func._schema.name, [])
+                site = _user_site(root)
+                if site not in sites:
+                    sites.append(site)
+                return result
+
+        def note(self, model: str) -> str:
+            ran = [f"`{op}` (called at {', '.join(sites[:3])})" for op, sites in self.ran.items()]
+            return (f"{model}: {' and '.join(ran)} has no meta kernel, so it ran on CPU tensors "
+                    "of the same shape and its result went back to meta; everything else was "
+                    "built on meta (shapes and dtypes are exact, values mean nothing, as on meta)")
+
+    return CpuFallback()
+
+
+def _user_site(root: str) -> str:
+    """`file:line` of the innermost frame of the project's own code (not ckptlint's)."""
+    frame = sys._getframe(1)
+    with untracked():  # ckptlint's own look at the stack is no input of the build
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if not name.startswith(_OWN_PACKAGE) and is_project_file(name, root):
+                return f"{relative(name, root)}:{frame.f_lineno}"
+            frame = frame.f_back
+    return "code outside the project"
 
 
 def _skip_meta_init() -> Any:
@@ -573,11 +717,12 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
 def _built(spec: ModelSpec, config: Config, reference: Signature | None) -> BuildResult:
     try:
         with recording(config.root) as recorder:
-            module, notes = build_module(spec, config)
+            module, notes, fallbacks = build_module(spec, config)
         signature = signature_of(module, spec.name, spec.target)
         load = dry_run_load(module, _unwrapped(reference, signature), signature) \
             if reference is not None else None
         return BuildResult(spec.name, signature=signature, load=load, notes=notes,
+                           fallbacks=fallbacks,
                            sites=recorder.sites(module),
                            modules=describe_modules(module, config.root),
                            nonpersistent=nonpersistent_buffers(module))
@@ -611,7 +756,7 @@ def _unwrapped(reference: Signature, signature: Signature) -> Signature:
     from ckptlint import prefix
 
     wrapper = prefix.detect(reference, signature)
-    return prefix.rekey(reference, wrapper.mapping) if wrapper else reference
+    return wrapper.apply(reference) if wrapper else reference
 
 
 def nonpersistent_buffers(module: Any) -> tuple[str, ...]:

@@ -26,6 +26,10 @@ EXIT_CODES = """\
 exit codes: 0 clean, 1 drift found, 2 could not check (usage, config, import or build
 error, unreadable file), 3 both."""
 
+CHECK_EXIT_CODES = EXIT_CODES + """
+Drift means a finding at or above --fail-on (default: warning, so a dtype-only change
+exits 1 too; --fail-on error lets warnings pass); --exit-zero turns it off altogether."""
+
 EPILOG = EXIT_CODES + """
 
 Start with `ckptlint init` (or register models in pyproject.toml and run `ckptlint update`),
@@ -40,6 +44,45 @@ def _sink(value: str) -> Any:
         return parse_sink(value)
     except CkptlintError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _codes(ignoring: bool) -> Any:
+    def parse(value: str) -> tuple[str, ...]:
+        from ckptlint.selection import parse_codes
+
+        try:
+            return parse_codes(value, ignoring)
+        except CkptlintError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    from ckptlint.selection import DEFAULT_FAIL_ON, FAIL_ON
+
+    parser.add_argument("--select", type=_codes(False), action="append", default=[],
+                        metavar="CODES",
+                        help="report only these finding codes: comma-separated codes (CKL103), "
+                             "prefixes (CKL1: every code it starts) or slugs (shape-mismatch); "
+                             "repeatable. A model that could not be checked (CKL201, CKL202, "
+                             "CKL204, CKL206) is always reported")
+    parser.add_argument("--ignore", type=_codes(True), action="append", default=[],
+                        metavar="CODES",
+                        help="leave these finding codes out of the report and the exit code "
+                             "(as --select names them); `ignore` in a model's entry and "
+                             "`# ckptlint: ignore[CODE]` comments do this per key or line")
+    parser.add_argument("--fail-on", choices=FAIL_ON, default=DEFAULT_FAIL_ON,
+                        help="the least severe finding that makes the run exit 1 (default: "
+                             f"{DEFAULT_FAIL_ON}, so a dtype-only drift fails too; error: only "
+                             "what breaks loading; note: also orphaned signatures and unused "
+                             "suppressions). A model that could not be checked exits 2 either way")
+    parser.add_argument("--statistics", action="store_true",
+                        help="in the text output, count the findings of each code instead of "
+                             "listing them")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="in the text output, print the findings only: no notes, verdicts "
+                             "or summary (nothing when the run is clean)")
 
 
 def _jobs(parser: argparse.ArgumentParser) -> None:
@@ -95,11 +138,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "check", "compare current code with the committed signatures",
                  "Build each model on meta and compare it with its committed signature and the "
-                 "checkpoints its entry lists. Never writes signature files.", EXIT_CODES)
+                 "checkpoints its entry lists. Never writes signature files.",
+                 CHECK_EXIT_CODES)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all)")
     _against(p, "the committed signature")
     _state_dict_key(p)
     _output(p, "drift is found")
+    _selection(p)
     p.add_argument("--no-cache", action="store_true",
                    help="rebuild every model instead of trusting .ckptlint_cache/ (also: "
                         "CKPTLINT_NO_CACHE=1)")

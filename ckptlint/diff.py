@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Mapping
 
 from ckptlint import prefix, renames
 from ckptlint.ftypes import Finding, Kind, LoadReport, Signature, TensorSpec
-from ckptlint.keys import expand, fold, natural_key, natural_sorted, segments
+from ckptlint.keys import EVERY_KEY, expand, fold, natural_key, natural_sorted, segments
 from ckptlint.sigfile import format_spec
 
 _WRAPPED_BY = {
@@ -40,28 +40,75 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
          nonpersistent: frozenset[str], restored: frozenset[str] = frozenset()
          ) -> Iterator[Finding]:
     wrapper = prefix.detect(old, new)
-    if wrapper is not None:  # the build re-keyed the dry run's state dict the same way
-        yield _prefix_finding(model, wrapper)
-        old = prefix.rekey(old, wrapper.mapping)
+    if wrapper is None:
+        yield from _unwrapped(model, old, new, load, nonpersistent, restored)
+        return
+    # the build re-keyed the dry run's state dict the same way
+    rest = list(_unwrapped(model, wrapper.apply(old), new, load, nonpersistent, restored))
+    yield _prefix_finding(model, wrapper, bool(rest))
+    yield from rest
+
+
+def _unwrapped(model: str, old: Signature, new: Signature, load: LoadReport | None,
+               nonpersistent: frozenset[str], restored: frozenset[str]) -> Iterator[Finding]:
     old_t, new_t = old.tensors, new.tensors
     if load is not None and load.hook_errors:
         yield _hook_finding(model, load)
     else:
         yield from _keys(model, old, new, load, nonpersistent)
     # only keys whose specs differ need ordering: a clean 50,000-key model sorts nothing
-    common = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape
-              and old_t[k] != new_t[k]]
-    for key in natural_sorted(common):
-        if old_t[key].dtype != new_t[key].dtype:
-            yield _finding(Kind.DTYPE_MISMATCH, model, key, old_t[key], new_t[key])
-        elif None not in (old_t[key].role, new_t[key].role) and \
-                old_t[key].role != new_t[key].role:
+    common = natural_sorted(k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape
+                            and old_t[k] != new_t[k])
+    if not old.partial:  # an adapter's dtypes are not the base's: merging casts them
+        yield from _dtypes(model, old, new, common)
+    for key in common:
+        if old_t[key].dtype == new_t[key].dtype and None not in (
+                old_t[key].role, new_t[key].role) and old_t[key].role != new_t[key].role:
             yield _finding(Kind.ROLE_CHANGED, model, key, old_t[key], new_t[key])
     yield from _ties(model, old, new)
     for key in natural_sorted(restored):
         yield _tie_absent(model, key, new)
     for error in load.errors if load else ():
         yield Finding(Kind.LOAD_ERROR, model, f"torch's load_state_dict failed: {error}")
+
+
+def _dtypes(model: str, old: Signature, new: Signature,
+            differing: list[str]) -> Iterator[Finding]:
+    """Dtype changes among `differing`, the keys both sides hold with one shape and another spec.
+
+    A change of the whole model (a bf16 checkpoint of fp32 code: every tensor the checkpoint
+    holds in one dtype is in another one in the code, and nothing else is) is one finding
+    listing every key; a change of some tensors is one finding per key, folded across layers.
+    """
+    old_t, new_t = old.tensors, new.tensors
+    changed: dict[tuple[str, str], list[str]] = {}
+    for key in differing:
+        if old_t[key].dtype != new_t[key].dtype:
+            changed.setdefault((old_t[key].dtype, new_t[key].dtype), []).append(key)
+    for (was, now), keys in changed.items():
+        if len(keys) > 1 and _every_of(old, new, was, now) == (len(keys), len(keys)):
+            yield _whole_model_dtype(model, was, now, keys)
+        else:
+            yield from (_finding(Kind.DTYPE_MISMATCH, model, k, old_t[k], new_t[k]) for k in keys)
+
+
+def _every_of(old: Signature, new: Signature, was: str, now: str) -> tuple[int, int]:
+    """How many shared keys of one shape the code holds in `now`, the checkpoint in `was`:
+    both equal to the changed keys means every tensor of that dtype changed, and only those."""
+    old_t, new_t = old.tensors, new.tensors
+    shared = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape]
+    return (sum(1 for k in shared if new_t[k].dtype == now),
+            sum(1 for k in shared if old_t[k].dtype == was))
+
+
+def _whole_model_dtype(model: str, was: str, now: str, keys: list[str]) -> Finding:
+    return Finding(Kind.DTYPE_MISMATCH, model,
+                   f"every {now} tensor of the code is {was} in the checkpoint ({len(keys)} "
+                   "tensors): loading casts them all silently", key=EVERY_KEY,
+                   keys=tuple(keys),
+                   help=f"nothing breaks: loading casts them to {now}; if that cast is not "
+                        f"wanted, build the model in {was} (`model.to(torch.{was})`) or save "
+                        f"the checkpoint in {now}")
 
 
 def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
@@ -97,9 +144,12 @@ def _unloaded(old: Signature, new: Signature, load: LoadReport | None) -> tuple[
     promises: every tensor of the checkpoint is loaded, reported, or taken by a load hook of the
     model's own code (and every tensor of the code is filled, reported, or put in by a hook).
     What is none of these is reported too: keys torch drops under a None slot without a word,
-    and anything a future torch might skip the same way.
+    and anything a future torch might skip the same way. A partial state dict (an adapter)
+    misses nothing: the base model's checkpoint holds the keys it lacks.
     """
     created, held = set(new.tensors), set(old.tensors)
+    if old.partial:  # an adapter: the base model's own checkpoint fills what it lacks
+        return set(), held - created
     if load is None:
         return created - held, held - created
     unaccounted_old = held - created - set(load.unexpected) - set(load.consumed)
@@ -214,19 +264,31 @@ def rename_pairs(old: Signature, new: Signature, load: LoadReport | None = None,
     return _pairs(old, new, missing, unexpected - set(nonpersistent))
 
 
-def _prefix_finding(model: str, wrapper: prefix.Wrapper) -> Finding:
+def wrapped_by(wrapper: prefix.Wrapper) -> str:
+    """What wrote keys under the wrapper's prefix: `torch.compile`, `PEFT`, …"""
+    if wrapper.dropped:
+        return prefix.AVERAGED_MODEL
+    return _WRAPPED_BY.get(wrapper.prefix.partition(".")[0] + ".", "a wrapper module")
+
+
+def _prefix_finding(model: str, wrapper: prefix.Wrapper, more: bool) -> Finding:
+    """`more`: other findings follow, which compare the keys with the wrapper taken off."""
     p, n = wrapper.prefix, len(wrapper.mapping)
-    by = _WRAPPED_BY.get(p.partition(".")[0] + ".", "a wrapper module")
+    by = wrapped_by(wrapper)
+    extra = f" and adds {_listed(wrapper.dropped)}" if wrapper.dropped else ""
     if wrapper.side == "checkpoint":
-        message = (f"every key of the checkpoint sits under `{p}` (saved through {by}): "
-                   f"loading it into the bare model matches none of its {n} keys; the keys "
-                   "below were compared with the prefix stripped")
+        message = (f"every key of the checkpoint sits under `{p}` (saved through {by}{extra}): "
+                   f"loading it into the bare model matches none of its {n} keys; ")
+        message += ("the findings below compare its keys with the prefix stripped" if more else
+                    "with the prefix stripped, every key matches")
     else:
         message = (f"every key of the code sits under `{p}` ({by}) but the checkpoint's keys do "
-                   f"not: loading matches none of its {n} keys; the keys below were compared "
-                   "with the prefix added")
+                   f"not: loading matches none of its {n} keys; ")
+        message += ("the findings below compare its keys with the prefix added" if more else
+                    "with the prefix added, every key matches")
     return Finding(Kind.PREFIX_MISMATCH, model, message, key=p,
-                   keys=tuple(natural_sorted(wrapper.mapping)), help=wrapper.help)
+                   keys=tuple(natural_sorted(wrapper.mapping)) + wrapper.dropped,
+                   help=wrapper.help)
 
 
 def _hook_finding(model: str, load: LoadReport) -> Finding:
@@ -436,5 +498,6 @@ def verdict(findings: Iterable[Finding]) -> tuple[str, str]:
 
 
 def _few(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
+    # quoted: a key may hold a comma itself (a ModuleDict's "a,b")
+    shown = ", ".join(f"`{k}`" for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

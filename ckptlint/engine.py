@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ckptlint.cache import DIRECTORY, Cache
 from ckptlint.config import entry_location
@@ -110,11 +110,11 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
     for spec, refs in plans:
         results = [next(built) for _ in _buildable(refs)]
         sources.update(results[0].files)
-        report = _model_report(config, spec, refs, results)
+        report = _model_report(config, spec, refs, results, alone=len(specs) == 1)
         if report.findings:
             report = _located(config, spec, results[0], report, locators)
         if cache and keys.get(spec.name):
-            cache.store(spec, keys[spec.name], report, results,
+            cache.store(spec, keys[spec.name], _cacheable(report, results), results,
                         {url: ident for ref in refs for url, ident in ref.remote.items()})
         fresh.append(report)
     by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
@@ -124,6 +124,14 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
         if whole_run else []
     return Report(models=reports, extra=tuple(extra), root=config.root,
                   against=display(against) if against else "")
+
+
+def _cacheable(report: ModelReport, results: Sequence[BuildResult]) -> ModelReport:
+    """The report as the cache judges it: a note of an operation run on the CPU for want of a
+    meta kernel does not keep it out (its signature is exact, see `build.cpu_fallback`);
+    a hit then says nothing, as for any clean model."""
+    said = {n for r in results for n in r.fallbacks}
+    return replace(report, notes=tuple(n for n in report.notes if n not in said))
 
 
 def _unused_comments(config: Config, specs: Sequence[ModelSpec],
@@ -223,16 +231,17 @@ def _located(config: Config, spec: ModelSpec, result: BuildResult, report: Model
 
 
 def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
-                  results: Sequence[BuildResult]) -> ModelReport:
+                  results: Sequence[BuildResult], alone: bool = True) -> ModelReport:
+    """One model's findings and notes; `alone`: no other model was checked in this run."""
     from ckptlint import diff, suppress
 
     findings = [r.problem for r in refs if r.problem]
     current = results[0].signature
     if current is None:
+        others = "" if alone else "; the other models were still checked"
         findings.append(Finding(Kind.BUILD_ERROR, spec.name, results[0].error,
                                 location=results[0].error_location,
-                                help=f"fix it, then run `ckptlint check {spec.name}`; the other "
-                                     "models were still checked"))
+                                help=f"fix it, then run `ckptlint check {spec.name}`{others}"))
     per_ref: list[tuple[Reference, list[Finding]]] = []
     if current is not None:
         readable = [r for r in refs if r.signature is not None]
@@ -256,7 +265,7 @@ def _model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
         name=spec.name, findings=tuple(findings), signature_file=refs[0].label,
         old_parameters=primary.num_parameters if primary else None,
         new_parameters=current.num_parameters if current else None,
-        notes=results[0].notes + tuple(n for r in refs for n in r.notes)
+        notes=results[0].notes + results[0].fallbacks + tuple(n for r in refs for n in r.notes)
         + _checkpoint_verdicts(spec, per_ref[1:])
         + _torch_note(primary, results[0], findings, config, refs[0]),
         verdict=verdict, verdict_note=verdict_note,
@@ -289,7 +298,8 @@ def restore_ties(reference: Signature, current: Signature) -> Signature:
 
 def _tied(reference: Signature, result: BuildResult) -> tuple:
     current = result.signature
-    restored = restore_ties(reference, current)
+    # an adapter lacks most keys by design, tied partners too: nothing to restore
+    restored = reference if reference.partial else restore_ties(reference, current)
     load = result.load
     if load is not None and restored is not reference:
         load = replace(load, missing=tuple(k for k in load.missing if k not in restored.tensors))
@@ -363,12 +373,14 @@ def update(config: Config, names: Sequence[str] = (),
     written, unchanged, failed, notes = [], [], [], []
     specs = select(config, names)
     for spec, result in zip(specs, builder(specs, config, [None] * len(specs))):
-        notes += result.notes
-        if result.signature is None:
-            failed.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
-                                  location=result.error_location))
-            continue
+        notes += result.notes + result.fallbacks
         path = signature_path(config, spec.name)
+        if result.signature is None:
+            kept = "its signature was left as it was" if path.exists() else \
+                "no signature was written"
+            failed.append(Finding(Kind.BUILD_ERROR, spec.name, result.error,
+                                  location=result.error_location, help=kept))
+            continue
         changed = _write_signature(config, path, sigfile.dumps(result.signature))
         (written if changed else unchanged).append(relative(path, config.root))
     return UpdateResult(tuple(written), tuple(unchanged), tuple(failed),
@@ -404,7 +416,7 @@ def fits(config: Config, checkpoint: Path | RemotePath, builder: Builder = _defa
                  if jobs else [])
     results = [BuildResult(spec.name, signature=committed[spec.name]) if spec.name in committed
                else next(built) for spec, _ in readable]
-    found = [_fit(spec, _model_report(config, spec, [ref], [result]))
+    found = [_fit(spec, _model_report(config, spec, [ref], [result], alone=len(readable) == 1))
              for (spec, ref), result in zip(readable, results)
              if unrelated or result.signature is None
              or _shares_keys(ref.signature, result.signature)]
@@ -458,26 +470,52 @@ def update_from(config: Config, name: str, checkpoint: Path | RemotePath,
                 builder: Builder = _default_builder) -> UpdateResult:
     """Record a model's signature from a real checkpoint file instead of the code.
 
-    The entry's `strip_prefix` applies; the notes say how the current code loads the file,
-    since a signature the code cannot load fails every later `check`.
+    The entry's `strip_prefix` applies, and a wrapper prefix every key carries that the code's
+    keys do not (Lightning's `model.`, DDP's `module.`, AveragedModel's `module.` and
+    `n_averaged`) is taken off too, with a note: a signature the code cannot load would fail
+    every later `check`. The notes also say how the current code loads the file.
     """
-    from ckptlint import sigfile
+    from ckptlint import prefix, sigfile
 
     spec, = select(config, [name])
     reference = _stripped(spec, read_reference(config, spec, checkpoint, committed=False))
     if reference.signature is None:
         raise CheckpointError(str(checkpoint), reference.problem.message.partition(": ")[2])
+    if reference.signature.partial:
+        raise CheckpointError(str(checkpoint), f"{_PARTIAL}, not a whole state dict: check it "
+                                               f"with `ckptlint check {name} --against "
+                                               f"{reference.label}` or list it in `checkpoints`")
+    [result] = builder([spec], config, [reference.signature])
+    wrapper = prefix.detect(reference.signature, result.signature) if result.signature else None
+    notes = reference.notes
+    if wrapper is not None and wrapper.side == "checkpoint":
+        reference = replace(reference, signature=wrapper.apply(reference.signature))
+        notes += (f"{name}: {_unwrapped_note(reference.label, wrapper)}",)
     signature = replace(reference.signature, model=spec.name, target=spec.target,
                         source="checkpoint")
     path = signature_path(config, spec.name)
     changed = _write_signature(config, path, sigfile.dumps(signature))
     shown = (relative(path, config.root),)
-    fit = fits(replace(config, models=(spec,)), checkpoint, builder, unrelated=True, build=True)
-    said = fit[0].verdict.replace("loads", "loads it").replace("does not load", "does not load it") \
-        if fit else ""
-    verdict = [f"{name}: the current code {said}"
-               + (f" ({fit[0].detail})" if fit[0].detail else "")
-               + ("" if fit[0].rank[0] == 0 else f"; `ckptlint check {name}` shows why")] \
-        if fit else []
     return UpdateResult(written=shown if changed else (), unchanged=() if changed else shown,
-                        notes=reference.notes + tuple(verdict))
+                        notes=notes + _loads_note(config, spec, reference, result))
+
+
+_PARTIAL = "is a PEFT adapter (the keys it changes in a base model)"
+
+
+def _unwrapped_note(label: str, wrapper: Any) -> str:
+    from ckptlint.diff import wrapped_by
+
+    extra = f" and dropped {_listed_keys(wrapper.dropped)}" if wrapper.dropped else ""
+    return (f"every key of {label} sits under `{wrapper.prefix}` ({wrapped_by(wrapper)}): "
+            f"recorded its keys with the prefix stripped{extra}, as the code names them")
+
+
+def _loads_note(config: Config, spec: ModelSpec, reference: Reference,
+                result: BuildResult) -> tuple[str, ...]:
+    """How the current code loads the recorded signature."""
+    fit = _fit(spec, _model_report(config, spec, [reference], [result]))
+    said = fit.verdict.replace("loads", "loads it").replace("does not load", "does not load it")
+    return (f"{spec.name}: the current code {said}"
+            + (f" ({fit.detail})" if fit.detail else "")
+            + ("" if fit.rank[0] == 0 else f"; `ckptlint check {spec.name}` shows why"),)

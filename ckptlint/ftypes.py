@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 FORMAT_VERSION = 1
+# `Signature.source` of a PEFT adapter read as the keys it changes in its base model
+ADAPTER_SOURCE = "peft-adapter"
 # a build that takes longer is stopped: minutes for a large model built on the CPU, not a hang
 DEFAULT_BUILD_TIMEOUT = 300.0
 
@@ -155,7 +157,9 @@ class Signature:
 
     `versions` holds the per-module `_version` metadata torch's loader passes to load hooks
     (module prefix -> version); `has_metadata` says whether the source had such metadata at all.
-    `aliases` maps each tied key to the key it shares its tensor with.
+    `aliases` maps each tied key to the key it shares its tensor with. `source` says where it
+    came from: "code", "checkpoint", or `ADAPTER_SOURCE` for a PEFT adapter, whose keys are a
+    subset (the base model's own checkpoint provides the rest).
     """
 
     tensors: Mapping[str, TensorSpec]
@@ -168,9 +172,19 @@ class Signature:
     source: str = "code"
 
     @property
+    def partial(self) -> bool:
+        """Only some keys of a state dict: the others come from elsewhere (a base model)."""
+        return self.source == ADAPTER_SOURCE
+
+    @property
     def num_parameters(self) -> int:
-        return sum(spec.numel for key, spec in self.tensors.items()
-                   if key not in self.aliases and spec.role != "buffer")
+        """Values in the state dict, parameters and buffers alike, tied tensors once.
+
+        Buffers count too: a checkpoint file cannot tell one from the other, and a count
+        that differed between the code and a checkpoint of it would report a change that
+        is not one.
+        """
+        return sum(spec.numel for key, spec in self.tensors.items() if key not in self.aliases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +324,9 @@ class BuildResult:
     error: str = ""
     error_location: Location | None = None
     notes: tuple[str, ...] = ()
+    # notes of operations run on the CPU for want of a meta kernel (`build.cpu_fallback`):
+    # the signature is exact, so unlike `notes` they do not keep the result from the cache
+    fallbacks: tuple[str, ...] = ()
     sites: Mapping[str, Site] = field(default_factory=dict)
     modules: Mapping[str, ModuleInfo] = field(default_factory=dict)
     files: tuple[str, ...] = ()

@@ -20,6 +20,9 @@ _LEAF = ""  # a trie slot for a value stored at the node itself
 # Keys a folded pattern (or a whole signature) may stand for. A 7B model has ~300 keys and the
 # largest released checkpoints ~100k; a hand-written `{0..100000000}` must not exhaust memory.
 MAX_KEYS = 1_000_000
+# the key of a finding about every key of a model (a whole-model dtype change); fnmatch's `*`
+# matches all of them, so an `ignore` pattern "*" covers it as it covers each key
+EVERY_KEY = "*"
 
 
 class TooManyKeys(ValueError):

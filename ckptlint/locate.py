@@ -18,7 +18,7 @@ from ckptlint import history
 from ckptlint.config import entry_location
 from ckptlint.cst import SourceIndex, Span
 from ckptlint.ftypes import BuildResult, Config, Finding, Kind, Location, ModelSpec, Site
-from ckptlint.keys import ancestors, first_key, parent
+from ckptlint.keys import EVERY_KEY, ancestors, first_key, parent
 from ckptlint.paths import relative
 
 if sys.version_info >= (3, 11):
@@ -53,7 +53,9 @@ class Locator:
             location = self._statement(location)
         if location is None and result is not None and result.signature is not None:
             key = (finding.keys or (finding.key,))[0]
-            if finding.kind is Kind.RENAMED_KEY and finding.new_key:
+            if finding.key == EVERY_KEY:  # about the whole model: its own class
+                location = self._root_class(result, "")
+            elif finding.kind is Kind.RENAMED_KEY and finding.new_key:
                 location = self.existing(first_key(finding.new_key), result)
             elif finding.kind is Kind.MISSING_KEY and finding.key.endswith(".*"):
                 location = self.existing(finding.key[:-2], result)  # a whole new submodule
@@ -70,7 +72,14 @@ class Locator:
             Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY, Kind.TIE_CHANGED)
         location = location or self.entry(spec, "outside the project" if per_tensor else "")
         return replace(finding, location=self.with_source(location),
-                       help=finding.help or advice(finding, spec.name))
+                       help=finding.help or advice(finding, spec.name,
+                                                   self._listed(finding, spec)))
+
+    def _listed(self, finding: Finding, spec: ModelSpec) -> bool:
+        """Whether the finding's checkpoint is one of the entry's `checkpoints` (labelled as
+        `engine.read_reference` labels them), not a file named with `--against`."""
+        return bool(finding.against) and finding.against in {
+            relative(self.root / p, self.config.root) for p in spec.checkpoints}
 
     def _statement(self, location: Location) -> Location:
         """A traceback's line widened to its whole statement (the caret under the code)."""
@@ -207,14 +216,23 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def advice(finding: Finding, model: str) -> str:
-    """The `help:` line of a drift finding: what to do at the located statement."""
-    if finding.against:  # a listed checkpoint: `update` would not make it load
+def advice(finding: Finding, model: str, listed: bool = True) -> str:
+    """The `help:` line of a drift finding: what to do at the located statement.
+
+    `listed`: the finding's checkpoint is in the entry's `checkpoints` (else `--against`).
+    """
+    if finding.against:  # a checkpoint file: `update` would not make it load
         remap = f"`ckptlint remap {model} --against {finding.against}`"
         if finding.kind in (Kind.RENAMED_KEY, Kind.PREFIX_MISMATCH, Kind.MISSING_KEY,
                             Kind.UNEXPECTED_KEY):
             return f"restore what {finding.against} expects here, or load it through {remap}"
-        return f"restore what {finding.against} expects here, or stop listing it in `checkpoints`"
+        if finding.kind is Kind.DTYPE_MISMATCH:
+            return (f"loading casts {finding.against}'s weights to the code's dtype; restore its "
+                    "dtype here if that cast is not wanted")
+        if listed:
+            return (f"restore what {finding.against} expects here, or stop listing it in "
+                    "`checkpoints`")
+        return f"restore what {finding.against} expects here: it cannot load until they agree"
     update = f"`ckptlint update {model}`"
     if finding.kind is Kind.MISSING_KEY:
         return (f"old checkpoints lack it: remove what creates it here, or accept it with {update} "

@@ -1,4 +1,5 @@
-"""Wrapper prefixes: `module.` (DataParallel/DDP), `_orig_mod.` (torch.compile), `model.`
+"""Wrapper prefixes: `module.` (DataParallel/DDP, and `torch.optim.swa_utils.AveragedModel`,
+which adds its `n_averaged` counter beside them), `_orig_mod.` (torch.compile), `model.`
 (Lightning), `base_model.model.` (PEFT), `_checkpoint_wrapped_module.` (activation checkpointing,
 at any depth). Pure: finds the one wrapper that explains a whole key set and re-keys a signature.
 """
@@ -14,6 +15,10 @@ from ckptlint.ftypes import Signature
 WRAPPERS = ("base_model.model.", "module.", "_orig_mod.", "model.")
 CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module."
 _MAX_NESTING = 4  # DDP around torch.compile around a Lightning model is already three
+# keys a wrapper stores beside the wrapped model's own, by the wrapper's prefix:
+# AveragedModel (EMA/SWA) keeps `module.<key>` for each key and one `n_averaged` step counter
+EXTRAS = {"module.": ("n_averaged",)}
+AVERAGED_MODEL = "torch.optim.swa_utils.AveragedModel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,16 +26,27 @@ class Wrapper:
     """How the checkpoint's keys differ from the code's by a wrapper.
 
     `prefix` is what to strip from (side "checkpoint") or add to (side "code") the checkpoint's
-    keys; `mapping` re-keys every checkpoint key that changes.
+    keys; `mapping` re-keys every checkpoint key that changes; `dropped` names the keys the
+    wrapper itself added (AveragedModel's `n_averaged`), which the bare model never loads.
     """
 
     prefix: str
     side: str
     mapping: Mapping[str, str]
+    dropped: tuple[str, ...] = ()
+
+    def apply(self, sig: Signature) -> Signature:
+        """`sig` as the bare model would receive it: re-keyed, the wrapper's own keys gone."""
+        return rekey(without(sig, self.dropped), self.mapping)
 
     @property
     def help(self) -> str:
         p = self.prefix
+        if self.side == "checkpoint" and self.dropped:
+            kept = " and ".join(f"k != '{k}'" for k in self.dropped)
+            return (f"load the averaged weights into the bare model (save `ema.module.state_dict()`"
+                    f", or `{{k.removeprefix('{p}'): v for k, v in sd.items() if {kept}}}`), or "
+                    f"set `strip_prefix = \"{p}\"` in the model's entry")
         if self.side == "checkpoint" and p == CHECKPOINT_WRAPPER:
             return (f"remove the segment: `{{k.replace('{p}', ''): v for k, v in sd.items()}}` "
                     f"or set `strip_prefix = \"{p}\"` in the model's entry")
@@ -42,10 +58,37 @@ class Wrapper:
 
 
 def strip(sig: Signature, prefix: str) -> Signature:
-    """`sig` with `prefix` removed from its keys (a `_checkpoint_wrapped_module.` at any depth)."""
+    """`sig` with `prefix` removed from its keys (a `_checkpoint_wrapped_module.` at any depth).
+
+    A wrapper's own keys go too when every other key carries the prefix (`strip_prefix =
+    "module."` on an AveragedModel file drops `n_averaged`): the bare model has no such key.
+    """
     if not prefix:
         return sig
+    extras = _extras(list(sig.tensors), prefix, set())
+    sig = without(sig, extras)
     return rekey(sig, {k: _stripped(k, prefix) for k in sig.tensors if _stripped(k, prefix) != k})
+
+
+def without(sig: Signature, keys: tuple[str, ...]) -> Signature:
+    """`sig` without `keys` (and any tie naming them)."""
+    if not keys:
+        return sig
+    gone = set(keys)
+    return replace(sig, tensors={k: v for k, v in sig.tensors.items() if k not in gone},
+                   aliases={k: v for k, v in sig.aliases.items()
+                            if k not in gone and v not in gone})
+
+
+def _extras(keys: list[str], chain: str, others: set[str]) -> tuple[str, ...]:
+    """The keys of `keys` a wrapper added beside the model's, when every other key sits under
+    `chain` and `chain` starts with that wrapper (AveragedModel's `module.` outermost)."""
+    for outer, extras in EXTRAS.items():
+        found = tuple(k for k in extras if k in keys and k not in others)
+        rest = [k for k in keys if k not in found]
+        if found and chain.startswith(outer) and rest and all(k.startswith(chain) for k in rest):
+            return found
+    return ()
 
 
 def _stripped(key: str, prefix: str) -> str:
@@ -86,7 +129,8 @@ def detect(old: Signature, new: Signature) -> Wrapper | None:
         if wrapper is None:
             continue
         before = len(new_keys.intersection(old_keys))
-        after = len(new_keys.intersection(wrapper.mapping.get(k, k) for k in old_keys))
+        after = len(new_keys.intersection(wrapper.mapping.get(k, k) for k in old_keys
+                                          if k not in wrapper.dropped))
         # every key carries it and taking it off matches more keys, or it is a name no layer
         # takes (a refactor may have renamed everything else too)
         if after > before or (after == before == 0 and _unmistakable(wrapper.prefix)):
@@ -115,8 +159,12 @@ def _has_inner(keys) -> bool:
 
 
 def _stripping(old_keys: list[str], new_keys: set[str]) -> Wrapper | None:
-    chain = _chain(old_keys, new_keys)
-    inner = _has_inner(old_keys) and not _has_inner(new_keys)
+    candidates = {k for extras in EXTRAS.values() for k in extras}
+    extras = _extras(old_keys, _chain([k for k in old_keys if k not in candidates], new_keys),
+                     new_keys)
+    keys = [k for k in old_keys if k not in extras]
+    chain = _chain(keys, new_keys)
+    inner = _has_inner(keys) and not _has_inner(new_keys)
     if not (chain or inner):
         return None
 
@@ -125,7 +173,7 @@ def _stripping(old_keys: list[str], new_keys: set[str]) -> Wrapper | None:
         return _stripped(k, CHECKPOINT_WRAPPER) if inner else k
 
     return Wrapper(chain or CHECKPOINT_WRAPPER, "checkpoint",
-                   {k: apply(k) for k in old_keys if apply(k) != k})
+                   {k: apply(k) for k in keys if apply(k) != k}, dropped=extras)
 
 
 def _adding(old_keys: list[str], new_keys: set[str]) -> Wrapper | None:

@@ -86,12 +86,18 @@ class RemotePath:
         return RemotePath(urlunsplit((parts.scheme, parts.netloc, path, "", "")))
 
     def is_dir(self) -> bool:
+        return self._kind() == "folder"
+
+    def is_file(self) -> bool:
+        return self._kind() == "file"
+
+    def _kind(self) -> str:
         from ckptlint.readers.files import file_kind
 
         try:
-            return file_kind(self) == "folder"
-        except OSError:
-            return False
+            return file_kind(self)
+        except OSError:  # not there (a network failure is raised: it is no answer)
+            return "absent"
 
 
 def location(text: str | os.PathLike[str], root: str | os.PathLike[str] | None = None

@@ -59,6 +59,7 @@ def encode_result(result: BuildResult) -> dict[str, Any]:
         "error": result.error,
         "error_location": asdict(result.error_location) if result.error_location else None,
         "notes": list(result.notes),
+        "fallbacks": list(result.fallbacks),
         "sites": {k: [s.file, s.line] for k, s in result.sites.items()},
         "modules": {k: [m.type_name, [list(c) for c in m.classes]]
                     for k, m in result.modules.items()},
@@ -78,6 +79,7 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
         error_location=Location(**{k: v for k, v in location.items() if k != "source"})
         if location else None,
         notes=tuple(doc["notes"]),
+        fallbacks=tuple(doc.get("fallbacks", ())),
         sites={k: Site(f, line) for k, (f, line) in doc["sites"].items()},
         modules={k: ModuleInfo(t, tuple(tuple(c) for c in classes))
                  for k, (t, classes) in doc["modules"].items()},

@@ -201,7 +201,7 @@ def test_renamed_finding_points_at_the_new_layer_and_suggests_remap(project):
 def test_text_report_says_the_verdict(project):
     _check_after(project, net(BASE), net("self.fc = nn.Linear(8, 5, bias=False)"))
     run = project.run("check", "--color", "never")
-    assert "verdict: net loads only with strict=False (dropped: fc.bias)" in run.out
+    assert "verdict: net loads only with strict=False (dropped: `fc.bias`)" in run.out
 
 
 # -- wrapper prefixes, on real state dicts --------------------------------------------------

@@ -130,7 +130,7 @@ def test_what_no_rename_explains_is_reported_and_fails(project):
     run = project.run("remap", "net", "--against", "ckpt.pt", "--format", "json")
     doc = json.loads(run.out)
     assert run.code == 1 and not doc["proved"]
-    assert doc["still_failing"] == ["missing: extra.bias, extra.weight"]
+    assert doc["still_failing"] == ["missing: `extra.bias`, `extra.weight`"]
     text = project.run("remap", "net", "--against", "ckpt.pt")
     assert text.code == 1 and "does not load" in text.out and "extra.weight" in text.out
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckptlint import cache, engine, replay
+from ckptlint import cache, engine, replay, selection
 from ckptlint.commands.output import append_job_summary, emit
 from ckptlint.commands.setup import Setup, prepare
 from ckptlint.errors import CkptlintError
@@ -34,14 +34,21 @@ def run(args: argparse.Namespace) -> int:
     report = engine.check(setup.config, args.names, setup.builder, setup.cache, against)
     if setup.cache and setup.cache.problem:
         print(f"ckptlint: warning: {setup.cache.problem}", file=sys.stderr)
-    emit(report, args.format, args.color)
+    # the cache holds the whole truth; the command line narrows only what is shown and judged
+    report = selection.narrowed(report, _flat(args.select), _flat(args.ignore))
+    emit(report, args.format, args.color,
+         options=RenderOptions(statistics=args.statistics, quiet=args.quiet))
     append_job_summary(report, args.format)
-    outcome = report.outcome
+    outcome = selection.outcome(report, args.fail_on)
     if args.exit_zero:  # like ruff: drift no longer fails, a model we could not check still does
         outcome &= ~Outcome.DRIFT
     if outcome == Outcome.CLEAN and setup.cache and replay.replayable(argv):
         _remember(setup, report, argv, signatures)
     return int(outcome)
+
+
+def _flat(groups: list[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(code for group in groups for code in group))
 
 
 def _remember(setup: Setup, report: Report, argv: list[str], signatures: str | None) -> None:

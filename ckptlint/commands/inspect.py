@@ -28,12 +28,22 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     name = str(path) if isinstance(path, RemotePath) else args.file  # a URL without secrets
     if args.format == "toml":
-        out.write(sigfile.dumps(read.signature))
+        out.write(_toml(read.signature))
     elif args.format == "json":
         out.write(json.dumps(_document(name, read, fits), indent=2) + "\n")
     else:
         out.write(_text(name, read, fits))
     return 0
+
+
+# header keys a checkpoint file cannot fill (no model, target or torch version is stored in
+# it): left out rather than written empty; a signature file without them reads the same
+_UNKNOWN = tuple(f'{key} = ""' for key in ("model", "target", "torch"))
+
+
+def _toml(sig: Signature) -> str:
+    lines = sigfile.dumps(sig).splitlines(keepends=True)
+    return "".join(line for line in lines if line.rstrip("\n") not in _UNKNOWN)
 
 
 def _fits(args: argparse.Namespace, path: Path | RemotePath) -> list[engine.Fit] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -39,16 +39,18 @@ def check_sinks(sinks: Sequence[Sink]) -> None:
                             "send the others to files, e.g. --format json:report.json")
 
 
-def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | None = None) -> None:
+def emit(report: Report, sinks: Sequence[Sink], color: str, stdout: TextIO | None = None,
+         options: RenderOptions = RenderOptions()) -> None:
+    """Render the report to every sink; `options` beyond colour (statistics, quiet) too."""
     stdout = stdout or sys.stdout
     check_sinks(sinks)
     for sink in sinks or (Sink("text"),):
         render = renderer(sink.format)
         if sink.path is None:
-            stdout.write(render(report, RenderOptions(color=use_color(color, stdout))))
+            stdout.write(render(report, replace(options, color=use_color(color, stdout))))
             continue
         try:
-            write_atomic(Path(sink.path), render(report, RenderOptions(color=False)))
+            write_atomic(Path(sink.path), render(report, replace(options, color=False)))
         except OSError as exc:
             raise CkptlintError(f"{sink.path}: cannot write the {sink.format} report "
                                 f"({reason(exc)})") from None

@@ -34,6 +34,8 @@ class Remap:
     snippet: str
     mapping: Mapping[str, str]
     proof: LoadReport | None
+    # keys the hook deletes: a wrapper's own (AveragedModel's `n_averaged`)
+    dropped: tuple[str, ...] = ()
 
     @property
     def proved(self) -> bool:
@@ -50,10 +52,13 @@ def run(args: argparse.Namespace) -> int:
     [first] = setup.builder([spec], setup.config, [aligned])
     current = _built(first, spec)
     rules = tuple(_rules(spec, raw, aligned, current, first))
-    snippet = hook_snippet(spec, rules)
-    mapping = run_snippet(snippet, hook_name(spec), list(raw.tensors), list(current.tensors))
-    [proof] = setup.builder([spec], setup.config, [prefix.rekey(raw, mapping)])
-    remap = Remap(rules, snippet, mapping, proof.load)
+    drops = _drops(spec, raw, aligned, current)
+    snippet = hook_snippet(spec, rules, drops)
+    mapping, dropped = run_snippet(snippet, hook_name(spec), list(raw.tensors),
+                                   list(current.tensors))
+    remapped = prefix.rekey(prefix.without(raw, dropped), mapping)
+    [proof] = setup.builder([spec], setup.config, [remapped])
+    remap = Remap(rules, snippet, mapping, proof.load, dropped)
     out = sys.stdout
     out.write(_json(spec, label, remap) if args.format == "json" else _text(spec, label, remap))
     return 0 if remap.proved else 1
@@ -88,12 +93,21 @@ def _rules(spec: ModelSpec, raw: Signature, aligned: Signature, current: Signatu
     wrapper = prefix.detect(aligned, current)
     if wrapper is not None:
         rules += _wrapper_rules(wrapper)
-        aligned = prefix.rekey(aligned, wrapper.mapping)
+        aligned = wrapper.apply(aligned)
     pairs = diff.rename_pairs(aligned, current, result.load, result.nonpersistent)
     lists = _lists(aligned)
     for old, new, subtree in diff.fold_renames(pairs):
         rules += _pair_rules(old, new, subtree, lists)
     return rules
+
+
+def _drops(spec: ModelSpec, raw: Signature, aligned: Signature,
+           current: Signature) -> tuple[str, ...]:
+    """Exact keys the hook deletes: those a wrapper added beside the model's own."""
+    stripped = tuple(k for k in raw.tensors if k not in aligned.tensors
+                     and k in prefix.EXTRAS.get(spec.strip_prefix, ()))
+    wrapper = prefix.detect(aligned, current)
+    return stripped + (wrapper.dropped if wrapper else ())
 
 
 def _lists(signature: Signature) -> dict[str, frozenset[str]]:
@@ -171,9 +185,18 @@ def hook_name(spec: ModelSpec) -> str:
     return "_remap_" + re.sub(r"\W", "_", spec.name) + "_checkpoint"
 
 
-def hook_snippet(spec: ModelSpec, rules: tuple[tuple[str, str], ...]) -> str:
+def hook_snippet(spec: ModelSpec, rules: tuple[tuple[str, str], ...],
+                 drops: tuple[str, ...] = ()) -> str:
     name = hook_name(spec)
     table = "".join(f"    ({_raw_string(p)}, {_raw_string(r)}),\n" for p, r in rules)
+    # only a hook that deletes keys carries the lines that do it
+    drop_table = "" if not drops else (
+        "# keys the wrapper that saved the checkpoint added beside the model's own\n"
+        f"_DROP = {{{', '.join(repr(k) for k in drops)}}}\n")
+    drop_step = "" if not drops else (
+        "        if rel in _DROP:\n"
+        "            del state_dict[key]\n"
+        "            continue\n")
     cls = spec.target.rpartition(":")[2].rpartition(".")[2]
     return f'''import re
 
@@ -182,7 +205,7 @@ def hook_snippet(spec: ModelSpec, rules: tuple[tuple[str, str], ...]) -> str:
 # keys the model already expects are left alone, so new checkpoints load unchanged.
 _RENAMES = [
 {table}]
-
+{drop_table}
 
 def {name}(module, state_dict, prefix, *args):
     expected = set(module.state_dict())
@@ -190,7 +213,7 @@ def {name}(module, state_dict, prefix, *args):
         rel = key[len(prefix):]
         if rel in expected:
             continue
-        new = rel
+{drop_step}        new = rel
         for pattern, replacement in _RENAMES:
             new = re.sub(pattern, replacement, new, count=1)
         if new != rel:
@@ -220,29 +243,38 @@ class _KeysOnly:
 
 
 def run_snippet(snippet: str, name: str, old_keys: list[str],
-                new_keys: list[str]) -> dict[str, str]:
-    """Run the emitted hook over the checkpoint's keys: old key -> new key, for keys it moves."""
+                new_keys: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Run the emitted hook over the checkpoint's keys: old key -> new key for the keys it
+    moves, and the keys it deletes."""
     namespace: dict[str, Any] = {}
     exec(compile(snippet, "<ckptlint remap>", "exec"), namespace)  # noqa: S102 - our own text
     state = {k: k for k in old_keys}
     namespace[name](_KeysOnly(new_keys), state, "", {}, True, [], [], [])
-    return {old: new for new, old in state.items() if new != old}
+    kept = set(state.values())
+    return ({old: new for new, old in state.items() if new != old},
+            tuple(k for k in old_keys if k not in kept))
 
 
 def _failures(proof: LoadReport | None) -> list[str]:
     if proof is None:
         return ["torch's dry run did not run"]
-    return ([f"missing: {', '.join(natural_sorted(proof.missing))}"] if proof.missing else []) + \
-        ([f"unexpected: {', '.join(natural_sorted(proof.unexpected))}"]
+    return ([f"missing: {_quoted(natural_sorted(proof.missing))}"] if proof.missing else []) + \
+        ([f"unexpected: {_quoted(natural_sorted(proof.unexpected))}"]
          if proof.unexpected else []) + \
-        ([f"size mismatch: {', '.join(proof.mismatched)}"] if proof.mismatched else []) + \
+        ([f"size mismatch: {_quoted(proof.mismatched)}"] if proof.mismatched else []) + \
         list(proof.errors) + list(proof.hook_errors)
+
+
+def _quoted(keys) -> str:
+    # each key in backticks: a key may hold a comma itself (a ModuleDict's "a,b")
+    return ", ".join(f"`{k}`" for k in keys)
 
 
 def _json(spec: ModelSpec, label: str, remap: Remap) -> str:
     doc = {
         "model": spec.name, "reference": label, "proved": remap.proved,
         "mapping": {k: remap.mapping[k] for k in natural_sorted(remap.mapping)},
+        "dropped": list(remap.dropped),
         "rules": [list(r) for r in remap.rules], "snippet": remap.snippet,
         "still_failing": _failures(remap.proof) if not remap.proved else [],
     }
@@ -250,10 +282,12 @@ def _json(spec: ModelSpec, label: str, remap: Remap) -> str:
 
 
 def _text(spec: ModelSpec, label: str, remap: Remap) -> str:
-    if remap.proved and not remap.mapping:
+    if remap.proved and not (remap.mapping or remap.dropped):
         return (f"{printable(label)} already loads into `{spec.name}` with strict=True: "
                 "nothing to remap.\n")
-    lines = [f"# {len(remap.mapping)} keys of {printable(label)} move; "]
+    gone = f" and {', '.join(f'`{printable(k)}`' for k in remap.dropped)} is dropped" \
+        if remap.dropped else ""
+    lines = [f"# {len(remap.mapping)} keys of {printable(label)} move{gone}; "]
     if remap.proved:
         lines[0] += (f"with this hook the checkpoint loads into `{spec.name}` with strict=True "
                      "(checked with torch's load_state_dict on meta tensors).")

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         loc = finding.location
         where = f"{loc.file}:{loc.line}: " if loc else ""
         out.write(f"{where}{finding.code} {finding.model}: {finding.message} "
-                  "(its signature was left as it was)\n")
+                  f"({finding.help})\n")
     for finding in result.orphaned:
         out.write(f"orphaned {finding.location.file if finding.location else finding.model}: "
                   "no configured model uses it; delete it or register its model\n")

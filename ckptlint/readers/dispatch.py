@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ckptlint.errors import CheckpointError, CkptlintError
-from ckptlint.readers import dcp, legacy, safetensors, sharded, sigtoml, torchzip
+from ckptlint.readers import dcp, legacy, peft, safetensors, sharded, sigtoml, torchzip
 from ckptlint.readers.base import CheckpointRead, Reader, read_head, unreadable
 from ckptlint.readers.files import children, file_kind
 from ckptlint.urls import RemotePath, location, scrub
@@ -44,8 +44,8 @@ def read_checkpoint(path: str | os.PathLike[str] | RemotePath,
     """
     place = location(path)
     where = str(place if isinstance(place, RemotePath) else path)  # a URL without its secrets
-    try:
-        return _read(place, state_dict_key, tuple(READERS))
+    try:  # a PEFT adapter is read in whichever format it was saved, then understood
+        return peft.adapted(place, _read(place, state_dict_key, tuple(READERS)))
     except CkptlintError as exc:
         if isinstance(exc, CheckpointError):
             raise

@@ -12,7 +12,7 @@ import html
 import re
 
 from ckptlint.ftypes import Finding, Kind, ModelReport, Report, TensorSpec
-from ckptlint.keys import natural_key, printable
+from ckptlint.keys import EVERY_KEY, natural_key, printable
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.sigfile import format_spec
 
@@ -140,6 +140,8 @@ def table(report: Report) -> list[str]:
 
 def _sides(f: Finding) -> list[tuple[str, str, TensorSpec | None]]:
     """The finding as signature-diff lines: `-` what the checkpoint has, `+` what the code has."""
+    if f.key == EVERY_KEY:  # a change of every key (a whole-model dtype): its message says it
+        return []
     if f.kind is Kind.MISSING_KEY:
         return [("+", f.key, f.new)]
     if f.kind is Kind.UNEXPECTED_KEY:

@@ -9,3 +9,6 @@ from dataclasses import dataclass
 class RenderOptions:
     color: bool = False
     command: str = "ckptlint"
+    # text only: counts per code instead of the findings; the findings and nothing else
+    statistics: bool = False
+    quiet: bool = False

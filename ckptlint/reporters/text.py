@@ -7,7 +7,7 @@ reaches the terminal (or a CI log) as visible `\x1b`/`\n`, never as a command.
 
 from __future__ import annotations
 
-from ckptlint.ftypes import Finding, Location, ModelReport, Outcome, Report, Severity
+from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Outcome, Report, Severity
 from ckptlint.keys import printable as _t
 from ckptlint.reporters.options import RenderOptions
 
@@ -29,12 +29,16 @@ class Paint:
 
 
 def render(report: Report, options: RenderOptions) -> str:
+    """Findings by model (or, with `statistics`, counts per code), notes, then the summary;
+    `quiet` keeps the findings alone, so a clean run prints nothing."""
     paint = Paint(options.color)
-    out: list[str] = []
-    for model in report.models:
-        out += _model_block(model, paint)
-    for finding in report.extra:
+    out: list[str] = statistics(report, paint) if options.statistics else []
+    for model in report.models if not options.statistics else ():
+        out += _model_block(model, paint, verdict=not options.quiet)
+    for finding in report.extra if not options.statistics else ():
         out += _finding_lines(finding, paint)
+    if options.quiet:
+        return "\n".join(out) + "\n" if out else ""
     for note in (n for m in report.models for n in m.notes):
         out.append(f"{paint('note', 'bold', 'blue')}: {_t(note)}")
     out += [f"{paint('note', 'bold', 'blue')}: {_t(note)}" for note in report.notes]
@@ -44,7 +48,18 @@ def render(report: Report, options: RenderOptions) -> str:
     return "\n".join(out) + "\n"
 
 
-def _model_block(model: ModelReport, paint: Paint) -> list[str]:
+def statistics(report: Report, paint: Paint) -> list[str]:
+    """`    3  CKL103  shape-mismatch  [error]`: how many findings of each code, code order."""
+    counts: dict[Kind, int] = {}
+    for finding in report.findings:
+        counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    width = len(str(max(counts.values(), default=0)))
+    return [f"{n:>{width}}  {paint(kind.code, 'bold', _SEVERITY_COLOR[kind.severity])}  "
+            f"{kind.slug}  [{kind.severity.value}]"
+            for kind, n in sorted(counts.items(), key=lambda item: item[0].code)]
+
+
+def _model_block(model: ModelReport, paint: Paint, verdict: bool = True) -> list[str]:
     if not model.findings:
         return []
     count = len(model.findings)
@@ -52,7 +67,7 @@ def _model_block(model: ModelReport, paint: Paint) -> list[str]:
     lines = [paint(_t(model.name), "bold") + f"{source}: {plural(count, 'finding')}"]
     for group in _same_statement(model.findings):
         lines += _group_lines(group, paint)
-    if model.verdict:
+    if model.verdict and verdict:
         lines.append(verdict_line(model, paint))
     return lines
 
