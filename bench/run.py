@@ -414,9 +414,10 @@ def main() -> None:
     wanted = [args.only] if args.only else [s for s in SECTIONS
                                             if not (args.quick and s == "readers")]
     with tempfile.TemporaryDirectory(prefix="ckptlint-bench-") as tmp:
-        runs = {"cache": lambda: bench_cache(Path(tmp)), "meta": lambda: bench_meta(args.quick),
-                "against": lambda: bench_against(Path(tmp)), "cold": lambda: bench_cold(Path(tmp)),
-                "readers": lambda: bench_readers(Path(tmp)), "remote": lambda: bench_remote(Path(tmp))}
+        folder = Path(tmp)
+        runs = {"cache": lambda: bench_cache(folder), "meta": lambda: bench_meta(args.quick),
+                "against": lambda: bench_against(folder), "cold": lambda: bench_cold(folder),
+                "readers": lambda: bench_readers(folder), "remote": lambda: bench_remote(folder)}
         for section in wanted:
             runs[section]()
 

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 # what a misbehaving server does, per mode (set `RangeServer.mode`)
 MODES = ("honest", "ignore-range", "more", "endless", "short", "size-smaller", "size-larger",
-         "hang", "fail-twice", "fail-always", "no-head", "etag-changes", "gzip", "no-etag")
+         "hang", "fail-twice", "fail-always", "no-head", "etag-changes", "gzip", "no-etag",
+         "forbidden")
 ENDLESS_LIMIT = 64 << 20  # an "endless" answer stops here, or when the client hangs up
 HANG_LIMIT = 30.0  # seconds a "hang" answer waits before the server gives up on it
 
@@ -143,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "HEAD")
         if mode == "no-head":
             return self._error(405, "HEAD")
+        if mode == "forbidden":
+            return self._error(403, "HEAD")
         if mode == "fail-always":
             return self._error(503, "HEAD")
         size = path.stat().st_size
@@ -177,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "GET")
         if mode == "fail-always" or (mode == "fail-twice" and failures <= 2):
             return self._error(503, "GET")
+        if mode == "forbidden":
+            return self._error(403, "GET")
         if mode == "hang":
             self.owner.stopping.wait(HANG_LIMIT)
             return
@@ -347,7 +352,8 @@ def sparse_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]
     header, offset = {}, 0
     for name, (dtype, shape) in tensors.items():
         nbytes = math.prod(shape) * ITEMSIZE[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)

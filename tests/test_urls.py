@@ -21,7 +21,8 @@ def test_what_is_a_url(text: str, url: bool) -> None:
 
 
 @pytest.mark.parametrize("url, seen", [
-    ("https://alice:hunter2@host:8443/a/m.pt?X-Amz-Signature=abc#frag", "https://host:8443/a/m.pt?…"),
+    ("https://alice:hunter2@host:8443/a/m.pt?X-Amz-Signature=abc#frag",
+     "https://host:8443/a/m.pt?…"),
     ("https://host/m.pt", "https://host/m.pt"),
     ("s3://bucket/key/m.safetensors", "s3://bucket/key/m.safetensors"),
     ("http://[::1]:8080/m.pt", "http://[::1]:8080/m.pt"),

@@ -6,7 +6,9 @@ the fastest paths can use it.
 
 Also the one place a reader's path may be a URL (`urls.RemotePath`): each function here hands
 it to `remote`, whose file-like serves the same reads in bounded ranged requests, so every
-reader and every hostile-input rule works on remote checkpoints unchanged.
+reader and every hostile-input rule works on remote checkpoints unchanged. A command that
+streams tensor data (`convert`) opens its source the same way (`urls.location`, then
+`open_regular`): a read of any size is served in requests of at most `remote.MAX_REQUEST`.
 """
 
 from __future__ import annotations

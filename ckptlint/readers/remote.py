@@ -439,7 +439,8 @@ def _denied(exc: Exception) -> bool:
 
 def _denied_sentence(path: RemotePath, exc: Exception) -> str:
     status = getattr(exc, "status", None)
-    said = f"HTTP {status}" if status else "access denied"
+    said = f"HTTP {status}" if status else (
+        exc.strerror if isinstance(exc, OSError) and exc.strerror else "access denied")
     return (f"cannot be read: the server refused access ({said}); ckptlint uses the credentials "
             "its filesystem finds in the usual places (environment, config files)")
 
@@ -498,7 +499,7 @@ def _new_filesystem(path: RemotePath, protocol: str) -> Any:
     # from what an earlier one was told
     fs = cls(skip_instance_cache=True, **_options(protocol))
     if protocol in ("s3", "s3a"):
-        fs.retries = 1  # s3fs's own retry loop: ours (ATTEMPTS, with the URL in its sentence) is the one
+        fs.retries = 1  # s3fs's own retry loop off: ours (ATTEMPTS, naming the URL) is the one
     return fs
 
 

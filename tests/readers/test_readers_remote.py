@@ -83,7 +83,8 @@ def test_a_big_header_costs_its_bytes_and_no_more(server: RangeServer, served: P
     """A 7B-model-sized header (thousands of tensors) over a huge sparse data region: the
     reads cover exactly the header's blocks."""
     tensors = {f"layers.{i}.mlp.w{j}": ("BF16", (4096, 11008)) for i in range(32) for j in range(3)}
-    tensors |= {f"layers.{i}.norm{j}.weight": ("F32", (4096,)) for i in range(32) for j in range(40)}
+    tensors |= {f"layers.{i}.norm{j}.weight": ("F32", (4096,))
+                for i in range(32) for j in range(40)}
     path = sparse_safetensors(served / "wide.safetensors", tensors)
     header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
     read = read_checkpoint(server.url("wide.safetensors"))
@@ -127,6 +128,10 @@ def misbehaving(size: int) -> dict[str, str]:
         "gzip": "sent its bytes gzip-encoded although asked for them as they are",
         "fail-always": "could not be read over the network (HTTP 503; tried 3 times)",
         "hang": "could not be read over the network (no answer within 2 s; tried 3 times)",
+        # (HEAD refused, so the first byte was asked for with a GET: refused as well)
+        "forbidden": "cannot be read: the server refused access (HTTP 403); ckptlint uses the "
+                     "credentials its filesystem finds in the usual places (environment, config "
+                     "files)",
     }
 
 
@@ -245,7 +250,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     weight_map = {}
     for i in range(8):
         name = f"model-{i + 1:05d}-of-00008.safetensors"
-        shard = {f"layers.{i}.attn.weight": torch.zeros(8, 8), f"layers.{i}.attn.bias": torch.zeros(8)}
+        shard = {f"layers.{i}.attn.weight": torch.zeros(8, 8),
+                 f"layers.{i}.attn.bias": torch.zeros(8)}
         save_file(shard, folder / name)
         weight_map.update(dict.fromkeys(shard, name))
     (folder / "model.safetensors.index.json").write_text(json.dumps(
@@ -326,3 +332,17 @@ def test_a_missing_bucket_is_one_sentence(s3_env) -> None:
     with pytest.raises(CheckpointError) as info:
         read_checkpoint("s3://no-such-bucket/model.safetensors")
     assert str(info.value) == "s3://no-such-bucket/model.safetensors: does not exist"
+
+
+def test_a_peft_adapter_over_http_reads_as_on_disk(server: RangeServer, served: Path) -> None:
+    """The adapter's config beside its weights is found over HTTP as it is on disk."""
+    from peft import LoraConfig, get_peft_model
+
+    base = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    get_peft_model(base, LoraConfig(r=2, target_modules=["0"])).save_pretrained(
+        str(served / "adapter"))
+    local = read_checkpoint(served / "adapter" / "adapter_model.safetensors")
+    over = read_checkpoint(server.url("adapter/adapter_model.safetensors"))
+    assert over.format == local.format != "safetensors"
+    assert over.signature == local.signature
+    assert over.note == local.note.replace(str(served), f"http://127.0.0.1:{server.port}")
