@@ -2,6 +2,8 @@
 
     python bench/run.py            # everything (writes ~8 GB of checkpoints to a temp dir)
     python bench/run.py --quick    # skip the 2 GB checkpoints (readers, convert)
+    python bench/run.py --only remote   # one section (cache, meta, against, cold, renames,
+                                        # readers, convert, remote)
 
 Prints one table per question with the ratio that answers it. Timings are medians of several
 runs; the machine is noisy, so read ratios, not absolute numbers.
@@ -436,7 +438,7 @@ def bench_convert(tmp: Path) -> None:
         ''', cwd=project)
     size = big.stat().st_size / 1e9
     beyond = ours["rss"] - floor["rss"]
-    print(f"6. `ckptlint convert` of a {size:.1f} GB torch.save file (34 tensors of "
+    print(f"7. `ckptlint convert` of a {size:.1f} GB torch.save file (34 tensors of "
           f"{largest:.0f} MiB) vs torch.load + save_file")
     print(_row("floor: python -c 'import torch'", 0, f"peak RSS {floor['rss']:.0f} MB"))
     print(_row("ckptlint convert (read, remap, stream, check --against OUT)", ours["t"],
@@ -449,21 +451,92 @@ def bench_convert(tmp: Path) -> None:
         (project / name).unlink()
 
 
+# -- 8. a 2 GB checkpoint at a URL: what `check --against URL` transfers ------------------------
+
+_BIG_MODEL = """
+    from torch import nn
+
+
+    class Big(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(524288, 1024)  # 2 GiB of float32
+            self.head = nn.Linear(1024, 8)
+    """
+
+
+def bench_remote(tmp: Path) -> None:
+    """The files and the server of tests/test_remote.py (sparse 2 GB files, http.server with
+    ranges on 127.0.0.1): requests and bytes of a `check --against URL` beside a download."""
+    import urllib.request
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from servers import RangeServer, sparse_safetensors, sparse_torch_save
+
+    folder = tmp / "served"
+    folder.mkdir()
+    sparse_safetensors(folder / "big.safetensors", {
+        "embed.weight": ("F32", (524288, 1024)), "head.weight": ("F32", (8, 1024)),
+        "head.bias": ("F32", (8,))})
+    sparse_torch_save(folder / "big.pt", {"embed.weight": torch.empty(524288, 1024),
+                                          "head.weight": torch.zeros(8, 1024),
+                                          "head.bias": torch.zeros(8)})
+    project = _project(tmp / "remote", {"big.py": _BIG_MODEL},
+                       ['[[tool.ckptlint.models]]\nname = "big"\ntarget = "big:Big"\n'])
+    print("8. `check --against URL` on a 2 GB checkpoint over HTTP (loopback) vs downloading it")
+    with RangeServer(folder) as server:
+        for name in ("big.safetensors", "big.pt"):
+            url, size = server.url(name), (folder / name).stat().st_size
+            server.reset()
+            start = time.perf_counter()
+            subprocess.run([PY, "-m", "ckptlint", "check", "big", "--against", url, "--no-cache"],
+                           cwd=project, check=True, capture_output=True)
+            check = time.perf_counter() - start
+            server.settled()
+            requests, sent = server.total_requests, server.bytes_served
+            server.reset()
+            start = time.perf_counter()
+            subprocess.run([PY, "-m", "ckptlint", "check", "big", "--against", str(folder / name),
+                            "--no-cache"], cwd=project, check=True, capture_output=True)
+            local = time.perf_counter() - start
+            start = time.perf_counter()
+            with urllib.request.urlopen(url) as answer:
+                while answer.read(8 << 20):
+                    pass
+            download = time.perf_counter() - start
+            server.settled()
+            print(_row(f"{name} ({size / 2**30:.2f} GiB): whole check --against URL process",
+                       check, f"{requests} requests, {sent / 1024:.0f} kB"))
+            print(_row(f"{name}: the same check on the local file", local,
+                       f"URL costs {check - local:+.2f} s"))
+            print(_row(f"{name}: full download on loopback", download,
+                       f"{server.bytes_served / 2**30:.2f} GiB; {server.bytes_served / sent:,.0f}x "
+                       "the bytes"))
+
+
+SECTIONS = ("cache", "meta", "against", "cold", "renames", "readers", "convert", "remote")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2 GB checkpoints")
+    parser.add_argument("--only", choices=SECTIONS, help="run one section")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, {platform.platform()}")
+    wanted = [args.only] if args.only else [s for s in SECTIONS
+                                            if not (args.quick and s in ("readers", "convert"))]
     with tempfile.TemporaryDirectory(prefix="ckptlint-bench-") as tmp:
-        bench_cache(Path(tmp))
-        bench_meta(args.quick)
-        bench_against(Path(tmp))
-        bench_cold(Path(tmp))
-        bench_renames(Path(tmp))
-        if not args.quick:
-            bench_readers(Path(tmp))
-            bench_convert(Path(tmp))
+        folder = Path(tmp)
+        runs = {"cache": lambda: bench_cache(folder), "meta": lambda: bench_meta(args.quick),
+                "against": lambda: bench_against(folder), "cold": lambda: bench_cold(folder),
+                "renames": lambda: bench_renames(folder),
+                "readers": lambda: bench_readers(folder), "convert": lambda: bench_convert(folder),
+                "remote": lambda: bench_remote(folder)}
+        for section in wanted:
+            runs[section]()
 
 
 if __name__ == "__main__":

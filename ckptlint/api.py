@@ -51,9 +51,11 @@ def read(path: str | os.PathLike[str], state_dict_key: str | None = None) -> Sig
     Keys a writer left out as ties of a kept tensor are not in it; `check` and `assert_loads`
     restore them only when the model ties them too, as loading does.
     """
-    from ckptlint.readers import read_checkpoint
+    from ckptlint.readers import read_checkpoint, remote
+    from ckptlint.urls import location
 
-    return read_checkpoint(Path(path), state_dict_key).signature
+    remote.new_run()  # a URL is asked afresh on every call, never answered from an earlier one
+    return read_checkpoint(location(path), state_dict_key).signature
 
 
 def check(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature, *args: Any,

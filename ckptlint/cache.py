@@ -22,7 +22,7 @@ import stat
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ckptlint import __version__
 from ckptlint.atomic import write_atomic
@@ -30,6 +30,7 @@ from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
 from ckptlint.ftypes import BuildResult, Config, ModelReport, ModelSpec
 from ckptlint.inputs import digest, load_json, seal, unsealed, verify
 from ckptlint.replay import cache_enabled
+from ckptlint.urls import RemotePath, has_secrets
 
 DIRECTORY = CACHE_DIRECTORY
 _TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -53,19 +54,29 @@ class Cache:
         self._memo: dict = {}  # digests taken this run, shared by every entry's check
         self.problem = ""  # why the cache could not be used, for one warning
         self.read_first: dict[str, dict[str, str | None]] = {}  # key inputs, for the replay
+        self.remote_first: dict[str, dict[str, str | None]] = {}  # key URLs -> identities
 
-    def key(self, spec: ModelSpec, inputs: Sequence[Path]) -> str | None:
+    def key(self, spec: ModelSpec, inputs: Sequence[Path | RemotePath]) -> str | None:
         """Taken before the signature and checkpoint files are read, and kept for `store`;
-        None when one of them cannot be digested (missing, a FIFO): nothing is cached then."""
-        files = {str(p): digest(str(p)) for p in inputs}
-        if None in files.values():
+        None when one of them cannot be digested (missing, a FIFO): nothing is cached then.
+
+        A URL is keyed on what its server says identifies the version (one metadata request,
+        `remote.identity`); one that names no version, cannot be asked, or carries secrets
+        (which must not be written into the cache) is never cached."""
+        urls = [p.url for p in inputs if isinstance(p, RemotePath)]
+        if any(has_secrets(u) for u in urls):
+            return None
+        remote = _remote_identities(urls)
+        files = {str(p): digest(str(p)) for p in inputs if not isinstance(p, RemotePath)}
+        if None in files.values() or None in remote.values():
             return None
         self.read_first[spec.name] = {_name(p, self.root): d for p, d in files.items()}
+        self.remote_first[spec.name] = dict(remote)
         parts = {
             "ckptlint": __version__, "python": sys.version, "environment": self.environment,
             "spec": asdict(spec) | {"line": None}, "pythonpath": list(self.config.pythonpath),
             "timeout": self.config.build_timeout,
-            "inputs": sorted(files.items()),
+            "inputs": sorted(files.items()), "remote": sorted(remote.items()),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -99,7 +110,8 @@ class Cache:
         inputs = doc.get("inputs") if doc else None
         if not isinstance(inputs, dict) or spec.name not in self.read_first:
             return None
-        return {**inputs, "files": {**inputs.get("files", {}), **self.read_first[spec.name]}}
+        return {**inputs, "files": {**inputs.get("files", {}), **self.read_first[spec.name]},
+                "remote": {**inputs.get("remote", {}), **self.remote_first[spec.name]}}
 
     def files_of(self, spec: ModelSpec) -> list[str] | None:
         """The project files recorded with a model's entry, if it has one."""
@@ -110,16 +122,24 @@ class Cache:
         return [f for f in files if isinstance(f, str) and not os.path.isabs(f)]
 
     def store(self, spec: ModelSpec, key: str, report: ModelReport,
-              results: Sequence[BuildResult]) -> None:
-        """Keep a clean result whose every build recorded stable inputs."""
+              results: Sequence[BuildResult],
+              remote: Mapping[str, str | None] | None = None) -> None:
+        """Keep a clean result whose every build recorded stable inputs. `remote` holds the
+        identity of every remote file its checkpoints were read from (a sharded index's
+        shards too), each re-validated by `lookup` and by the replay."""
         from ckptlint.inputs import merge
 
         if report.findings or report.notes or any(r.signature is None for r in results):
             return
         inputs = merge(r.inputs for r in results) if all(r.inputs for r in results) else None
+        remote = dict(remote or {})
+        if None in remote.values() or any(has_secrets(u) for u in remote):
+            inputs = None  # a file that cannot be re-validated, or a URL that must not be stored
         if inputs is None:
             self._docs[spec.name] = {}
             return
+        if remote:
+            inputs = {**inputs, "remote": {**inputs.get("remote", {}), **remote}}
         doc = {"key": key, "signature_file": report.signature_file,
                "parameters": report.new_parameters, "inputs": inputs,
                "used_suppressions": [list(u) for u in report.used_suppressions]}
@@ -167,6 +187,14 @@ class Cache:
         """Whether the replay record may be written beside the entries."""
         return not self.problem and self._usable()
 
+
+
+def _remote_identities(urls: Sequence[str]) -> dict[str, str | None]:
+    if not urls:
+        return {}
+    from ckptlint.readers import remote
+
+    return remote.identities(urls)
 
 
 def _name(path: str, root: Path) -> str:

@@ -274,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
+    _new_remote_run()
     replayed = replay.replay(argv, sys.stdout)
     if replayed is not None:  # nothing changed since the last clean `ckptlint check`
         return replayed
@@ -294,6 +295,14 @@ def _run(argv: list[str]) -> int:
     except SystemExit as exc:  # commands return their code: this exit came from code they ran
         raise CkptlintError(f"code run while building the models (an import, a constructor) "
                             f"called sys.exit({exc.code!r})") from None
+
+
+def _new_remote_run() -> None:
+    """Each run asks remote servers afresh (a URL's metadata is kept for one run only); the
+    module is loaded only once a URL was read, and nothing needs resetting before that."""
+    remote = sys.modules.get("ckptlint.readers.remote")
+    if remote is not None:
+        remote.new_run()
 
 
 def _drop_stdout() -> None:

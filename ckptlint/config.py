@@ -6,10 +6,12 @@ import re
 import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 from ckptlint.errors import ConfigError, NoProjectError
 from ckptlint.ftypes import DEFAULT_BUILD_TIMEOUT, Config, Location, ModelSpec
 from ckptlint.paths import display, inside, relative
+from ckptlint.urls import is_url, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,6 +153,8 @@ def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> M
     _check_kwargs(kwargs, f"{path}.kwargs", where, lines.model_key(index, "kwargs"))
     checkpoints = _string_list(table, "checkpoints", where, lines.model_key(index, "checkpoints"),
                                f"{path}.checkpoints")
+    _check_checkpoints(checkpoints, f"{path}.checkpoints", where,
+                       lines.model_key(index, "checkpoints"))
     key = _string(table, "state_dict_key", path, where, lines.model_key(index, "state_dict_key"),
                   "") if "state_dict_key" in table else None
     strip = _string(table, "strip_prefix", path, where, lines.model_key(index, "strip_prefix"),
@@ -221,6 +225,26 @@ def _string_list(table: Mapping[str, Any], key: str, where: str, line: int | Non
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(where, f"`{path}` must be a list of paths", key=path, line=line)
     return tuple(value)
+
+
+def _check_checkpoints(entries: tuple, path: str, where: str, line: int | None) -> None:
+    """Each entry is a path (relative to the project root) or a URL (`s3://`, `https://`, ...,
+    read in ranges through fsspec). A URL never carries a user name or password: the file is
+    committed, and credentials belong where each filesystem finds them."""
+    for entry in entries:
+        if not is_url(entry):
+            continue
+        try:
+            parts = urlsplit(entry)
+            parts.port  # a bad host or port raises here, not in the middle of a run
+        except ValueError as exc:
+            raise ConfigError(where, f"`{path}` lists a URL that is not valid ({exc})", key=path,
+                              line=line) from None
+        if parts.username or parts.password:
+            raise ConfigError(where, f"`{path}` lists {shown(entry)} with credentials in it; "
+                                     "put them where its filesystem looks (environment "
+                                     "variables, config files), never in pyproject.toml",
+                              key=path, line=line)
 
 
 def _check_target(target: Any, path: str, where: str, line: int | None) -> None:

@@ -8,3 +8,5 @@ CACHE_VERSION = "v2"  # v2: entries record every input of the build (`ckptlint.i
 ENV_NO_CACHE = "CKPTLINT_NO_CACHE"
 ENV_PYTHON = "CKPTLINT_PYTHON"
 VENVS = (".venv", "venv")
+# seconds one request to a remote checkpoint may take (connect, each read, the whole request)
+ENV_REMOTE_TIMEOUT = "CKPTLINT_REMOTE_TIMEOUT"

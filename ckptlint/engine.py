@@ -6,9 +6,9 @@ used, so a run answered from the cache stays a few imports long.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ckptlint.cache import DIRECTORY, Cache
 from ckptlint.config import entry_location
@@ -16,6 +16,7 @@ from ckptlint.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.ftypes import (BuildResult, Config, Finding, Kind, Location, ModelReport, ModelSpec,
                              Report, Signature)
 from ckptlint.paths import display, inside, relative
+from ckptlint.urls import RemotePath, location
 from ckptlint.atomic import SCRATCH, write_atomic
 
 # builds models and returns plain data; in-process by default, swappable for a worker pool
@@ -83,10 +84,12 @@ class Reference:
     committed: bool = True
     # tied keys the file's writer left out and said so (safetensors' save_model metadata)
     declared_ties: tuple[str, ...] = ()
+    # URL -> identity of each remote file (and listed folder) the reading used, for the cache
+    remote: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def check(config: Config, names: Sequence[str] = (), builder: Builder = _default_builder,
-          cache: Cache | None = None, against: Path | None = None) -> Report:
+          cache: Cache | None = None, against: Path | RemotePath | None = None) -> Report:
     """Compare every selected model's current code with the state dicts it must keep loading.
 
     Those are its committed signature and the `checkpoints` of its entry, or only `against`
@@ -111,7 +114,8 @@ def check(config: Config, names: Sequence[str] = (), builder: Builder = _default
         if report.findings:
             report = _located(config, spec, results[0], report, locators, refs)
         if cache and keys.get(spec.name):
-            cache.store(spec, keys[spec.name], _cacheable(report, results), results)
+            cache.store(spec, keys[spec.name], _cacheable(report, results), results,
+                        {url: ident for ref in refs for url, ident in ref.remote.items()})
         fresh.append(report)
     by_name = {**{n: r for n, r in cached.items() if r}, **{r.name: r for r in fresh}}
     reports = tuple(by_name[s.name] for s in specs)
@@ -146,11 +150,14 @@ def _unused_comments(config: Config, specs: Sequence[ModelSpec],
     return suppress.unused_comments(suppress.comments(config.root, files), used)
 
 
-def inputs_of(config: Config, spec: ModelSpec, against: Path | None) -> list[Path]:
-    """The files a model's result depends on besides its code: signature and checkpoints."""
+def inputs_of(config: Config, spec: ModelSpec,
+              against: Path | RemotePath | None) -> list[Path | RemotePath]:
+    """The files a model's result depends on besides its code: signature and checkpoints
+    (URLs among them; the remote files a reading reaches from them are `Reference.remote`)."""
     if against is not None:
         return [against]
-    return [signature_path(config, spec.name)] + [Path(config.root) / p for p in spec.checkpoints]
+    return [signature_path(config, spec.name)] + [location(p, config.root)
+                                                  for p in spec.checkpoints]
 
 
 def _buildable(refs: Sequence[Reference]) -> list[Signature | None]:
@@ -158,14 +165,15 @@ def _buildable(refs: Sequence[Reference]) -> list[Signature | None]:
     return [r.signature for r in refs if r.signature is not None] or [None]
 
 
-def references(config: Config, spec: ModelSpec, against: Path | None = None) -> list[Reference]:
+def references(config: Config, spec: ModelSpec,
+               against: Path | RemotePath | None = None) -> list[Reference]:
     if against is not None:  # named on the command line: unreadable is an error, not a finding
         reference = read_reference(config, spec, against, committed=False)
         if reference.problem is not None:
             raise CheckpointError(str(against), reference.problem.message.partition(": ")[2])
         return [_stripped(spec, reference)]
     return [_stripped(spec, r) for r in [_committed(config, spec)] + [
-        read_reference(config, spec, Path(config.root) / p, committed=False)
+        read_reference(config, spec, location(p, config.root), committed=False)
         for p in spec.checkpoints]]
 
 
@@ -177,17 +185,20 @@ def _stripped(spec: ModelSpec, reference: Reference) -> Reference:
     return replace(reference, signature=prefix.strip(reference.signature, spec.strip_prefix))
 
 
-def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool) -> Reference:
-    """Read a checkpoint (or signature) file the model must load; unreadable is a finding."""
-    from ckptlint.readers import read_checkpoint
+def read_reference(config: Config, spec: ModelSpec, path: Path | RemotePath,
+                   committed: bool) -> Reference:
+    """Read a checkpoint (or signature) file the model must load; unreadable (also: a network
+    failure on a URL) is a finding."""
+    from ckptlint.readers import read_checkpoint, remote
 
     label = relative(path, config.root)
-    try:
-        read = read_checkpoint(path, spec.state_dict_key)
-    except CheckpointError as exc:
-        return Reference(label, path, problem=Finding(
-            Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
-            location=entry_location(config, spec, "checkpoints")), committed=committed)
+    with remote.recording() as used:
+        try:
+            read = read_checkpoint(path, spec.state_dict_key)
+        except CheckpointError as exc:
+            return Reference(label, path, problem=Finding(
+                Kind.CHECKPOINT_UNREADABLE, spec.name, str(exc), against=label,
+                location=entry_location(config, spec, "checkpoints")), committed=committed)
     notes = (f"{spec.name}: {label}: {read.note}",) if read.note else ()
     if read.tied:  # declared by a tie-aware writer: its loader restores them, plain torch not
         notes += (f"{spec.name}: {label} stores tied weights once ({_listed_keys(read.tied)} "
@@ -196,7 +207,7 @@ def read_reference(config: Config, spec: ModelSpec, path: Path, committed: bool)
     # the keys the file holds: a key its writer dropped as a tie is restored only where the
     # code ties it too (`restore_ties`), exactly as loading it would fill it
     return Reference(label, path, read.signature, notes=notes, committed=committed,
-                     declared_ties=tuple(read.tied))
+                     declared_ties=tuple(read.tied), remote=dict(used))
 
 
 def _listed_keys(keys: Sequence[str], limit: int = 3) -> str:
@@ -422,7 +433,7 @@ class Fit:
     rank: tuple = ()
 
 
-def fits(config: Config, checkpoint: Path, builder: Builder = _default_builder,
+def fits(config: Config, checkpoint: Path | RemotePath, builder: Builder = _default_builder,
          unrelated: bool = False, build: bool = False) -> list[Fit]:
     """How each registered model would load `checkpoint`, best first.
 
@@ -491,7 +502,7 @@ def _fit(spec: ModelSpec, report: ModelReport) -> Fit:
                (_FIT_ORDER.index(report.verdict), differences))
 
 
-def update_from(config: Config, name: str, checkpoint: Path,
+def update_from(config: Config, name: str, checkpoint: Path | RemotePath,
                 builder: Builder = _default_builder) -> UpdateResult:
     """Record a model's signature from a real checkpoint file instead of the code.
 

@@ -7,10 +7,14 @@ A build records its inputs (`ckptlint.tracking`) as a document:
      "env":      {NAME: value | null},  # environment variables it read ("*": all of them)
      "paths":    {path: kind},          # existence checks: "file", "dir", "other", "absent"
      "listings": {folder: digest},      # folders listed (by the import system or the code)
-     "installed": {folder: stat}}       # installed packages' top-level folders
+     "installed": {folder: stat},       # installed packages' top-level folders
+     "remote":   {url: identity}}       # remote checkpoint files and folders that were read
 
 Paths inside the project are relative to its root; others are absolute. `verify` re-reads each
-one; anything it cannot read counts as changed. Imported by the replay, so it must stay cheap.
+one; anything it cannot read counts as changed. A remote input is re-validated with one
+metadata request (`readers.remote.identity`: ETag, version id, size, last-modified), asked
+only once every local input is known to hold. Imported by the replay, so it must stay cheap:
+fsspec is imported only when a document has remote inputs.
 """
 
 from __future__ import annotations
@@ -212,13 +216,27 @@ def verify(doc: Mapping[str, Any], root: str, memo: Memo | None = None) -> bool:
             return False
         if any(stat_fingerprint(p) != f for p, f in doc.get("installed", {}).items()):
             return False
-        return all(listing(absolute(p, root), str(d).partition(":")[0]) == d
-                   for p, d in doc["listings"].items())
+        if not all(listing(absolute(p, root), str(d).partition(":")[0]) == d
+                   for p, d in doc["listings"].items()):
+            return False
+        return remote_unchanged(doc.get("remote", {}))
     except (KeyError, TypeError, AttributeError, ValueError):
         return False
 
 
-EMPTY: dict[str, dict] = {"files": {}, "env": {}, "paths": {}, "listings": {}, "installed": {}}
+def remote_unchanged(recorded: Mapping[str, Any]) -> bool:
+    """Whether every remote file still says it is the version that was read: the replay and
+    the cache never answer for a remote file they have not asked about in this run."""
+    if not recorded:
+        return True
+    from ckptlint.readers.remote import identities  # fsspec loads only for remote inputs
+
+    now = identities(list(recorded))
+    return all(value is not None and now.get(url) == value for url, value in recorded.items())
+
+
+EMPTY: dict[str, dict] = {"files": {}, "env": {}, "paths": {}, "listings": {}, "installed": {},
+                          "remote": {}}
 
 
 def merge(docs: Iterable[Mapping[str, Any]]) -> dict[str, dict] | None:

@@ -7,6 +7,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from ckptlint.urls import RemotePath
+
 _FOREIGN_PARTS = {"site-packages", "dist-packages", "__pypackages__", "node_modules"}
 
 
@@ -45,16 +47,21 @@ def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
         return False
 
 
-def relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
-    """`path` relative to `root` with `/` separators (as annotations and SARIF expect)."""
+def relative(path: str | os.PathLike | RemotePath, root: str | os.PathLike) -> str:
+    """`path` relative to `root` with `/` separators (as annotations and SARIF expect); a URL
+    as it is shown (`urls.shown`)."""
+    if isinstance(path, RemotePath):
+        return str(path)
     try:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return Path(path).as_posix()
 
 
-def display(path: str | os.PathLike) -> str:
+def display(path: str | os.PathLike | RemotePath) -> str:
     """How a path is named in messages: relative to the working directory when inside it."""
+    if isinstance(path, RemotePath):
+        return str(path)
     try:
         return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
     except (OSError, ValueError):

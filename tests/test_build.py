@@ -112,8 +112,12 @@ def test_7b_llama_signature_allocates_no_weights():
         from ckptlint.ftypes import ModelSpec
         config = parse_config(Path({str(REPO / "pyproject.toml")!r}))
         sig = build(ModelSpec("llama", "examples.llama:Llama"), config).signature
-        print(json.dumps([sig.num_parameters, len(sig.tensors),
-                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))
+        # this process's own peak (VmHWM): ru_maxrss keeps the parent's peak across exec on
+        # Linux, so it would measure the test process that started this one
+        status = Path("/proc/self/status")
+        peak = (int(status.read_text().split("VmHWM:")[1].split()[0]) if status.exists()
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(json.dumps([sig.num_parameters, len(sig.tensors), peak // 1024]))
         ''')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     params, tensors, peak_mb = json.loads(out.stdout)

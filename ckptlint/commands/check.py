@@ -14,17 +14,19 @@ from ckptlint.ftypes import Outcome, Report
 from ckptlint.inputs import digest
 from ckptlint.paths import relative
 from ckptlint.reporters import RenderOptions, renderer
+from ckptlint.urls import RemotePath, location
 
 
 def run(args: argparse.Namespace) -> int:
     setup = prepare(args, use_cache=cache.enabled(args.no_cache))
-    against = Path(args.against) if args.against else None
-    if against is not None and not against.exists():
+    against = location(args.against) if args.against else None
+    if isinstance(against, Path) and not against.exists():  # a URL's reader says it itself
         raise CkptlintError(f"{args.against}: no such checkpoint or signature file")
     if against is not None and not args.names and len(setup.config.models) > 1:
         names = ", ".join(m.name for m in setup.config.models)
-        raise CkptlintError(f"name the model to check against {args.against} (configured: "
-                            f"{names}); `ckptlint inspect {args.against}` shows which ones it fits")
+        shown = str(against) if isinstance(against, RemotePath) else args.against
+        raise CkptlintError(f"name the model to check against {shown} (configured: "
+                            f"{names}); `ckptlint inspect {shown}` shows which ones it fits")
     argv = getattr(args, "argv", None) or []
     # taken before the run reads the folder (orphans), like every input a record rests on
     signatures = digest(str(Path(setup.config.root) / setup.config.signatures)) \

@@ -18,19 +18,21 @@ from ckptlint.ftypes import Signature
 from ckptlint.keys import fold, printable
 from ckptlint.readers import CheckpointRead, read_checkpoint
 from ckptlint.reporters.json import spec_dict
+from ckptlint.urls import RemotePath, location
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
+    path = location(args.file)
     read = read_checkpoint(path, args.state_dict_key)
     fits = _fits(args, path) if args.fits else None
     out = sys.stdout
+    name = str(path) if isinstance(path, RemotePath) else args.file  # a URL without secrets
     if args.format == "toml":
         out.write(_toml(read.signature))
     elif args.format == "json":
-        out.write(json.dumps(_document(args.file, read, fits), indent=2) + "\n")
+        out.write(json.dumps(_document(name, read, fits), indent=2) + "\n")
     else:
-        out.write(_text(args.file, read, fits))
+        out.write(_text(name, read, fits))
     return 0
 
 
@@ -44,13 +46,14 @@ def _toml(sig: Signature) -> str:
     return "".join(line for line in lines if line.rstrip("\n") not in _UNKNOWN)
 
 
-def _fits(args: argparse.Namespace, path: Path) -> list[engine.Fit] | None:
+def _fits(args: argparse.Namespace, path: Path | RemotePath) -> list[engine.Fit] | None:
     """Inside a configured project: which registered models this file would load into."""
     try:
         setup = prepare(args, use_cache=False)
     except NoProjectError:
         return None  # not in a project: nothing to fit
-    return engine.fits(setup.config, path.resolve(), setup.builder,
+    return engine.fits(setup.config, path.resolve() if isinstance(path, Path) else path,
+                       setup.builder,
                        build=getattr(args, "build", False))
 
 

@@ -24,6 +24,7 @@ from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import BuildResult, Config, ModelSpec, Signature
 from ckptlint.keys import natural_sorted, printable
 from ckptlint.paths import inside, relative
+from ckptlint.urls import location
 
 if TYPE_CHECKING:
     from ckptlint.apply import Edit
@@ -59,7 +60,7 @@ def builder(setup: Setup, spec: ModelSpec) -> hook.Build:
 
 def _reference(config: Config, spec: ModelSpec, against: str | None) -> tuple[Signature, str]:
     if against:
-        ref = engine.read_reference(config, spec, Path(against), committed=False)
+        ref = engine.read_reference(config, spec, location(against), committed=False)
         if ref.signature is None:
             raise CkptlintError(ref.problem.message if ref.problem else f"cannot read {against}")
         return ref.signature, ref.label

@@ -10,6 +10,7 @@ from ckptlint import engine
 from ckptlint.commands.setup import prepare
 from ckptlint.errors import CkptlintError
 from ckptlint.ftypes import Outcome
+from ckptlint.urls import location
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
             example = setup.config.models[0].name if setup.config.models else "NAME"
             raise CkptlintError("`ckptlint update --from FILE` records one model: name it, "
                                 f"e.g. `ckptlint update {example} --from {args.from_file}`")
-        result = engine.update_from(setup.config, args.names[0], Path(args.from_file).resolve(),
+        source = location(args.from_file)
+        result = engine.update_from(setup.config, args.names[0],
+                                    source.resolve() if isinstance(source, Path) else source,
                                     setup.builder)
     else:
         result = engine.update(setup.config, args.names, setup.builder)

@@ -16,7 +16,7 @@ from typing import Mapping, Protocol
 from ckptlint.errors import CheckpointError
 from ckptlint.ftypes import Signature
 from ckptlint.keys import natural_sorted
-from ckptlint.readers.files import NotRegularFile, open_regular
+from ckptlint.readers.files import NotRegularFile, open_regular, size_of
 
 MAX_PICKLE_BYTES = 256 * 2**20  # a 70B model's data.pkl is ~100 kB; this leaves room for hparams
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit for its JSON header (MAX_HEADER_SIZE)
@@ -87,7 +87,7 @@ def read_small(path: Path, limit: int, what: str) -> bytes:
     """The whole of a file that must be small (an index, a pickle), refused beyond `limit`."""
     try:
         with open_regular(path) as handle:
-            size = os.fstat(handle.fileno()).st_size
+            size = size_of(handle)
             if size > limit:
                 raise CheckpointError(str(path), f"is {size} bytes, more than the "
                                                  f"{limit >> 20} MiB ckptlint accepts for {what}")

@@ -26,7 +26,7 @@ from ckptlint.errors import CheckpointError
 from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, statedict, torchzip,
                               zipdir)
 from ckptlint.readers.base import CheckpointRead, read_head, unreadable
-from ckptlint.readers.files import file_kind, open_regular
+from ckptlint.readers.files import file_kind, open_regular, size_of
 from ckptlint.readers.unpickler import TensorRecord
 
 _CHUNK = 1 << 20  # bytes per read when a whole member is checked or a file digested
@@ -397,7 +397,7 @@ def _chunk(folder: Path, places: Mapping, fqn: str, offsets: tuple[int, ...],
     if name not in files:
         files[name] = _handle(folder / name, handles)
     handle = files[name]
-    if start + length > os.fstat(handle.fileno()).st_size:
+    if start + length > size_of(handle):
         raise CheckpointError(str(folder / name), f"is truncated: `{fqn}` runs past its end")
     window = _Window(handle, start, length)
     shown = f"{folder / name} (bytes {start}..{start + length})"

@@ -8,7 +8,6 @@ back as inert placeholders from the restricted unpickler; the `.distcp` shards a
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +20,7 @@ from ckptlint.readers.base import (
     UnsafeCheckpointError,
     read_small,
 )
+from ckptlint.readers.files import lexists
 from ckptlint.readers.unpickler import DType, Opaque, TensorRecord
 
 FORMAT = "torch-dcp"
@@ -30,7 +30,7 @@ _MODULE = "torch.distributed.checkpoint.metadata."
 
 def sniff(path: Path, head: bytes) -> bool:
     # a `.metadata` of any kind makes a DCP folder: reading it refuses a FIFO with a sentence
-    return path.name == METADATA or (path.is_dir() and os.path.lexists(path / METADATA))
+    return path.name == METADATA or (path.is_dir() and lexists(path / METADATA))
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:

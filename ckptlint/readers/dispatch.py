@@ -9,7 +9,8 @@ from typing import Callable, Mapping, TypeVar
 from ckptlint.errors import CheckpointError, CkptlintError
 from ckptlint.readers import dcp, legacy, peft, safetensors, sharded, sigtoml, torchzip
 from ckptlint.readers.base import CheckpointRead, Reader, read_head, unreadable
-from ckptlint.readers.files import file_kind
+from ckptlint.readers.files import children, file_kind
+from ckptlint.urls import RemotePath, location, scrub
 
 T = TypeVar("T")
 
@@ -34,36 +35,42 @@ _OTHER_FORMATS = {
 }
 
 
-def read_checkpoint(path: str | os.PathLike[str],
+def read_checkpoint(path: str | os.PathLike[str] | RemotePath,
                     state_dict_key: str | None = None) -> CheckpointRead:
-    """The signature of a checkpoint file or folder (or of a ckptlint signature file).
+    """The signature of a checkpoint file or folder (or of a ckptlint signature file), local
+    or at a URL (`s3://`, `https://`, ...: read in ranges through fsspec, `remote`).
 
     `state_dict_key` names the entry holding the state dict in a nested checkpoint (a dotted
     path such as "model.ema"); without it the usual entries are tried and the choice is in
     `CheckpointRead.note`. Raises `CheckpointError` and nothing else.
     """
+    place = location(path)
     # a PEFT adapter is read in whichever format it was saved, then understood
-    return guarded(path, lambda: peft.adapted(Path(path),
-                                              _read(Path(path), state_dict_key, tuple(READERS))))
+    return guarded(path, lambda: peft.adapted(place,
+                                               _read(place, state_dict_key, tuple(READERS))))
 
 
-def guarded(path: str | os.PathLike[str], reading: Callable[[], T]) -> T:
+def guarded(path: str | os.PathLike[str] | RemotePath, reading: Callable[[], T]) -> T:
     """`reading()`, with every failure on untrusted bytes turned into one `CheckpointError`
-    naming `path`, exactly as `read_checkpoint` says it."""
+    naming `path` (a URL without its secrets), exactly as `read_checkpoint` says it."""
+    place = location(path)
+    where = str(place if isinstance(place, RemotePath) else path)
     try:
         return reading()
     except CkptlintError as exc:
         if isinstance(exc, CheckpointError):
             raise
-        raise CheckpointError(str(path), str(exc)) from None
+        raise CheckpointError(where, str(exc)) from None
     except RecursionError:
-        raise CheckpointError(str(path), "nests too deeply to be read") from None
+        raise CheckpointError(where, "nests too deeply to be read") from None
     except MemoryError:
-        raise CheckpointError(str(path), "needs more memory than it can have") from None
+        raise CheckpointError(where, "needs more memory than it can have") from None
     except Exception as exc:  # untrusted bytes: any other failure means "unreadable", said once
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise CheckpointError(str(path), f"cannot be read ({type(exc).__name__}"
-                                         f"{': ' + detail if detail else ''})") from None
+        if isinstance(place, RemotePath) and detail:
+            detail = scrub(detail, place.url)
+        raise CheckpointError(where, f"cannot be read ({type(exc).__name__}"
+                                     f"{': ' + detail if detail else ''})") from None
 
 
 def read_shard(path: Path) -> CheckpointRead:
@@ -107,7 +114,7 @@ def folder_checkpoint(folder: Path) -> Path:
         if _is_file(folder / name):
             return folder / name
     try:
-        entries = sorted(folder.iterdir())
+        entries = children(folder)
     except OSError as exc:
         raise unreadable(folder, exc) from None
     found = [p for p in entries if p.name.endswith(_SUFFIXES) and _is_file(p)]

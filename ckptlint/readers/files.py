@@ -3,6 +3,12 @@
 The one check for every path ckptlint reads from an untrusted place (checkpoints, signature
 files, and the cache and replay files, which anything may replace). Standard library only, so
 the fastest paths can use it.
+
+Also the one place a reader's path may be a URL (`urls.RemotePath`): each function here hands
+it to `remote`, whose file-like serves the same reads in bounded ranged requests, so every
+reader and every hostile-input rule works on remote checkpoints unchanged. A command that
+streams tensor data (`convert`) opens its source the same way (`urls.location`, then
+`open_regular`): a read of any size is served in requests of at most `remote.MAX_REQUEST`.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO, Literal
+from pathlib import Path
+from typing import BinaryIO, Iterable, Literal
+
+from ckptlint.urls import RemotePath
 
 
 class NotRegularFile(OSError):
@@ -45,6 +54,10 @@ def file_kind(path: str | os.PathLike[str]) -> Literal["file", "folder"]:
     (a named pipe without a writer) or never end (`/dev/zero`). Missing: `FileNotFoundError`.
     This is the check for every path ckptlint reads from an untrusted place.
     """
+    if isinstance(path, RemotePath):
+        from ckptlint.readers import remote
+
+        return remote.kind(path)  # type: ignore[return-value]
     mode = os.stat(path).st_mode
     if stat.S_ISREG(mode):
         return "file"
@@ -59,7 +72,12 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     `file_kind` refuses a special file before it is opened; the descriptor is then opened
     non-blocking and checked again, so a file swapped for a FIFO in between is refused too.
     Raises `NotRegularFile` (also for a folder) or the `OSError` of the failed open.
+    A URL opens as a `remote.RemoteFile` (no descriptor: ask `size_of` for its size).
     """
+    if isinstance(path, RemotePath):
+        from ckptlint.readers import remote
+
+        return remote.open_remote(path)  # type: ignore[return-value]
     if file_kind(path) != "file":
         raise NotRegularFile(path, "a folder")
     fd = os.open(path, _OPEN_FLAGS)
@@ -71,3 +89,36 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def size_of(handle: BinaryIO) -> int:
+    """The size of a file `open_regular` opened: fstat for a local one, the server's word
+    (already checked against every answer) for a remote one."""
+    size = getattr(handle, "size", None)
+    return size if isinstance(size, int) else os.fstat(handle.fileno()).st_size
+
+
+def lexists(path: str | os.PathLike[str] | RemotePath) -> bool:
+    """Whether anything is there (a broken symlink counts, as `os.path.lexists` says)."""
+    if isinstance(path, RemotePath):
+        from ckptlint.readers import remote
+
+        return remote.exists(path)
+    return os.path.lexists(path)
+
+
+def children(folder: Path | RemotePath) -> list:
+    """A folder's entries, sorted. Raises `OSError` for a local folder that cannot be listed."""
+    if isinstance(folder, RemotePath):
+        from ckptlint.readers import remote
+
+        return remote.children(folder)
+    return sorted(folder.iterdir())
+
+
+def prefetch(handle: BinaryIO, spans: Iterable[tuple[int, int]]) -> None:
+    """Tell a remote file which (offset, length) spans come next, so they are fetched together
+    and concurrently; nothing for a local file, which reads them as cheaply one by one."""
+    ahead = getattr(handle, "prefetch", None)
+    if ahead is not None:
+        ahead(spans)

@@ -24,7 +24,7 @@ from ckptlint.readers.base import (
     read_head,
     unreadable,
 )
-from ckptlint.readers.files import open_regular
+from ckptlint.readers.files import open_regular, size_of
 from ckptlint.readers.unpickler import StorageRef
 
 FORMAT = "torch-legacy"
@@ -104,7 +104,7 @@ def parse(handle: IO[bytes], where: str, state_dict_key: str | None = None) -> P
     """Everything `read` checks, in its order, on an open file (the tar check aside)."""
     root, storages, keys = _pickles(handle, where)
     offsets = _check_storages(handle, keys, storages.storages,
-                              os.fstat(handle.fileno()).st_size, where)
+                              size_of(handle), where)
     state, note = statedict.locate(root, where, state_dict_key)
     return Parsed(state, note, offsets, storages.viewed)
 

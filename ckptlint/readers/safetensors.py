@@ -10,7 +10,6 @@ region exactly (no gap, no overlap, no trailing bytes), each as long as its shap
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
@@ -21,7 +20,7 @@ from ckptlint.ftypes import Signature, TensorSpec
 from ckptlint.keys import MAX_KEYS
 from ckptlint.readers import statedict
 from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
-from ckptlint.readers.files import open_regular
+from ckptlint.readers.files import open_regular, size_of
 
 FORMAT = "safetensors"
 METADATA = "__metadata__"
@@ -61,7 +60,7 @@ def parse(handle: BinaryIO, where: str, state_dict_key: str | None = None) -> Pa
                                      f"{MAX_KEYS:,} ckptlint reads")
     tensors = {key: _spec(key, entry, where) for key, entry in header.items()}
     _check_offsets(header, tensors, where, data_size)
-    start = os.fstat(handle.fileno()).st_size - data_size
+    start = size_of(handle) - data_size
     spans = {k: (start + e["data_offsets"][0], start + e["data_offsets"][1])
              for k, e in header.items()}
     tied = _tied(metadata, tensors)
@@ -87,7 +86,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
 def header_of(handle: BinaryIO, where: str) -> tuple[dict[str, Any], int]:
     """`read_header` on an open file: the declared length is checked against the file before
     anything is read or allocated."""
-    size = os.fstat(handle.fileno()).st_size
+    size = size_of(handle)
     handle.seek(0)
     prefix = handle.read(8)
     if len(prefix) < 8:

@@ -7,7 +7,6 @@ by the reader its content calls for, and the index must agree with what the shar
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,8 @@ from ckptlint.errors import CheckpointError
 from ckptlint.ftypes import Signature, TensorSpec
 from ckptlint.readers import statedict
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
+from ckptlint.readers.files import lexists
+from ckptlint.urls import RemotePath
 
 FORMAT = "sharded"
 ShardReader = Callable[[Path], CheckpointRead]
@@ -31,7 +32,7 @@ def read(path: Path, state_dict_key: str | None = None, *,
     weight_map = _weight_map(path)
     shard_reader = read_shard or _default_reader
     names = sorted(set(weight_map.values()))
-    reads = {name: shard_reader(_shard_path(path, name)) for name in names}
+    reads = _read_shards(path, names, shard_reader)
     for key, name in weight_map.items():
         if key not in reads[name].signature.tensors:
             raise CheckpointError(where, f"maps `{key}` to shard {name}, which does not hold it")
@@ -43,6 +44,20 @@ def read(path: Path, state_dict_key: str | None = None, *,
         tied = statedict.under_tied(tied, state_dict_key)
         note += f"; using the keys under `{state_dict_key}.` (as asked)"
     return CheckpointRead(sig, FORMAT, note, tied=tied)
+
+
+def _read_shards(index: Path, names: list[str],
+                 shard_reader: ShardReader) -> dict[str, CheckpointRead]:
+    """Each shard's signature: a remote folder's concurrently (each shard costs a round trip
+    or two), a local one's in turn. Either way the first shard by name that fails is the error."""
+    def one(name: str) -> CheckpointRead:
+        return shard_reader(_shard_path(index, name))
+
+    if isinstance(index, RemotePath):
+        from ckptlint.readers.remote import gather
+
+        return dict(zip(names, gather(one, names)))
+    return {name: one(name) for name in names}
 
 
 def _default_reader(path: Path) -> CheckpointRead:
@@ -69,7 +84,7 @@ def _shard_path(index: Path, name: str) -> Path:
         raise CheckpointError(str(index), f"names shard {name!r}, which is not a file name in "
                                           "its folder")
     shard = index.parent / name
-    if not os.path.lexists(shard):
+    if not lexists(shard):
         raise CheckpointError(str(index), f"names shard {name}, which does not exist")
     return shard  # its reader refuses a folder, FIFO or device there with its own sentence
 

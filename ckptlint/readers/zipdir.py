@@ -18,13 +18,13 @@ before the first member, between members, or overlapping members.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Mapping
 
 from ckptlint.errors import CheckpointError
+from ckptlint.readers.files import prefetch, size_of
 
 MAX_MEMBERS = 1 << 20  # a torch.save file has one member per storage plus six
 MAX_DIRECTORY_BYTES = 256 * 2**20  # room for MAX_MEMBERS entries with long names
@@ -45,6 +45,9 @@ _AMBIGUOUS_FLAGS = 0x0001 | 0x0020 | 0x0040 | 0x2000
 _DESCRIPTOR_FLAG = 0x0008
 STORED, DEFLATED = 0, 8
 _CHUNK = 1 << 20
+# a local header's extra field is not in the directory: torch.save pads data to 64 bytes with
+# it and Zip64 adds 20, so this covers what torch writes (a longer one is simply read after)
+_LOCAL_EXTRA_GUESS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ def read_directory(handle: BinaryIO, where: str, size: int | None = None) -> Arc
     """Parse and cross-check the whole directory structure; raise `CheckpointError` if any
     two readers could disagree about it. `size` is the archive's length when it is not the
     whole file (an archive embedded in a DCP shard, read through a window)."""
-    size = os.fstat(handle.fileno()).st_size if size is None else size
+    size = size_of(handle) if size is None else size
     eocd_at, count, cd_size, cd_offset = _end_records(handle, size, where)
     if cd_size > MAX_DIRECTORY_BYTES:
         raise CheckpointError(where, f"has a {cd_size}-byte central directory, more than the "
@@ -316,6 +319,9 @@ def _with_local_headers(handle: BinaryIO, entries: list[Member], cd_offset: int,
     """Every member with its local header checked against its directory entry, and the members
     tiling the bytes before the directory exactly: nothing before, between or overlapping."""
     starts = frozenset(m.header_offset for m in entries) | {cd_offset}
+    # a remote file fetches the headers (and what torch pads them with) in one concurrent go
+    prefetch(handle, [(m.header_offset, _LOCAL_SIZE + len(m.name) + _LOCAL_EXTRA_GUESS)
+                      for m in entries])
     members = [_local(handle, m, cd_offset, starts, where) for m in entries]
     cursor, previous = 0, None
     for member in sorted(members, key=lambda m: m.header_offset):
