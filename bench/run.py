@@ -100,9 +100,9 @@ def bench_meta(quick: bool) -> None:
         t1 = time.perf_counter()
         sys.path.insert(0, ".")
         from pathlib import Path
-        from ckptlint.build import build
+        from ckptlint.build.builder import build
         from ckptlint.config import parse_config
-        from ckptlint.ftypes import ModelSpec
+        from ckptlint.core.records import ModelSpec
         config = parse_config(Path("pyproject.toml"))
         t2 = time.perf_counter()
         result = build(ModelSpec("llama_7b", "examples.llama:Llama"), config)
@@ -163,7 +163,7 @@ def bench_against(tmp: Path) -> None:
         torch.save(TinyGPT(**{GPT2_SMALL!r}).state_dict(), {str(ckpt)!r})
 
         from pathlib import Path
-        from ckptlint import engine
+        from ckptlint.run import engine
         from ckptlint.config import parse_config
         config = parse_config(Path("pyproject.toml"))
         def ours():
@@ -342,8 +342,8 @@ def bench_cold(tmp: Path) -> None:
 def bench_renames(tmp: Path) -> None:
     figures = _child('''
         import json, time
-        from ckptlint import diff
-        from ckptlint.ftypes import Signature, TensorSpec
+        from ckptlint.compare import diff
+        from ckptlint.core.records import Signature, TensorSpec
 
         def sig(n, name):
             spec, norm = TensorSpec("float32", (8, 8), "parameter"), TensorSpec("float32", (8,))
@@ -421,7 +421,7 @@ def bench_convert(tmp: Path) -> None:
     floor = _child(f"import json, resource, torch\nprint(json.dumps({{'rss': {rss}}}))")
     ours = _child(f'''
         import json, resource, time, torch
-        from ckptlint.cli import main
+        from ckptlint.commands.cli import main
         t = time.perf_counter()
         code = main(["convert", "big.pt", "ours.safetensors"])
         print(json.dumps({{"t": time.perf_counter() - t, "code": code, "rss": {rss}}}))

@@ -9,17 +9,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from ckptlint.core.constants import VERSION as __version__
 
 _HOMES = {
-    "CkptlintError": "ckptlint.errors",
-    "Finding": "ckptlint.ftypes",
-    "Kind": "ckptlint.ftypes",
-    "Location": "ckptlint.ftypes",
-    "Report": "ckptlint.ftypes",
-    "Severity": "ckptlint.ftypes",
-    "Signature": "ckptlint.ftypes",
-    "TensorSpec": "ckptlint.ftypes",
+    "CkptlintError": "ckptlint.core.errors",
+    "Finding": "ckptlint.core.records",
+    "Kind": "ckptlint.core.records",
+    "Location": "ckptlint.core.records",
+    "Report": "ckptlint.core.records",
+    "Severity": "ckptlint.core.records",
+    "Signature": "ckptlint.core.records",
+    "TensorSpec": "ckptlint.core.records",
     "assert_loads": "ckptlint.api",
     "check": "ckptlint.api",
     "convert": "ckptlint.api",

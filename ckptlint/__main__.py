@@ -1,5 +1,5 @@
 """`python -m ckptlint`."""
 
-from ckptlint.cli import main
+from ckptlint.commands.cli import main
 
 raise SystemExit(main())

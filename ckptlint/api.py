@@ -17,19 +17,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ckptlint.diff import compare
-from ckptlint.engine import restore_ties
-from ckptlint.ftypes import BuildResult, Finding, Kind, ModelSpec, Signature
+from ckptlint.compare.diff import compare
+from ckptlint.run.engine import restore_ties
+from ckptlint.core.records import BuildResult, Finding, Kind, ModelSpec, Signature
 
 if TYPE_CHECKING:
-    from ckptlint.migrate import Converted
+    from ckptlint.run.migrate import Converted
 
 ModelOrFactory = Any  # an nn.Module, or a class / callable returning one
 
 
 def build(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Any:
     """An nn.Module as given, or built by calling `target(*args, **kwargs)` on meta."""
-    from ckptlint.build import import_torch, on_meta
+    from ckptlint.build.builder import import_torch, on_meta
 
     torch = import_torch()
     if isinstance(target, torch.nn.Module):
@@ -40,7 +40,7 @@ def build(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Any:
 
 def signature(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Signature:
     """The state-dict signature of a model (built on meta when given a class or factory)."""
-    from ckptlint.build import signature_of
+    from ckptlint.build.builder import signature_of
 
     return signature_of(build(target, *args, **kwargs))
 
@@ -52,7 +52,7 @@ def read(path: str | os.PathLike[str], state_dict_key: str | None = None) -> Sig
     restore them only when the model ties them too, as loading does.
     """
     from ckptlint.readers import read_checkpoint, remote
-    from ckptlint.urls import location
+    from ckptlint.core.urls import location
 
     remote.new_run()  # a URL is asked afresh on every call, never answered from an earlier one
     return read_checkpoint(location(path), state_dict_key).signature
@@ -61,7 +61,7 @@ def read(path: str | os.PathLike[str], state_dict_key: str | None = None) -> Sig
 def check(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature, *args: Any,
           state_dict_key: str | None = None, **kwargs: Any) -> list[Finding]:
     """Every finding of loading `checkpoint` (a file or a Signature) into the model."""
-    from ckptlint.build import dry_run_load, signature_of
+    from ckptlint.build.builder import dry_run_load, signature_of
 
     model = build(target, *args, **kwargs)
     old = checkpoint if isinstance(checkpoint, Signature) else read(checkpoint, state_dict_key)
@@ -102,7 +102,8 @@ def convert(target: ModelOrFactory, checkpoint: str | os.PathLike[str],
     running pickle code, one tensor at a time, and `out` is kept only when the model loads it
     strictly (`check`). Raises `CkptlintError` (`NotProvenError` when it would not load).
     """
-    from ckptlint import hook, migrate
+    from ckptlint.run import hook
+    from ckptlint.run import migrate
     from ckptlint.readers.data import open_data
 
     model = build(target, *args, **kwargs)
@@ -120,8 +121,8 @@ def convert(target: ModelOrFactory, checkpoint: str | os.PathLike[str],
 def _builds(model: Any, spec: ModelSpec) -> Callable[[Sequence[Signature | None]],
                                                       list[BuildResult]]:
     """`hook.Build` for a model already built: torch's dry run of each reference, in-process."""
-    from ckptlint import prefix
-    from ckptlint.build import dry_run_load, nonpersistent_buffers, signature_of
+    from ckptlint.compare import prefix
+    from ckptlint.build.builder import dry_run_load, nonpersistent_buffers, signature_of
 
     def builds(references: Sequence[Signature | None]) -> list[BuildResult]:
         current = signature_of(model, spec.name, spec.target)
@@ -138,7 +139,7 @@ def _builds(model: Any, spec: ModelSpec) -> Callable[[Sequence[Signature | None]
 
 
 def _loads(model: Any, path: Path) -> str | None:
-    from ckptlint.diff import VERDICT_TEXT, verdict
+    from ckptlint.compare.diff import VERDICT_TEXT, verdict
 
     name, note = verdict(check(model, path))
     return None if name == "loads" else f"the model {VERDICT_TEXT[name]} it" + (

@@ -8,10 +8,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from ckptlint.errors import ConfigError, NoProjectError
-from ckptlint.ftypes import DEFAULT_BUILD_TIMEOUT, Config, Location, ModelSpec
-from ckptlint.paths import display, inside, relative
-from ckptlint.urls import is_url, shown
+from ckptlint.core.errors import ConfigError, NoProjectError
+from ckptlint.core.records import DEFAULT_BUILD_TIMEOUT, Config, Location, ModelSpec
+from ckptlint.core.paths import display, inside, relative
+from ckptlint.core.urls import is_url, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -168,7 +168,7 @@ def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> M
 
 def _ignore(value: Any, path: str, where: str, line: int | None) -> dict[str, tuple[str, ...]]:
     """`ignore = { "head.*" = ["CKL103"] }`: key pattern (fnmatch) -> codes it may ignore."""
-    from ckptlint.ftypes import Kind
+    from ckptlint.core.records import Kind
 
     codes = {k.code for k in Kind}
     if not isinstance(value, dict):
@@ -362,3 +362,8 @@ def entry_location(config: Config, spec: ModelSpec, key: str = "target",
         text = ""
     line = (_Lines(text).model_key(spec.index, key) if text else None) or spec.line or 1
     return Location(relative(config.pyproject, config.root), line, note=note)
+
+
+def signature_path(config: Config, name: str) -> Path:
+    """Where the committed signature of model `name` lives."""
+    return Path(config.root) / config.signatures / f"{name}.toml"

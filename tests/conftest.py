@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.cli import main
+from ckptlint.commands.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 

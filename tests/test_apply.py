@@ -1,4 +1,4 @@
-"""`ckptlint.apply`: the hook goes into the source with libcst, and nothing else changes."""
+"""`ckptlint.source.apply`: the hook goes into the source with libcst, and nothing else changes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import difflib
 
 import pytest
 
-from ckptlint import apply, hook
-from ckptlint.ftypes import ModelSpec
+from ckptlint.source import apply
+
+from ckptlint.run import hook
+from ckptlint.core.records import ModelSpec
 
 SPEC = ModelSpec("net", "models:Net")
 NAME = hook.hook_name(SPEC)

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ckptlint.build import build, dry_run_load, signature_of
+from ckptlint.build.builder import build, dry_run_load, signature_of
 from ckptlint.config import parse_config
-from ckptlint.ftypes import ModelSpec, TensorSpec
+from ckptlint.core.records import ModelSpec, TensorSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,9 +76,9 @@ def test_meta_build_does_not_initialise_or_import_dynamo(tmp_path):
         import sys
         sys.path.insert(0, {str(REPO)!r})
         import torch
-        from ckptlint.build import build
+        from ckptlint.build.builder import build
         from ckptlint.config import parse_config
-        from ckptlint.ftypes import ModelSpec
+        from ckptlint.core.records import ModelSpec
         from pathlib import Path
         config = parse_config(Path({str(REPO / "pyproject.toml")!r}))
         result = build(ModelSpec("gpt", "examples.gpt:TinyGPT"), config)
@@ -107,9 +107,9 @@ def test_7b_llama_signature_allocates_no_weights():
         import json, resource, sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from ckptlint.build import build
+        from ckptlint.build.builder import build
         from ckptlint.config import parse_config
-        from ckptlint.ftypes import ModelSpec
+        from ckptlint.core.records import ModelSpec
         config = parse_config(Path({str(REPO / "pyproject.toml")!r}))
         sig = build(ModelSpec("llama", "examples.llama:Llama"), config).signature
         # this process's own peak (VmHWM): ru_maxrss keeps the parent's peak across exec on
@@ -130,7 +130,7 @@ def test_missing_torch_is_one_sentence_saying_what_to_install(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
         '[tool.ckptlint]\n[[tool.ckptlint.models]]\nname = "m"\ntarget = "m:M"\n')
     code = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
-            "from ckptlint.cli import main\nraise SystemExit(main(['check', '--no-cache']))")
+            "from ckptlint.commands.cli import main\nraise SystemExit(main(['check', '--no-cache']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -1,6 +1,6 @@
 """The no-op cache: what a warm run skips, what invalidates it, and that it is never trusted blindly.
 
-Plain `ckptlint check` is answered by `ckptlint.replay` first; the per-model cache tests add
+Plain `ckptlint check` is answered by `ckptlint.run.replay` first; the per-model cache tests add
 `--color never` so that they exercise the cache underneath it.
 """
 
@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
+from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION
 
 COMMON = "from torch import nn\n\n\ndef layer(n):\n    return nn.Linear(n, n)\n"
 MODEL_A = '''
@@ -113,7 +113,7 @@ def test_no_cache_flag_and_environment_variable(cached, monkeypatch):
 def test_cached_run_imports_neither_torch_nor_libcst(cached):
     code = textwrap.dedent('''
         import sys
-        from ckptlint.cli import main
+        from ckptlint.commands.cli import main
         code = main(["check"])
         print(code, sorted({m.split(".")[0] for m in sys.modules} & {"torch", "libcst"}))
         ''')
@@ -127,7 +127,7 @@ def test_cached_run_imports_neither_torch_nor_libcst(cached):
 
 
 def test_help_imports_neither_torch_nor_libcst():
-    code = ("import sys, contextlib, io\nfrom ckptlint.cli import main\n"
+    code = ("import sys, contextlib, io\nfrom ckptlint.commands.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'libcst'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -145,8 +145,8 @@ def test_parallel_workers_give_the_same_report(cached):
 # -- replaying the last clean plain `ckptlint check` --------------------------------------------
 
 def _plain(project, **env: str):
-    code = ("import sys\nfrom ckptlint.cli import main\ncode = main(['check'])\n"
-            "print(code, 'ckptlint.engine' in sys.modules, 'dataclasses' in sys.modules)")
+    code = ("import sys\nfrom ckptlint.commands.cli import main\ncode = main(['check'])\n"
+            "print(code, 'ckptlint.run.engine' in sys.modules, 'dataclasses' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
                          text=True, env={**__import__("os").environ, **env})
     *printed, last = out.stdout.splitlines()

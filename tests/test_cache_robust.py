@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
+from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION
 from tests.conftest import Project
 
 MODEL = "from torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n" \

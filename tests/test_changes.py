@@ -6,8 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from ckptlint import changes
-from ckptlint.changes import Hunk
+from ckptlint.source import changes
+from ckptlint.source.changes import Hunk
 
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}

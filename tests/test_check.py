@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ckptlint.sigfile import read
+from ckptlint.readers.sigtoml import read_signature as read
 
 MODEL = '''
 import torch

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_model
 
-from ckptlint.keys import expand
+from ckptlint.core.keys import expand
 
 MODEL = '''
 from torch import nn

@@ -21,7 +21,7 @@ class Net(nn.Module):
 
 
 def _inspect(project, *argv: str) -> tuple[str, bool]:
-    code = ("import sys\nfrom ckptlint.cli import main\nmain(['inspect', *sys.argv[1:]])\n"
+    code = ("import sys\nfrom ckptlint.commands.cli import main\nmain(['inspect', *sys.argv[1:]])\n"
             "print('TORCH', 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, *argv], cwd=project.root,
                          capture_output=True, text=True, timeout=300, check=True).stdout

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file, save_model
 
 import ckptlint
-from ckptlint.keys import natural_sorted
+from ckptlint.core.keys import natural_sorted
 
 
 def _setup(project, source: str = NEW, entry: str = NET) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.cst import Creation, SourceIndex, Span, Via
-from ckptlint.ftypes import Location
+from ckptlint.source.cst import Creation, SourceIndex, Span, Via
+from ckptlint.core.records import Location
 
 
 def write(tmp_path: Path, source: str, name: str = "model.py") -> Path:

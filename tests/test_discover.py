@@ -1,4 +1,4 @@
-"""`ckptlint.discover`: which classes are nn.Modules (bases followed through imports, the
+"""`ckptlint.source.discover`: which classes are nn.Modules (bases followed through imports, the
 project's own classes and installed packages' sources), which are main models, parts or
 wrappers, which factories build one, and the config dataclasses that fill their arguments."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.discover import Proposal, discover
+from ckptlint.source.discover import Proposal, discover
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ckptlint.build import dry_run_load, on_meta, signature_of
+from ckptlint.build.builder import dry_run_load, on_meta, signature_of
 
 
 class WithPreHook(nn.Module):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.atomic import SCRATCH, STALE_SECONDS, SUFFIX
-from ckptlint.cache import DIRECTORY
+from ckptlint.core.atomic import SCRATCH, STALE_SECONDS, SUFFIX
+from ckptlint.run.cache import DIRECTORY
 from tests.conftest import REPO, Project, Run
 
 MODEL = '''
@@ -241,7 +241,7 @@ def replace(src, dst, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(src, dst, *args, **kwargs)
 os.replace = replace
-from ckptlint.cli import main
+from ckptlint.commands.cli import main
 sys.exit(main(["update"]))
 '''
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ckptlint.commands.init import snake, unique_names
-from ckptlint.discover import Discovery, Proposal, discover
+from ckptlint.source.discover import Discovery, Proposal, discover
 
 LAYERS = '''
 from torch import nn

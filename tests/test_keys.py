@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from ckptlint.keys import expand, first_key, fold, natural_sorted
+from ckptlint.core.keys import expand, first_key, fold, natural_sorted
 
 
 def test_natural_order():
@@ -53,7 +53,7 @@ def test_fold_then_expand_is_the_identity(entries):
 
 
 def test_expand_is_bounded_before_it_allocates():
-    from ckptlint.keys import MAX_KEYS, TooManyKeys, count, expand
+    from ckptlint.core.keys import MAX_KEYS, TooManyKeys, count, expand
 
     assert count("a.{0..100000000}.w") == 100_000_001
     assert count("a.{0..9}.b.{0..9}") == 100

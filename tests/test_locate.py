@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ckptlint.config import parse_config
-from ckptlint.ftypes import Finding
+from ckptlint.core.records import Finding
 
 HEAD = "import torch\nfrom torch import nn\n\n\n"
 # without git history, a layer removed from the model itself is reported at its __init__
@@ -584,13 +584,13 @@ def unrecorded_builder(specs, config, references):
     """The real build, minus its creation sites: what the static search alone finds."""
     from dataclasses import replace
 
-    from ckptlint.build import build_all
+    from ckptlint.build.builder import build_all
 
     return [replace(result, sites={}) for result in build_all(specs, config, references)]
 
 
 def static_check(project, case: Case) -> tuple[dict[str, Finding], dict[str, str]]:
-    from ckptlint.engine import check
+    from ckptlint.run.engine import check
 
     run_case(project, case)  # writes, updates, edits
     report = check(parse_config(project.root / "pyproject.toml"), builder=unrecorded_builder)
@@ -635,11 +635,11 @@ def test_static_fallback_never_guesses_a_wrong_line(project):
 # -- each file parsed at most once; libcst only on findings ---------------------------------------
 
 def test_each_file_is_parsed_at_most_once_per_run(project, monkeypatch):
-    import ckptlint.cst
+    import ckptlint.source.cst
 
     parsed: list[str] = []
-    original = ckptlint.cst._parse
-    monkeypatch.setattr(ckptlint.cst, "_parse", lambda path: parsed.append(path) or original(path))
+    original = ckptlint.source.cst._parse
+    monkeypatch.setattr(ckptlint.source.cst, "_parse", lambda path: parsed.append(path) or original(path))
     case = CASES["base-class-in-another-file"]
     files = {**case.files, "helpers.py": CASES["helper-function"].files["helpers.py"]}
     files["models.py"] = files["models.py"].replace("from base", "from helpers import make_head\n"
@@ -662,7 +662,7 @@ def test_each_file_is_parsed_at_most_once_per_run(project, monkeypatch):
     assert len(parsed) == len(set(parsed)) == 3, parsed
 
 
-WRAPPER = ("import sys\nfrom ckptlint.cli import main\ncode = main(['check'])\n"
+WRAPPER = ("import sys\nfrom ckptlint.commands.cli import main\ncode = main(['check'])\n"
            "print('libcst imported:', 'libcst' in sys.modules)\n")
 
 

@@ -12,7 +12,7 @@ import textwrap
 
 import torch
 
-from ckptlint.sigfile import read
+from ckptlint.readers.sigtoml import read_signature as read
 
 WHISPERISH = '''
 import sys

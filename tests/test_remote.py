@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from servers import RangeServer, S3Server, allocated, sparse_safetensors, sparse_torch_save
 
-from ckptlint.constants import CACHE_DIRECTORY
+from ckptlint.core.constants import CACHE_DIRECTORY
 from ckptlint.readers import remote
 
 BIG = '''
@@ -127,8 +127,8 @@ def test_an_unchanged_remote_checkpoint_costs_one_metadata_request(project, serv
 
 def _plain(project, env: dict[str, str] | None = None) -> tuple[int, bool, str]:
     """Plain `ckptlint check` in a fresh interpreter; whether the engine had to load."""
-    code = ("import sys\nfrom ckptlint.cli import main\ncode = main(['check'])\n"
-            "print(code, 'ckptlint.engine' in sys.modules)")
+    code = ("import sys\nfrom ckptlint.commands.cli import main\ncode = main(['check'])\n"
+            "print(code, 'ckptlint.run.engine' in sys.modules)")
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     out = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
                          text=True, env={**environ, **(env or {})}, timeout=300)
@@ -192,22 +192,24 @@ def test_a_network_failure_is_that_checkpoint_s_finding_and_the_others_are_check
 def test_verify_asks_the_server_once_and_only_for_remote_inputs(server: RangeServer,
                                                                served: Path,
                                                                tmp_path: Path) -> None:
-    from ckptlint import inputs
-    from ckptlint.urls import RemotePath
+    from ckptlint.core import inputs
+    from ckptlint.core.urls import RemotePath
+    from ckptlint.run import replay
 
     url = server.url("small.safetensors")
     doc = {**inputs.EMPTY, "remote": {url: remote.identity(RemotePath(url))}}
     remote.new_run()
     server.reset()
-    assert inputs.verify(doc, str(tmp_path)) and server.requests == {"HEAD": 1}
-    assert inputs.verify(doc, str(tmp_path)) and server.requests == {"HEAD": 1}  # same run
+    assert replay.verified(doc, str(tmp_path)) and server.requests == {"HEAD": 1}
+    assert replay.verified(doc, str(tmp_path)) and server.requests == {"HEAD": 1}  # same run
     os.utime(served / "small.safetensors", ns=(10**18, 10**18))  # a new version
     remote.new_run()
-    assert not inputs.verify(doc, str(tmp_path))
-    assert not inputs.verify({**inputs.EMPTY, "remote": {url: None}}, str(tmp_path))
+    assert not replay.verified(doc, str(tmp_path))
+    assert not replay.verified({**inputs.EMPTY, "remote": {url: None}}, str(tmp_path))
+    assert not inputs.verify(doc, str(tmp_path))  # nobody to ask: never taken as unchanged
     # a document without remote inputs loads nothing remote (the replay stays small)
-    code = ("import sys; from ckptlint import inputs; "
-            "print(inputs.verify(dict(inputs.EMPTY), '.'), "
+    code = ("import sys; from ckptlint.core import inputs; from ckptlint.run import replay; "
+            "print(replay.verified(dict(inputs.EMPTY), '.'), "
             "'ckptlint.readers.remote' in sys.modules, 'fsspec' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
@@ -215,7 +217,7 @@ def test_verify_asks_the_server_once_and_only_for_remote_inputs(server: RangeSer
 
 
 def test_an_http_folder_is_one_sentence(server: RangeServer) -> None:
-    from ckptlint.errors import CheckpointError
+    from ckptlint.core.errors import CheckpointError
     from ckptlint.readers import read_checkpoint
 
     with pytest.raises(CheckpointError) as info:
@@ -286,7 +288,7 @@ def test_credentials_in_pyproject_are_refused(project) -> None:
 def test_a_missing_package_is_one_sentence_saying_what_to_install(tmp_path: Path, blocked: str,
                                                                  url: str, sentence: str) -> None:
     code = (f"import sys\nsys.modules[{blocked!r}] = None  # as if it were not installed\n"
-            f"from ckptlint.cli import main\nsys.exit(main(['inspect', {url!r}]))")
+            f"from ckptlint.commands.cli import main\nsys.exit(main(['inspect', {url!r}]))")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert (run.returncode, run.stdout, run.stderr) == (2, "", f"ckptlint: error: {sentence}\n")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ckptlint import diff, renames
-from ckptlint.ftypes import Signature, TensorSpec
-from ckptlint.renames import Evidence
+from ckptlint.compare import diff
+
+from ckptlint.compare import renames
+from ckptlint.core.records import Signature, TensorSpec
+from ckptlint.compare.renames import Evidence
 
 SQ = TensorSpec("float32", (8, 8), "parameter")
 UP = TensorSpec("float32", (16, 8), "parameter")

@@ -1,4 +1,4 @@
-"""`ckptlint.resolve`: modules found on a search path without importing them, and names followed
+"""`ckptlint.source.resolve`: modules found on a search path without importing them, and names followed
 through imports to the class they stand for, and on to torch.nn.Module."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.resolve import BUILTIN, Def, Finder, Inits, ModuleRef, Resolver
+from ckptlint.source.resolve import BUILTIN, Def, Finder, Inits, ModuleRef, Resolver
 
 
 def _resolver(tmp_path: Path, files: dict[str, str], search: list[str] | None = None

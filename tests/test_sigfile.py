@@ -7,10 +7,11 @@ import os
 
 import pytest
 
-from ckptlint.errors import SignatureFileError
-from ckptlint.ftypes import Signature, TensorSpec
-from ckptlint.atomic import write_atomic
-from ckptlint.sigfile import dumps, loads, read
+from ckptlint.core.errors import SignatureFileError
+from ckptlint.core.records import Signature, TensorSpec
+from ckptlint.core.atomic import write_atomic
+from ckptlint.core.sigfile import dumps, loads
+from ckptlint.readers.sigtoml import read_signature as read
 
 SIG = Signature(
     tensors={"emb.weight": TensorSpec("float32", (10, 4), "parameter"),
@@ -171,7 +172,7 @@ def test_keys_beyond_the_bmp_and_control_characters_round_trip():
 
 
 def test_a_lone_surrogate_cannot_be_written():
-    from ckptlint.errors import CkptlintError
+    from ckptlint.core.errors import CkptlintError
 
     sig = Signature(tensors={"w\ud800": TensorSpec("float32", (1,), "parameter")}, model="m")
     with pytest.raises(CkptlintError, match="lone surrogate"):

@@ -19,7 +19,7 @@ OPS = ["torch.tril(x)", "(torch.arange(8)[:, None] < 3)", "torch.outer(torch.ara
 
 SCRIPT = """
 import json, sys, torch
-from ckptlint.build import on_meta
+from ckptlint.build.builder import on_meta
 ops = json.loads(sys.argv[1])
 stand_ins = sys.argv[2] == "on"
 results = []
@@ -50,7 +50,7 @@ def test_stand_ins_give_the_same_shapes_and_errors_without_importing_sympy():
 
 
 def test_symbolic_values_reach_the_real_module():
-    from ckptlint.build import _SymbolicShapesStandIn
+    from ckptlint.build.builder import _SymbolicShapesStandIn
 
     standin = _SymbolicShapesStandIn()
     # not a plain bool: answered by the real module, which raises for a str as torch does

@@ -346,7 +346,7 @@ class Noisy(nn.Module):
 
 def test_a_build_process_that_dies_before_any_build_is_not_respawned_forever(project,
                                                                            monkeypatch):
-    from ckptlint import isolate
+    from ckptlint.build import isolate
 
     project.write("good.py", GOOD)
     project.configure(GOOD_ENTRY)

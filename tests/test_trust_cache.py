@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ckptlint.constants import CACHE_DIRECTORY, CACHE_VERSION
+from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION
 
 
 @pytest.fixture(autouse=True)

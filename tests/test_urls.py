@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.paths import display, relative
-from ckptlint.urls import RemotePath, has_secrets, is_url, location, scrub, shown
+from ckptlint.core.paths import display, relative
+from ckptlint.core.urls import RemotePath, has_secrets, is_url, location, scrub, shown
 
 
 @pytest.mark.parametrize("text, url", [

@@ -6,15 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckptlint import cache, engine, replay, selection
+from ckptlint.run import cache
+
+from ckptlint.run import engine
+
+from ckptlint.run import replay
+
+from ckptlint.compare import selection
 from ckptlint.commands.output import append_job_summary, emit
 from ckptlint.commands.setup import Setup, prepare
-from ckptlint.errors import CkptlintError
-from ckptlint.ftypes import Outcome, Report
-from ckptlint.inputs import digest
-from ckptlint.paths import relative
+from ckptlint.core.errors import CkptlintError
+from ckptlint.core.records import Outcome, Report
+from ckptlint.core.inputs import digest
+from ckptlint.core.paths import relative
 from ckptlint.reporters import RenderOptions, renderer
-from ckptlint.urls import RemotePath, location
+from ckptlint.core.urls import RemotePath, location
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +58,7 @@ def _flat(groups: list[tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def _remember(setup: Setup, report: Report, argv: list[str], signatures: str | None) -> None:
-    """Record this clean plain run for `ckptlint.replay`, from the inputs each model's result
+    """Record this clean plain run for `ckptlint.run.replay`, from the inputs each model's result
     rests on as they were read, never re-digested now (an edit during the run must not be
     recorded as clean)."""
     config, store = setup.config, setup.cache

@@ -1,8 +1,8 @@
 """`ckptlint convert OLD OUT.safetensors`: migrate a checkpoint file to the keys the code expects.
 
 The file is read as `inspect` reads it (a file it refuses is refused here, in the same words,
-before anything is built or written), the proven remap (`ckptlint.hook`) names the old key of
-every new one, `ckptlint.migrate` streams the tensors into a staged safetensors file, and the
+before anything is built or written), the proven remap (`ckptlint.run.hook`) names the old key of
+every new one, `ckptlint.run.migrate` streams the tensors into a staged safetensors file, and the
 file is kept only when `check --against` it says the model loads it strictly.
 """
 
@@ -13,16 +13,20 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ckptlint import engine, hook, migrate
-from ckptlint.atomic import SCRATCH
-from ckptlint.cache import DIRECTORY
+from ckptlint.run import engine
+
+from ckptlint.run import hook
+
+from ckptlint.run import migrate
+from ckptlint.core.atomic import SCRATCH
+from ckptlint.run.cache import DIRECTORY
 from ckptlint.commands.remap import builder
 from ckptlint.commands.setup import Setup, prepare
-from ckptlint.diff import VERDICT_TEXT
-from ckptlint.errors import CkptlintError
-from ckptlint.ftypes import Config, ModelSpec, Outcome
-from ckptlint.keys import printable
-from ckptlint.paths import inside
+from ckptlint.compare.diff import VERDICT_TEXT
+from ckptlint.core.errors import CkptlintError
+from ckptlint.core.records import Config, ModelSpec, Outcome
+from ckptlint.core.keys import printable
+from ckptlint.core.paths import inside
 from ckptlint.readers import read_checkpoint
 from ckptlint.readers.data import open_data
 

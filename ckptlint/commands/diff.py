@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ckptlint.commands.output import emit
-from ckptlint.diff import compare
-from ckptlint.engine import restore_ties
-from ckptlint.ftypes import ModelReport, Outcome, Report
+from ckptlint.compare.diff import compare
+from ckptlint.run.engine import restore_ties
+from ckptlint.core.records import ModelReport, Outcome, Report
 from ckptlint.readers import read_checkpoint
-from ckptlint.urls import RemotePath, location
+from ckptlint.core.urls import RemotePath, location
 
 
 def run(args: argparse.Namespace) -> int:

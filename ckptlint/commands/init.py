@@ -1,4 +1,4 @@
-"""`ckptlint init`: propose the project's models (found statically by `ckptlint.discover`), let
+"""`ckptlint init`: propose the project's models (found statically by `ckptlint.source.discover`), let
 the user pick, register the picked ones in pyproject.toml (appending text, leaving every other
 byte alone), then record their signatures."""
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from ckptlint.atomic import write_atomic
-from ckptlint.discover import Discovery, Proposal, discover
-from ckptlint.errors import CkptlintError, ConfigError
-from ckptlint.paths import display
+from ckptlint.core.atomic import write_atomic
+from ckptlint.source.discover import Discovery, Proposal, discover
+from ckptlint.core.errors import CkptlintError, ConfigError
+from ckptlint.core.paths import display
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,7 +105,7 @@ def _first_update(args: argparse.Namespace, pyproject: Path, chosen: Sequence[Ca
                  "uncomment them and run `ckptlint update NAME`" if waiting else "") + "\n")
     if not active:
         return 0
-    from ckptlint.cli import main  # the very `ckptlint update` a user would run next
+    from ckptlint.commands.cli import main  # the very `ckptlint update` a user would run next
 
     code = main(["update", *active, "--jobs", str(args.jobs), *(["--debug"] * args.debug)])
     if code == 0:

@@ -11,14 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from ckptlint import engine, sigfile
+from ckptlint.run import engine
+
+from ckptlint.core import sigfile
 from ckptlint.commands.setup import prepare
-from ckptlint.errors import NoProjectError
-from ckptlint.ftypes import Signature
-from ckptlint.keys import fold, printable
+from ckptlint.core.errors import NoProjectError
+from ckptlint.core.records import Signature
+from ckptlint.core.keys import fold, printable
 from ckptlint.readers import CheckpointRead, read_checkpoint
 from ckptlint.reporters.json import spec_dict
-from ckptlint.urls import RemotePath, location
+from ckptlint.core.urls import RemotePath, location
 
 
 def run(args: argparse.Namespace) -> int:

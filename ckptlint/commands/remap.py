@@ -1,8 +1,8 @@
 """`ckptlint remap NAME`: what loads an old checkpoint into the current code, proven first.
 
-Prints the load hook (text) or the key mapping (json) of `ckptlint.hook`, proven by torch's
+Prints the load hook (text) or the key mapping (json) of `ckptlint.run.hook`, proven by torch's
 dry run on the re-keyed checkpoint, or says what still fails and exits 1. `--apply` writes the
-hook into the model's class (`ckptlint.apply`), re-builds the model in a fresh child and keeps
+hook into the model's class (`ckptlint.source.apply`), re-builds the model in a fresh child and keeps
 the edit only when the old checkpoint then loads strictly through it; otherwise it restores
 the file byte for byte and says why. `--diff` prints that edit and writes nothing.
 """
@@ -16,18 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ckptlint import engine, hook, prefix, sigfile
-from ckptlint.atomic import SCRATCH, write_atomic
-from ckptlint.cache import DIRECTORY
+from ckptlint.run import engine
+
+from ckptlint.run import hook
+
+from ckptlint.compare import prefix
+
+from ckptlint.readers.sigtoml import read_signature
+from ckptlint.core.atomic import SCRATCH, write_atomic
+from ckptlint.run.cache import DIRECTORY
 from ckptlint.commands.setup import Setup, prepare
-from ckptlint.errors import CkptlintError
-from ckptlint.ftypes import BuildResult, Config, ModelSpec, Signature
-from ckptlint.keys import natural_sorted, printable
-from ckptlint.paths import inside, relative
-from ckptlint.urls import location
+from ckptlint.core.errors import CkptlintError
+from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
+from ckptlint.core.keys import natural_sorted, printable
+from ckptlint.config import signature_path
+from ckptlint.core.paths import inside, relative
+from ckptlint.core.urls import location
 
 if TYPE_CHECKING:
-    from ckptlint.apply import Edit
+    from ckptlint.source.apply import Edit
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,12 +71,12 @@ def _reference(config: Config, spec: ModelSpec, against: str | None) -> tuple[Si
         if ref.signature is None:
             raise CkptlintError(ref.problem.message if ref.problem else f"cannot read {against}")
         return ref.signature, ref.label
-    path = engine.signature_path(config, spec.name)
+    path = signature_path(config, spec.name)
     label = relative(path, config.root)
     if not path.exists():
         raise CkptlintError(f"no committed signature {label} for model `{spec.name}`: run "
                             f"`ckptlint update {spec.name}` first, or pass --against FILE")
-    return sigfile.read(path, label), label
+    return read_signature(path, label), label
 
 
 # -- --apply and --diff -------------------------------------------------------------------------
@@ -95,7 +102,7 @@ def _fix(config: Config, spec: ModelSpec, raw: Signature, label: str, build: hoo
     file, qualname = _model_class(first, spec)
     path = Path(config.root) / file
     before = _source(path, file)
-    from ckptlint import apply  # libcst, only when there is a source to edit
+    from ckptlint.source import apply  # libcst, only when there is a source to edit
 
     name = hook.hook_name(spec)
     base = apply.existing_rules(file, before, name)

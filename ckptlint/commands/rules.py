@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ckptlint.errors import CkptlintError
-from ckptlint.ftypes import Kind, Outcome
+from ckptlint.core.errors import CkptlintError
+from ckptlint.core.records import Kind, Outcome
 
 # how to fix each kind; what breaks is the kind's own sentence (`Kind.doc`)
 FIXES = {

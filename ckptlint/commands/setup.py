@@ -7,10 +7,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ckptlint import cache, interpreter
+from ckptlint.run import cache
+
+from ckptlint.build import interpreter
 from ckptlint.config import find_pyproject, parse_config
-from ckptlint.ftypes import Config
-from ckptlint.inputs import digest
+from ckptlint.core.records import Config
+from ckptlint.core.inputs import digest
 
 
 @dataclass(frozen=True)

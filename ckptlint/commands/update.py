@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckptlint import engine
+from ckptlint.run import engine
 from ckptlint.commands.setup import prepare
-from ckptlint.errors import CkptlintError
-from ckptlint.ftypes import Outcome
-from ckptlint.urls import location
+from ckptlint.core.errors import CkptlintError
+from ckptlint.core.records import Outcome
+from ckptlint.core.urls import location
 
 
 def run(args: argparse.Namespace) -> int:

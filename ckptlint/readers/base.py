@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Protocol
 
-from ckptlint.errors import CheckpointError
-from ckptlint.ftypes import Signature
-from ckptlint.keys import natural_sorted
+from ckptlint.core.errors import CheckpointError
+from ckptlint.core.records import Signature
+from ckptlint.core.keys import natural_sorted
 from ckptlint.readers.files import NotRegularFile, open_regular, size_of
 
 MAX_PICKLE_BYTES = 256 * 2**20  # a 70B model's data.pkl is ~100 kB; this leaves room for hparams

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping
 
-from ckptlint.dtypes import ITEMSIZE
-from ckptlint.errors import CheckpointError
+from ckptlint.core.dtypes import ITEMSIZE
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, statedict, torchzip,
                               zipdir)
 from ckptlint.readers.base import CheckpointRead, read_head, unreadable
-from ckptlint.readers.files import file_kind, open_regular, size_of
+from ckptlint.readers.files import file_kind, is_folder, open_regular, size_of
 from ckptlint.readers.unpickler import TensorRecord
 
 _CHUNK = 1 << 20  # bytes per read when a whole member is checked or a file digested
@@ -296,7 +296,7 @@ def _dcp(path: Path, key: str | None, handles: list[BinaryIO]) -> Opened:
     """Each tensor's chunks, as `torch.distributed.checkpoint`'s FileSystemWriter saves them:
     a `torch.save` archive of each chunk inside a `.distcp` file, at the byte range the
     metadata's `storage_data` gives for (key, chunk offsets)."""
-    folder = path if path.is_dir() else path.parent
+    folder = path if is_folder(path) else path.parent
     where = str(folder / dcp.METADATA)
     parsed = dcp.parse(path, key)
     _handle(folder / dcp.METADATA, handles)  # for `digests`, which reads every file's handle

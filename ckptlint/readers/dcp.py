@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import statedict, unpickler
-from ckptlint.readers.base import (
-    MAX_PICKLE_BYTES,
-    CheckpointRead,
-    UnsafeCheckpointError,
-    read_small,
-)
-from ckptlint.readers.files import lexists
+from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
+                                   read_small)
+from ckptlint.readers.files import is_folder, lexists
 from ckptlint.readers.unpickler import DType, Opaque, TensorRecord
 
 FORMAT = "torch-dcp"
@@ -30,7 +26,7 @@ _MODULE = "torch.distributed.checkpoint.metadata."
 
 def sniff(path: Path, head: bytes) -> bool:
     # a `.metadata` of any kind makes a DCP folder: reading it refuses a FIFO with a sentence
-    return path.name == METADATA or (path.is_dir() and lexists(path / METADATA))
+    return path.name == METADATA or (is_folder(path) and lexists(path / METADATA))
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
@@ -49,7 +45,7 @@ class Parsed:
 
 
 def parse(path: Path, state_dict_key: str | None = None) -> Parsed:
-    file = path / METADATA if path.is_dir() else path
+    file = path / METADATA if is_folder(path) else path
     where = str(file)
     data = read_small(file, MAX_PICKLE_BYTES, "a .metadata pickle")
     try:

@@ -13,21 +13,16 @@ streams tensor data (`convert`) opens its source the same way (`urls.location`, 
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO, Iterable, Literal
 
-from ckptlint.urls import RemotePath
+from ckptlint.core.errors import NotRegularFile
+from ckptlint.core.urls import RemotePath
 
-
-class NotRegularFile(OSError):
-    """A FIFO, device, socket or folder stands where a regular file is expected."""
-
-    def __init__(self, path: str | os.PathLike[str], kind: str):
-        self.kind = kind
-        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+__all__ = ["NotRegularFile", "children", "describe", "file_kind", "is_file", "is_folder",
+           "lexists", "open_regular", "prefetch", "size_of"]
 
 
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
@@ -105,6 +100,22 @@ def lexists(path: str | os.PathLike[str] | RemotePath) -> bool:
 
         return remote.exists(path)
     return os.path.lexists(path)
+
+
+def is_folder(path: Path | RemotePath) -> bool:
+    """Whether a folder is there, local or remote (`Path.is_dir`; a network failure raises)."""
+    try:
+        return file_kind(path) == "folder"
+    except OSError:
+        return False
+
+
+def is_file(path: Path | RemotePath) -> bool:
+    """Whether a regular file is there, local or remote (`Path.is_file`; a special file is not)."""
+    try:
+        return file_kind(path) == "file"
+    except OSError:
+        return False
 
 
 def children(folder: Path | RemotePath) -> list:

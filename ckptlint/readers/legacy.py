@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Mapping
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import statedict, unpickler
-from ckptlint.readers.base import (
-    MAX_PICKLE_BYTES,
-    CheckpointRead,
-    UnsafeCheckpointError,
-    read_head,
-    unreadable,
-)
+from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
+                                   read_head, unreadable)
 from ckptlint.readers.files import open_regular, size_of
 from ckptlint.readers.unpickler import StorageRef
 

@@ -16,10 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ckptlint.errors import CheckpointError
-from ckptlint.ftypes import ADAPTER_SOURCE, Signature, TensorSpec
-from ckptlint.keys import natural_sorted
+from ckptlint.core.errors import CheckpointError
+from ckptlint.core.records import ADAPTER_SOURCE, Signature, TensorSpec
+from ckptlint.core.keys import natural_sorted
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
+from ckptlint.readers.files import is_file, is_folder
 
 FORMAT = ADAPTER_SOURCE
 CONFIG = "adapter_config.json"
@@ -56,9 +57,9 @@ def adapted(path: Path, read: CheckpointRead) -> CheckpointRead:
 
 def _config(path: Path) -> Mapping[str, Any]:
     """The adapter_config.json beside the weights (or in the folder); {} when there is none."""
-    folder = path if path.is_dir() else path.parent
+    folder = path if is_folder(path) else path.parent
     file = folder / CONFIG
-    if not file.is_file():
+    if not is_file(file):
         return {}
     try:
         doc = json.loads(read_small(file, MAX_TEXT_BYTES, "an adapter config").decode("utf-8"))

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from ckptlint.constants import ENV_REMOTE_TIMEOUT
-from ckptlint.errors import CheckpointError
-from ckptlint.urls import RemotePath, scrub
+from ckptlint.core.constants import ENV_REMOTE_TIMEOUT
+from ckptlint.core.errors import CheckpointError, NotRegularFile
+from ckptlint.core.urls import RemotePath, scrub
 
 BLOCK = 64 << 10  # the unit of fetching and caching: reads near one another share a request
 MAX_REQUEST = 8 << 20  # no request asks for more (a multiple of BLOCK); a larger read is several
@@ -173,8 +173,6 @@ def exists(path: RemotePath) -> bool:
 def open_remote(path: RemotePath) -> RemoteFile:
     found = info(path)
     if found.kind != "file":
-        from ckptlint.readers.files import NotRegularFile
-
         raise NotRegularFile(path, "a folder")
     if found.size is None:
         raise RemoteError(str(path), "has no size in the server's answer (no Content-Length), "

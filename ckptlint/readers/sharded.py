@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ckptlint.errors import CheckpointError
-from ckptlint.ftypes import Signature, TensorSpec
+from ckptlint.core.errors import CheckpointError
+from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.readers import statedict
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
 from ckptlint.readers.files import lexists
-from ckptlint.urls import RemotePath
+from ckptlint.core.urls import RemotePath
 
 FORMAT = "sharded"
 ShardReader = Callable[[Path], CheckpointRead]

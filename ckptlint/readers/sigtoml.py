@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ckptlint import sigfile
-from ckptlint.errors import CheckpointError, SignatureFileError
+from ckptlint.core import sigfile
+from ckptlint.core.errors import CheckpointError, NotRegularFile, SignatureFileError
+from ckptlint.core.records import Signature
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
+from ckptlint.readers.files import open_regular
 
 FORMAT = "signature"
 _STARTS = (b"# ckptlint signature", b"[signature]")
@@ -29,3 +31,25 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     note = f"a signature file; state_dict_key `{state_dict_key}` does not apply" if (
         state_dict_key) else ""
     return CheckpointRead(sig, FORMAT, note)
+
+
+def read_signature(path: Path, shown: str | None = None) -> Signature:
+    """Read a signature file; errors name it as `shown` (default: the path as given).
+
+    It is opened as every untrusted file is (`open_regular`): a FIFO in its place is refused,
+    never waited on.
+    """
+    shown = shown or str(path)
+    try:
+        with open_regular(path) as handle:
+            data = handle.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise SignatureFileError(shown, f"is more than {MAX_TEXT_BYTES >> 20} MiB, too big "
+                                            "for a signature file")
+        text = data.decode("utf-8")
+    except NotRegularFile as exc:
+        raise SignatureFileError(shown, f"is {exc.kind}, not a signature file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SignatureFileError(shown, f"cannot be read ({exc.__class__.__name__}: {exc})") \
+            from None
+    return sigfile.loads(text, shown)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from ckptlint.dtypes import shape_problem
-from ckptlint.errors import CheckpointError
-from ckptlint.ftypes import Signature, TensorSpec
-from ckptlint.keys import MAX_KEYS, natural_sorted
+from ckptlint.core.dtypes import shape_problem
+from ckptlint.core.errors import CheckpointError
+from ckptlint.core.records import Signature, TensorSpec
+from ckptlint.core.keys import MAX_KEYS, natural_sorted
 from ckptlint.readers.unpickler import Opaque, PickledDict, TensorRecord
 
 # entries that hold the model's weights, most preferred first; EMA copies only when alone

@@ -14,14 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import statedict, unpickler, zipdir
-from ckptlint.readers.base import (
-    MAX_PICKLE_BYTES,
-    CheckpointRead,
-    UnsafeCheckpointError,
-    unreadable,
-)
+from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
+                                   unreadable)
 from ckptlint.readers.files import open_regular
 from ckptlint.readers.unpickler import StorageRef, Unpickled
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, ClassVar, Literal
 
-from ckptlint.dtypes import ITEMSIZE, MAX_DIMS, STORAGE_DTYPES, torch_dtype
+from ckptlint.core.dtypes import ITEMSIZE, MAX_DIMS, STORAGE_DTYPES, torch_dtype
 
 PICKLE_SECONDS = 30.0  # a backstop: the work budget below ends a hostile pickle long before
 _CHECK_EVERY = 4096  # units of work between two looks at the clock

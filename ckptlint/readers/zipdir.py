@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Mapping
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers.files import prefetch, size_of
 
 MAX_MEMBERS = 1 << 20  # a torch.save file has one member per storage plus six

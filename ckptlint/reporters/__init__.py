@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from ckptlint.ftypes import Report
+from ckptlint.core.records import Report
 from ckptlint.reporters.options import RenderOptions
 
 Renderer = Callable[[Report, RenderOptions], str]

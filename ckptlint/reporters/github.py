@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from ckptlint.ftypes import Finding, Location, Report, Severity
-from ckptlint.keys import printable
+from ckptlint.core.records import Finding, Location, Report, Severity
+from ckptlint.core.keys import printable
 from ckptlint.reporters.options import RenderOptions
 
 PER_LEVEL = 10  # annotations GitHub displays per level (error, warning, notice) per step
@@ -75,7 +75,7 @@ def annotation(f: Finding) -> str:
 def members(f: Finding) -> str:
     """The keys a grouped finding explains, one per line, each with its creating statement
     when that is elsewhere: one annotation per cause, not one per key."""
-    from ckptlint.causes import brief
+    from ckptlint.source.causes import brief
 
     lines = []
     for member in f.members[:MAX_MEMBERS]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ckptlint.ftypes import Finding, Location, ModelReport, Report, TensorSpec
+from ckptlint.core.records import Finding, Location, ModelReport, Report, TensorSpec
 from ckptlint.reporters.options import RenderOptions
 
 SCHEMA_VERSION = 1

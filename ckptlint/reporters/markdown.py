@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 import re
 
-from ckptlint.ftypes import Finding, Kind, ModelReport, Report, TensorSpec
-from ckptlint.keys import EVERY_KEY, natural_key, printable
+from ckptlint.core.records import Finding, Kind, ModelReport, Report, TensorSpec
+from ckptlint.core.keys import EVERY_KEY, natural_key, printable
 from ckptlint.reporters.options import RenderOptions
-from ckptlint.sigfile import format_spec
+from ckptlint.core.sigfile import format_spec
 
 MAX_BYTES = 64 * 1024       # the whole summary; GitHub refuses more than 1 MiB per step
 MAX_TABLE_ROWS = 100

@@ -14,10 +14,10 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-import ckptlint
-from ckptlint.ftypes import Finding, Kind, Location, Outcome, Report, Severity
+from ckptlint.core.constants import VERSION
+from ckptlint.core.records import Finding, Kind, Location, Outcome, Report, Severity
 from ckptlint.reporters.options import RenderOptions
-from ckptlint.sigfile import format_spec
+from ckptlint.core.sigfile import format_spec
 
 SCHEMA_URI = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/"
               "sarif-schema-2.1.0.json")
@@ -149,7 +149,7 @@ def result(f: Finding, index: dict[Kind, int]) -> dict[str, Any]:
 
 def related(f: Finding) -> list[dict[str, Any]]:
     """Every key of a grouped finding, where it is created, with its finding's fingerprint."""
-    from ckptlint.causes import brief
+    from ckptlint.source.causes import brief
 
     found = []
     for member in f.members:
@@ -177,7 +177,7 @@ def render(report: Report, options: RenderOptions) -> str:
     if notes := notifications(report):
         invocation["toolExecutionNotifications"] = notes
     run = {
-        "tool": {"driver": {"name": "ckptlint", "version": ckptlint.__version__,
+        "tool": {"driver": {"name": "ckptlint", "version": VERSION,
                             "rules": [rule(kind, options) for kind in kinds]}},
         "invocations": [invocation],
         "columnKind": "unicodeCodePoints",

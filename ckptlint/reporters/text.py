@@ -7,8 +7,8 @@ reaches the terminal (or a CI log) as visible `\x1b`/`\n`, never as a command.
 
 from __future__ import annotations
 
-from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Outcome, Report, Severity
-from ckptlint.keys import printable as _t
+from ckptlint.core.records import Finding, Kind, Location, ModelReport, Outcome, Report, Severity
+from ckptlint.core.keys import printable as _t
 from ckptlint.reporters.options import RenderOptions
 
 _ANSI = {"bold": "1", "red": "31", "yellow": "33", "cyan": "36", "blue": "34", "dim": "2",
@@ -74,7 +74,7 @@ def _model_block(model: ModelReport, paint: Paint, verdict: bool = True) -> list
 
 def verdict_line(model: ModelReport, paint: Paint) -> str:
     """`net: loads only with strict=False (stays randomly initialised: head.*)`."""
-    from ckptlint.diff import VERDICT_TEXT
+    from ckptlint.compare.diff import VERDICT_TEXT
 
     color = {"loads": "green", "does-not-load": "red"}.get(model.verdict, "yellow")
     note = f" ({_t(model.verdict_note)})" if model.verdict_note else ""
@@ -129,7 +129,7 @@ MAX_MEMBERS = 12  # keys listed under a grouped finding; JSON and SARIF keep eve
 def _member_lines(f: Finding, gutter: str, paint: Paint) -> list[str]:
     """`= affects:` and one line per finding a grouped finding explains, with its statement
     when that is elsewhere."""
-    from ckptlint.causes import brief
+    from ckptlint.source.causes import brief
 
     lines = []
     for i, member in enumerate(f.members[:MAX_MEMBERS]):

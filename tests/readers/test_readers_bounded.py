@@ -18,7 +18,7 @@ import pytest
 import torch
 from zipkit import StorageStandIn, archive, tensor_pickle, torch_members, with_data_pkl
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import read_checkpoint, unpickler
 
 P61 = 2**61 - 1  # int hashes are taken modulo this prime: n and n + k*P61 collide

@@ -20,7 +20,7 @@ from test_readers_safetensors_strict import _file
 from test_readers_zip import HOSTILE as ZIP_HOSTILE
 from zipkit import archive, torch_members, with_data_pkl
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import zipdir
 from ckptlint.readers.data import open_data
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file, save_model
 
-from ckptlint.build import signature_of
-from ckptlint.errors import CheckpointError
-from ckptlint.ftypes import Signature
+from ckptlint.build.builder import signature_of
+from ckptlint.core.errors import CheckpointError
+from ckptlint.core.records import Signature
 from ckptlint.readers import read_checkpoint, with_tied
 
 
@@ -247,7 +247,7 @@ def test_distributed_checkpoint(tmp_path: Path, model: Tied) -> None:
 
 
 def test_signature_file_is_accepted(tmp_path: Path, model: Tied) -> None:
-    from ckptlint import sigfile
+    from ckptlint.core import sigfile
 
     sig = replace(signature_of(model), model="tied")
     path = tmp_path / "tied.toml"

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from ckptlint.errors import CheckpointError
-from ckptlint.ftypes import Signature
+from ckptlint.core.errors import CheckpointError
+from ckptlint.core.records import Signature
 from ckptlint.readers import read_checkpoint
 
 SETTINGS = settings(max_examples=150, deadline=2000, derandomize=True,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import UnsafeCheckpointError, read_checkpoint
 
 

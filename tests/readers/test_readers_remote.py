@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 from servers import RangeServer, S3Server, sparse_safetensors
 from test_readers_zip import HOSTILE, VALID
 
-from ckptlint.errors import CheckpointError
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import read_checkpoint, remote
-from ckptlint.urls import RemotePath
+from ckptlint.core.urls import RemotePath
 
 STATE = {"embed.weight": torch.zeros(16, 8), "head.weight": torch.zeros(4, 8),
          "head.bias": torch.zeros(4)}

@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ckptlint.errors import CheckpointError, SignatureFileError
+from ckptlint.core.errors import CheckpointError, SignatureFileError
 from ckptlint.readers import NotRegularFile, file_kind, open_regular, read_checkpoint
-from ckptlint.sigfile import read as read_signature
+from ckptlint.readers.sigtoml import read_signature
 
 
 @pytest.fixture

@@ -41,8 +41,8 @@ from zipkit import (
     zip64_end_records,
 )
 
-from ckptlint.cli import main
-from ckptlint.errors import CheckpointError
+from ckptlint.commands.cli import main
+from ckptlint.core.errors import CheckpointError
 from ckptlint.readers import read_checkpoint
 
 # three tensors: with three copies of data.pkl, torch's binary search lands on the middle one

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ckptlint.keys import printable
+from ckptlint.core.keys import printable
 
 ESC = "fc.weight\x1b[2J\x1b[31mFAKE: All clear"
 COMMAND = "x\n::error file=README.md,line=1::pwned"

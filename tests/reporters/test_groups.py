@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from ckptlint.causes import headline
-from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Report, TensorSpec
+from ckptlint.source.causes import headline
+from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report, TensorSpec
 from ckptlint.reporters import renderer
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.reporters.sarif import fingerprint

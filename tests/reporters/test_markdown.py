@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Report, TensorSpec
+from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report, TensorSpec
 from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.markdown import MAX_BYTES, cell, code, inline, parameters, render
 

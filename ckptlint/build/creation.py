@@ -1,0 +1,140 @@
+"""Witness the build: record where each submodule, parameter and buffer is created.
+
+While a model is built, `nn.Module.__setattr__`, `register_buffer`, `register_parameter` and
+`add_module` note the innermost frame of the user's project that led to the call. That line,
+widened to its statement by libcst later, is the most reliable answer to "which line created
+this layer": it sees through helpers, loops, `setattr(self, f"layer{i}", ...)` and base classes.
+The outer project frames are kept too (the parent's statement, a helper's caller), and what was
+assigned: a tensor already held elsewhere is a tie, None an emptied slot
+(`self.pooler = Pooler() if flag else None`). Part of the build step: imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from ckptlint.core.records import CREATED, EMPTIED, TIED, ModuleInfo, Site
+from ckptlint.core.paths import PACKAGE_DIR, is_project_file, relative
+from ckptlint.build.tracking import untracked
+
+_OWN_PACKAGE = str(PACKAGE_DIR)
+# project frames kept per site beyond the innermost: a model's __init__ chain is rarely deeper
+# (Llama: MLP, decoder layer, list comprehension, model, causal-LM wrapper, factory)
+MAX_STACK = 16
+_NOTHING = object()  # a registration whose value the call does not show
+# the keyword naming the registered object, for each registration method patched
+_VALUE_KEYWORDS = {"register_buffer": "tensor", "register_parameter": "param",
+                   "add_module": "module"}
+
+
+class CreationRecorder:
+    """Collects (module object, attribute name) -> Site while patched methods run."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._records: dict[int, tuple[Any, dict[str, Site]]] = {}
+        # the first (module, name) each tensor or module object was noted under, kept alive so
+        # that an id() is never reused mid-build: a second name for the same object is a tie
+        self._owners: dict[int, tuple[Any, int, str]] = {}
+        self._stacks: dict[tuple, tuple] = {}  # identical stacks (one per repeated layer) shared
+        self._project_file = lru_cache(maxsize=None)(self._is_project)
+        # resolving a path costs syscalls; a build notes thousands of sites from a few files
+        self._relative = lru_cache(maxsize=None)(lambda filename: relative(filename, root))
+
+    def _is_project(self, filename: str) -> bool:
+        resolved = str(Path(filename).resolve())  # the worker imports ckptlint via a symlink
+        return not resolved.startswith(_OWN_PACKAGE) and is_project_file(resolved, self.root)
+
+    def note(self, module: Any, name: str, value: Any = _NOTHING) -> None:
+        with untracked():
+            frames = self._project_frames(sys._getframe(2))
+        if not frames:
+            return
+        stack = self._stacks.setdefault(frames[1:], frames[1:])
+        site = Site(frames[0][0], frames[0][1], self._via(module, name, value), stack)
+        # keep the module alive so its id() cannot be reused by another object mid-build
+        self._records.setdefault(id(module), (module, {}))[1][name] = site
+
+    def _project_frames(self, frame: Any) -> tuple[tuple[str, int], ...]:
+        """(file, line) of the project frames on the stack, innermost first, repeats merged
+        (a list comprehension runs in a frame of its own on the same line)."""
+        found: list[tuple[str, int]] = []
+        while frame is not None and len(found) <= MAX_STACK:
+            filename = frame.f_code.co_filename
+            if self._project_file(filename):
+                here = (self._relative(filename), frame.f_lineno)
+                if not found or found[-1] != here:
+                    found.append(here)
+            frame = frame.f_back
+        return tuple(found)
+
+    def _via(self, module: Any, name: str, value: Any) -> str:
+        if value is None:
+            return EMPTIED
+        if value is _NOTHING:
+            return CREATED
+        owner = self._owners.setdefault(id(value), (value, id(module), name))
+        return CREATED if owner[1:] == (id(module), name) else TIED
+
+    def sites(self, model: Any) -> dict[str, Site]:
+        """Sites by module path and state-dict key, for every module reachable from `model`."""
+        found: dict[str, Site] = {}
+        for path, module in model.named_modules(remove_duplicate=False):
+            for name, site in self._records.get(id(module), (None, {}))[1].items():
+                found[f"{path}.{name}" if path else name] = site
+        return found
+
+
+@contextlib.contextmanager
+def recording(root: str) -> Iterator[CreationRecorder]:
+    """Patch nn.Module's attribute and registration paths for the duration of a build."""
+    from torch import Tensor, nn
+
+    recorder = CreationRecorder(root)
+    originals = {name: getattr(nn.Module, name) for name in ("__setattr__", *_VALUE_KEYWORDS)}
+
+    def setattr_(self: Any, name: str, value: Any) -> None:
+        if value is None or isinstance(value, (nn.Module, Tensor)):
+            recorder.note(self, name, value)
+        originals["__setattr__"](self, name, value)
+
+    def registrar(original: Any, keyword: str) -> Any:
+        def register(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+            value = args[0] if args else kwargs.get(keyword, _NOTHING)
+            recorder.note(self, name, value if value is None or isinstance(
+                value, (nn.Module, Tensor)) else _NOTHING)
+            return original(self, name, *args, **kwargs)
+        return register
+
+    patched = {"__setattr__": setattr_, **{n: registrar(originals[n], keyword)
+                                            for n, keyword in _VALUE_KEYWORDS.items()}}
+    for name, function in patched.items():
+        setattr(nn.Module, name, function)
+    try:
+        yield recorder
+    finally:
+        for name, function in originals.items():
+            setattr(nn.Module, name, function)
+
+
+def describe_modules(model: Any, root: str) -> dict[str, ModuleInfo]:
+    """Every submodule by path, with the project classes of its MRO (for the static search)."""
+    return {path: _info(type(module), root) for path, module in model.named_modules()}
+
+
+@lru_cache(maxsize=None)
+def _info(cls: type, root: str) -> ModuleInfo:
+    classes = []
+    for klass in cls.__mro__:
+        try:
+            source = inspect.getsourcefile(klass)
+        except (TypeError, OSError):
+            continue
+        if source and is_project_file(source, root):
+            classes.append((relative(source, root), klass.__qualname__))
+    return ModuleInfo(cls.__name__, tuple(classes))

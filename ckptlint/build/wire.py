@@ -1,0 +1,82 @@
+"""The wire format between a parent and the processes that build for it: requests (models,
+config, references) and `BuildResult`s as JSON documents."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any, Mapping, Sequence
+
+from ckptlint.core import sigfile
+from ckptlint.core.records import (BuildResult, Config, LoadReport, Location, ModelSpec, ModuleInfo,
+                                   Signature, Site)
+
+
+def encode_request(specs: Sequence[ModelSpec], config: Config,
+                   references: Sequence[Signature | None], processes: int = 1) -> str:
+    return json.dumps({
+        "processes": processes,
+        "config": {**asdict(config), "models": []},
+        "jobs": [{"spec": asdict(spec), "reference": sigfile.dumps(ref) if ref else None}
+                 for spec, ref in zip(specs, references)],
+    })
+
+
+def decode_request(doc: dict) -> tuple[list[ModelSpec], Config, list[Signature | None]]:
+    config = Config(**{**doc["config"], "pythonpath": tuple(doc["config"]["pythonpath"])})
+    specs = [ModelSpec(**job["spec"]) for job in doc["jobs"]]
+    refs = [sigfile.loads(job["reference"], "<reference>") if job["reference"] else None
+            for job in doc["jobs"]]
+    return specs, config, refs
+
+
+def encode_result(result: BuildResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "signature": sigfile.dumps(result.signature) if result.signature else None,
+        "load": asdict(result.load) if result.load else None,
+        "error": result.error,
+        "error_location": asdict(result.error_location) if result.error_location else None,
+        "notes": list(result.notes),
+        "fallbacks": list(result.fallbacks),
+        **_sites_doc(result.sites),
+        "modules": {k: [m.type_name, [list(c) for c in m.classes]]
+                    for k, m in result.modules.items()},
+        "files": list(result.files),
+        "nonpersistent": list(result.nonpersistent),
+        "inputs": result.inputs,
+    }
+
+
+def decode_result(doc: dict[str, Any]) -> BuildResult:
+    location = doc["error_location"]
+    return BuildResult(
+        model=doc["model"],
+        signature=sigfile.loads(doc["signature"], "<worker>") if doc["signature"] else None,
+        load=LoadReport(**{k: tuple(v) for k, v in doc["load"].items()}) if doc["load"] else None,
+        error=doc["error"],
+        error_location=Location(**{k: v for k, v in location.items() if k != "source"})
+        if location else None,
+        notes=tuple(doc["notes"]),
+        fallbacks=tuple(doc.get("fallbacks", ())),
+        sites=_sites(doc),
+        modules={k: ModuleInfo(t, tuple(tuple(c) for c in classes))
+                 for k, (t, classes) in doc["modules"].items()},
+        files=tuple(doc["files"]),
+        nonpersistent=tuple(doc.get("nonpersistent", ())),
+        inputs=doc.get("inputs"),
+    )
+
+
+def _sites_doc(sites: Mapping[str, Site]) -> dict[str, Any]:
+    """Sites with their stacks written once each: layers repeated a thousand times share one."""
+    stacks: dict[tuple, int] = {}
+    encoded = {k: [s.file, s.line, s.via, stacks.setdefault(s.stack, len(stacks))]
+               for k, s in sites.items()}
+    return {"sites": encoded, "stacks": [[list(f) for f in stack] for stack in stacks]}
+
+
+def _sites(doc: dict[str, Any]) -> dict[str, Site]:
+    stacks = [tuple((f, line) for f, line in stack) for stack in doc["stacks"]]
+    return {k: Site(f, line, via, stacks[index])
+            for k, (f, line, via, index) in doc["sites"].items()}

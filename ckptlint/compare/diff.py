@@ -1,0 +1,545 @@
+"""Compare a committed signature with the current one: a pure function from data to findings.
+
+Torch's words, torch's sense: the committed signature (or checkpoint) plays the state dict being
+loaded, the current code plays the model. When torch's own dry run (`LoadReport`) is given, it is
+the verdict and the structure only explains it: keys the model's load hooks absorb are not
+findings. No I/O, no printing, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable, Iterator, Mapping
+
+from ckptlint.compare import prefix
+
+from ckptlint.compare import renames
+from ckptlint.core.records import Finding, Kind, LoadReport, Signature, TensorSpec
+from ckptlint.core.keys import (EVERY_KEY, ancestors, expand, fold, natural_key, natural_sorted,
+                                segments)
+from ckptlint.core.sigfile import format_spec
+
+_WRAPPED_BY = {
+    "module.": "nn.DataParallel / DistributedDataParallel", "_orig_mod.": "torch.compile",
+    "model.": "a Lightning-style wrapper module", "base_model.model.": "PEFT",
+    prefix.CHECKPOINT_WRAPPER: "activation checkpointing",
+}
+
+
+def compare(model: str, old: Signature, new: Signature, load: LoadReport | None = None,
+            nonpersistent: Iterable[str] = (), restored: Iterable[str] = (),
+            evidence: renames.Evidence | None = None) -> list[Finding]:
+    """Findings of loading `old` into code that now produces `new`, folded across layers.
+
+    `nonpersistent` names the code's buffers registered with persistent=False, which explain
+    keys that left the state dict although the module still holds them. `restored` names the
+    tied keys the file lacks and `old` was given back from their tie (`engine.restore_ties`):
+    plain strict loading still fails on them, which is said too. `evidence` is what the
+    source says about same-shaped renames (`weighed_renames` says which to ask about).
+    """
+    return fold_findings(_raw(model, old, new, load, frozenset(nonpersistent),
+                              frozenset(restored), evidence))
+
+
+def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
+         nonpersistent: frozenset[str], restored: frozenset[str] = frozenset(),
+         evidence: renames.Evidence | None = None) -> Iterator[Finding]:
+    wrapper = prefix.detect(old, new)
+    if wrapper is None:
+        yield from _unwrapped(model, old, new, load, nonpersistent, restored, evidence)
+        return
+    # the build re-keyed the dry run's state dict the same way
+    rest = list(_unwrapped(model, wrapper.apply(old), new, load, nonpersistent, restored,
+                           evidence))
+    yield _prefix_finding(model, wrapper, bool(rest))
+    yield from rest
+
+
+def _unwrapped(model: str, old: Signature, new: Signature, load: LoadReport | None,
+               nonpersistent: frozenset[str], restored: frozenset[str],
+               evidence: renames.Evidence | None = None) -> Iterator[Finding]:
+    old_t, new_t = old.tensors, new.tensors
+    if load is not None and load.hook_errors:
+        yield _hook_finding(model, load)
+    else:
+        yield from _keys(model, old, new, load, nonpersistent, evidence)
+    # only keys whose specs differ need ordering: a clean 50,000-key model sorts nothing
+    common = natural_sorted(k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape
+                            and old_t[k] != new_t[k])
+    if not old.partial:  # an adapter's dtypes are not the base's: merging casts them
+        yield from _dtypes(model, old, new, common)
+    for key in common:
+        if old_t[key].dtype == new_t[key].dtype and None not in (
+                old_t[key].role, new_t[key].role) and old_t[key].role != new_t[key].role:
+            yield _finding(Kind.ROLE_CHANGED, model, key, old_t[key], new_t[key])
+    yield from _ties(model, old, new)
+    for key in natural_sorted(restored):
+        yield _tie_absent(model, key, new)
+    for error in load.errors if load else ():
+        yield Finding(Kind.LOAD_ERROR, model, f"torch's load_state_dict failed: {error}")
+
+
+def _dtypes(model: str, old: Signature, new: Signature,
+            differing: list[str]) -> Iterator[Finding]:
+    """Dtype changes among `differing`, the keys both sides hold with one shape and another spec.
+
+    A change of the whole model (a bf16 checkpoint of fp32 code: every tensor the checkpoint
+    holds in one dtype is in another one in the code, and nothing else is) is one finding
+    listing every key; a change of some tensors is one finding per key, folded across layers.
+    """
+    old_t, new_t = old.tensors, new.tensors
+    changed: dict[tuple[str, str], list[str]] = {}
+    for key in differing:
+        if old_t[key].dtype != new_t[key].dtype:
+            changed.setdefault((old_t[key].dtype, new_t[key].dtype), []).append(key)
+    for (was, now), keys in changed.items():
+        if len(keys) > 1 and _every_of(old, new, was, now) == (len(keys), len(keys)):
+            yield _whole_model_dtype(model, was, now, keys)
+        else:
+            yield from (_finding(Kind.DTYPE_MISMATCH, model, k, old_t[k], new_t[k]) for k in keys)
+
+
+def _every_of(old: Signature, new: Signature, was: str, now: str) -> tuple[int, int]:
+    """How many shared keys of one shape the code holds in `now`, the checkpoint in `was`:
+    both equal to the changed keys means every tensor of that dtype changed, and only those."""
+    old_t, new_t = old.tensors, new.tensors
+    shared = [k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape]
+    return (sum(1 for k in shared if new_t[k].dtype == now),
+            sum(1 for k in shared if old_t[k].dtype == was))
+
+
+def _whole_model_dtype(model: str, was: str, now: str, keys: list[str]) -> Finding:
+    return Finding(Kind.DTYPE_MISMATCH, model,
+                   f"every {now} tensor of the code is {was} in the checkpoint ({len(keys)} "
+                   "tensors): loading casts them all silently", key=EVERY_KEY,
+                   keys=tuple(keys),
+                   help=f"nothing breaks: loading casts them to {now}; if that cast is not "
+                        f"wanted, build the model in {was} (`model.to(torch.{was})`) or save "
+                        f"the checkpoint in {now}")
+
+
+def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
+          nonpersistent: frozenset[str],
+          evidence: renames.Evidence | None = None) -> Iterator[Finding]:
+    """Missing, unexpected, renamed and mismatched keys: torch's verdict, explained."""
+    old_t, new_t = old.tensors, new.tensors
+    missing, unexpected = _unloaded(old, new, load)
+    common = [k for k in new_t if k in old_t]
+    mismatched = {k for k in common if old_t[k].shape != new_t[k].shape}
+    if load is not None:
+        mismatched = mismatched & set(load.mismatched) | (set(load.mismatched) - set(common))
+    for key in natural_sorted(unexpected & nonpersistent):
+        yield _finding(Kind.BUFFER_NOT_PERSISTENT, model, key, old_t.get(key), None)
+    unexpected -= nonpersistent
+    pairing = _pairs(old, new, missing, unexpected, evidence)
+    moved = renames.expand_pairs(pairing.pairs, unexpected)
+    yield from _rename_findings(model, pairing, moved, old_t, new_t)
+    yield from _added_or_removed(Kind.MISSING_KEY, model, missing - set(moved.values()),
+                                 new_t, old_t)
+    silent = set(load.dropped) if load else set()
+    for finding in _added_or_removed(Kind.UNEXPECTED_KEY, model, unexpected - set(moved),
+                                     old_t, new_t):
+        yield _silent(finding, load) if silent.issuperset(finding.keys) else finding
+    for key in natural_sorted(mismatched):
+        yield _finding(Kind.SHAPE_MISMATCH, model, key, old_t.get(key), new_t.get(key))
+
+
+def _unloaded(old: Signature, new: Signature, load: LoadReport | None) -> tuple[set, set]:
+    """The keys the code creates that the checkpoint does not fill (missing), and the keys of
+    the checkpoint that land nowhere in the code (unexpected).
+
+    With torch's dry run, its report decides, and the key diff guards the invariant a clean run
+    promises: every tensor of the checkpoint is loaded, reported, or taken by a load hook of the
+    model's own code (and every tensor of the code is filled, reported, or put in by a hook).
+    What is none of these is reported too: keys torch drops under a None slot without a word,
+    and anything a future torch might skip the same way. A partial state dict (an adapter)
+    misses nothing: the base model's checkpoint holds the keys it lacks.
+    """
+    created, held = set(new.tensors), set(old.tensors)
+    if old.partial:  # an adapter: the base model's own checkpoint fills what it lacks
+        return set(), held - created
+    if load is None:
+        return created - held, held - created
+    unaccounted_old = held - created - set(load.unexpected) - set(load.consumed)
+    unaccounted_new = created - held - set(load.missing) - set(load.added)
+    return (set(load.missing) | unaccounted_new,
+            set(load.unexpected) | set(load.dropped) | unaccounted_old)
+
+
+def _silent(finding: Finding, load: LoadReport | None) -> Finding:
+    """An unexpected key torch's strict loading drops without an error: say so, and why."""
+    slots = sorted({s for s in (load.none_slots if load else ())
+                    if any(k.startswith(s + ".") for k in finding.keys)})
+    where = ", ".join(f"`{s}`" for s in slots) or "a submodule slot"
+    head = finding.message.partition(" is in the checkpoint")[0]
+    return replace(finding, silent=True, message=(
+        f"{head} is in the checkpoint but the code sets {where} to None: "
+        "load_state_dict(strict=True) drops it without an error (torch skips keys under a "
+        "None submodule), so its weights are silently lost"),
+        help=f"restore the submodule at {where}, or accept the change with `ckptlint update "
+             f"{finding.model}`")
+
+
+def _tie_absent(model: str, key: str, new: Signature) -> Finding:
+    partner = new.aliases.get(key) or next((k for k, v in new.aliases.items() if v == key), "")
+    return Finding(
+        Kind.TIED_KEY_ABSENT, model,
+        f"`{key}` is not in the checkpoint, which holds the tensor it is tied to (`{partner}`): "
+        "plain load_state_dict(strict=True) fails with \"Missing key(s)\"; strict=False and "
+        "tie-aware loaders (safetensors.torch.load_model, transformers' from_pretrained) fill "
+        "it from the tie", key=key, keys=(key,), new=new.tensors.get(key),
+        help="load it with a tie-aware loader or strict=False, or save the checkpoint with "
+             "every key (e.g. `torch.save(model.state_dict())`)")
+
+
+def _added_or_removed(kind: Kind, model: str, keys: set[str], own: Mapping[str, TensorSpec],
+                      other: Mapping[str, TensorSpec]) -> Iterator[Finding]:
+    """Missing (or unexpected) keys, a whole new (or removed) submodule as one finding."""
+    grouped = whole_subtrees(keys, own, other)
+    # identical subtrees of repeated layers fold too: `blocks.{0..2}.extra.*`
+    shapes = {f"{p}.*": tuple((k[len(p):], own[k]) for k in members)
+              for p, members in grouped.items()}
+    for pattern, _ in fold(shapes):
+        members = [k for star in expand(pattern) for k in grouped[star[:-2]]]
+        yield _subtree_finding(kind, model, pattern[:-2], members, own)
+    loose = keys - {k for members in grouped.values() for k in members}
+    for key in natural_sorted(loose):
+        spec = own.get(key)
+        yield _finding(kind, model, key, *((None, spec) if kind is Kind.MISSING_KEY
+                                           else (spec, None)))
+
+
+def whole_subtrees(keys: set[str], own: Mapping[str, TensorSpec],
+                   other: Mapping[str, TensorSpec]) -> dict[str, list[str]]:
+    """Module prefixes every key of which (of at least two) is in `keys` and that the other
+    side has nothing under: the outermost such prefix for each key."""
+    if not keys:
+        return {}
+    def prefixes(key: str) -> list[str]:
+        parts = key.split(".")
+        return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+    total: dict[str, int] = {}
+    for key in own:
+        for p in prefixes(key):
+            total[p] = total.get(p, 0) + 1
+    hit: dict[str, int] = {}
+    for key in keys:
+        for p in prefixes(key):
+            hit[p] = hit.get(p, 0) + 1
+    elsewhere = {p for key in other for p in prefixes(key)}
+    grouped: dict[str, list[str]] = {}
+    for key in keys:
+        outer = next((p for p in prefixes(key) if p not in elsewhere and hit[p] == total.get(p)
+                      and hit[p] >= 2), None)
+        if outer is not None:
+            grouped.setdefault(outer, []).append(key)
+    return {p: natural_sorted(members) for p, members in grouped.items()}
+
+
+def _subtree_finding(kind: Kind, model: str, module: str, members: list[str],
+                     own: Mapping[str, TensorSpec]) -> Finding:
+    size = sum(own[k].numel for k in members if k in own)
+    what = f"`{module}.*` ({len(members)} tensors, {size:,} values)"
+    if kind is Kind.MISSING_KEY:
+        message = (f"{what} is created by the code but absent from the checkpoint: strict "
+                   "loading fails with \"Missing key(s)\"; with strict=False it stays randomly "
+                   "initialised")
+    else:
+        message = (f"{what} is in the checkpoint but the code no longer creates it: strict "
+                   "loading fails with \"Unexpected key(s)\"; with strict=False its weights are "
+                   "dropped")
+    return Finding(kind, model, message, key=f"{module}.*", keys=tuple(members))
+
+
+def _pairs(old: Signature, new: Signature, missing: set[str], unexpected: set[str],
+           evidence: renames.Evidence | None = None) -> renames.Pairing:
+    old_t, new_t = old.tensors, new.tensors
+    if not missing or not unexpected:
+        return renames.Pairing({}, {})
+    return renames.pair({k: old_t[k] for k in unexpected if k in old_t},
+                        {k: new_t[k] for k in missing if k in new_t}, old_t, new_t, evidence)
+
+
+def weighed_renames(old: Signature, new: Signature, load: LoadReport | None = None,
+                    nonpersistent: Iterable[str] = ()) -> tuple:
+    """The same-shaped groups `compare` had to pair on more than structure, as (old paths,
+    new paths): what to ask the source about (`renames.Evidence`)."""
+    wrapper = prefix.detect(old, new)
+    if wrapper is not None:
+        old = wrapper.apply(old)
+    if load is not None and load.hook_errors:
+        return ()
+    missing, unexpected = _unloaded(old, new, load)
+    return _pairs(old, new, missing, unexpected - set(nonpersistent)).groups
+
+
+def rename_pairs(old: Signature, new: Signature, load: LoadReport | None = None,
+                 nonpersistent: Iterable[str] = ()) -> dict[str, str]:
+    """The renames `compare` reports, as subtree prefixes (`fc.`) or keys, old -> new.
+
+    `old` must already be re-keyed past any wrapper prefix.
+    """
+    missing = set(new.tensors) - set(old.tensors) if load is None else set(load.missing)
+    unexpected = set(old.tensors) - set(new.tensors) if load is None else set(load.unexpected)
+    return dict(_pairs(old, new, missing, unexpected - set(nonpersistent)).pairs)
+
+
+def wrapped_by(wrapper: prefix.Wrapper) -> str:
+    """What wrote keys under the wrapper's prefix: `torch.compile`, `PEFT`, …"""
+    if wrapper.dropped:
+        return prefix.AVERAGED_MODEL
+    return _WRAPPED_BY.get(wrapper.prefix.partition(".")[0] + ".", "a wrapper module")
+
+
+def _prefix_finding(model: str, wrapper: prefix.Wrapper, more: bool) -> Finding:
+    """`more`: other findings follow, which compare the keys with the wrapper taken off."""
+    p, n = wrapper.prefix, len(wrapper.mapping)
+    by = wrapped_by(wrapper)
+    extra = f" and adds {_listed(wrapper.dropped)}" if wrapper.dropped else ""
+    if wrapper.side == "checkpoint":
+        message = (f"every key of the checkpoint sits under `{p}` (saved through {by}{extra}): "
+                   f"loading it into the bare model matches none of its {n} keys; ")
+        message += ("the findings below compare its keys with the prefix stripped" if more else
+                    "with the prefix stripped, every key matches")
+    else:
+        message = (f"every key of the code sits under `{p}` ({by}) but the checkpoint's keys do "
+                   f"not: loading matches none of its {n} keys; ")
+        message += ("the findings below compare its keys with the prefix added" if more else
+                    "with the prefix added, every key matches")
+    return Finding(Kind.PREFIX_MISMATCH, model, message, key=p,
+                   keys=tuple(natural_sorted(wrapper.mapping)) + wrapper.dropped,
+                   help=wrapper.help)
+
+
+def _hook_finding(model: str, load: LoadReport) -> Finding:
+    return Finding(Kind.NEEDS_REAL_LOAD, model,
+                   f"a load hook of the model raised on meta tensors ({load.hook_errors[0]}): "
+                   "the dry run cannot say whether the checkpoint loads",
+                   help="load the checkpoint once for real (CPU, strict=True), or make the hook "
+                        "skip meta tensors")
+
+
+def _rename_findings(model: str, pairing: renames.Pairing, moved: Mapping[str, str],
+                     old_t: Mapping[str, TensorSpec],
+                     new_t: Mapping[str, TensorSpec]) -> Iterator[Finding]:
+    under = _moved_under(moved)
+    for old_pattern, new_pattern, subtree, reason in _fold_renames(pairing.pairs,
+                                                                   pairing.reasons):
+        keys = tuple(k for old in expand(old_pattern)
+                     for k in (under.get(old, ()) if subtree else (old,)) if k in moved)
+        key, new_key = (f"{old_pattern}.*", f"{new_pattern}.*") if subtree \
+            else (old_pattern, new_pattern)
+        old_spec = None if subtree else old_t.get(keys[0])
+        new_spec = None if subtree else new_t.get(moved[keys[0]])
+        what = f"{len(keys)} tensors" if subtree else _spec(old_spec)
+        said = f" ({reason})" if reason else ""
+        yield Finding(
+            Kind.RENAMED_KEY, model,
+            f"`{key}` ({what}) moved to `{new_key}`{said}: strict loading of an old checkpoint "
+            "fails with \"Missing/Unexpected key(s)\", and with strict=False the moved weights "
+            "stay randomly initialised", key=key, keys=keys, new_key=new_key, old=old_spec,
+            new=new_spec, new_keys=tuple(moved[k] for k in keys), evidence=reason,
+            help=f"`ckptlint remap {model}` prints a key mapping and a load hook, "
+                 "proven to load old checkpoints")
+
+
+def _moved_under(moved: Mapping[str, str]) -> dict[str, list[str]]:
+    """Each module prefix -> the moved keys below it (one pass, not one per pattern)."""
+    under: dict[str, list[str]] = {}
+    for key in moved:
+        for owner in ancestors(key)[:-1]:
+            under.setdefault(owner, []).append(key)
+    return under
+
+
+def fold_renames(pairs: Mapping[str, str]) -> list[tuple[str, str, bool]]:
+    """Fold per-layer renames into `(old pattern, new pattern, is subtree)`, in natural order.
+
+    `blocks.3.fc.` -> `blocks.3.up.` for every block becomes `blocks.{0..11}.fc` ->
+    `blocks.{0..11}.up`: an index of the new key that repeats one of the old key is a reference.
+    """
+    return [(old, new, subtree) for old, new, subtree, _ in _fold_renames(pairs, {})]
+
+
+def _fold_renames(pairs: Mapping[str, str], reasons: Mapping[str, str]
+                  ) -> list[tuple[str, str, bool, str]]:
+    """`fold_renames` with each pair's reason; pairs made on different evidence do not fold
+    together."""
+    templates = {old.rstrip("."): (_template(old, new), old.endswith("."),
+                                   reasons.get(old, ""))
+                 for old, new in pairs.items()}
+    folded = []
+    for pattern, (template, subtree, reason) in fold(templates):
+        parts = segments(pattern)
+        new = ".".join(parts[int(t[1:])] if t.startswith("\0") else t for t in template)
+        folded.append((pattern, new, subtree, reason))
+    return folded
+
+
+def _template(old: str, new: str) -> tuple[str, ...]:
+    a, b = old.rstrip(".").split("."), new.rstrip(".").split(".")
+    used: set[int] = set()
+    out = []
+    for j, seg in enumerate(b):
+        same = [i for i in (j, len(a) - len(b) + j) if 0 <= i < len(a) and i not in used
+                and a[i] == seg and seg.isdigit()]
+        if same:
+            used.add(same[0])
+            out.append(f"\0{same[0]}")
+        else:
+            out.append(seg)
+    return tuple(out)
+
+
+def _ties(model: str, old: Signature, new: Signature) -> Iterator[Finding]:
+    """Tied groups that differ, among keys both sides have (a file may not record ties)."""
+    if not old.aliases and old.source != "code":
+        return
+    both = set(old.tensors) & set(new.tensors)
+    before, after = _groups(old.aliases, both), _groups(new.aliases, both)
+    for group in sorted(before - after, key=_group_order):
+        keys = tuple(natural_sorted(group))
+        yield Finding(Kind.TIE_CHANGED, model,
+                      f"{_listed(keys)} share one tensor in the checkpoint but the code no longer "
+                      "ties them: they load as separate copies and drift apart in training",
+                      key=keys[0], keys=keys, help="tie them again (e.g. "
+                      f"`self.{keys[-1].rpartition('.')[0] or 'x'}.weight = "
+                      f"self.{keys[0].rpartition('.')[0] or 'y'}.weight`), or accept the change")
+    for group in sorted(after - before, key=_group_order):
+        keys = tuple(natural_sorted(group))
+        yield Finding(Kind.TIE_CHANGED, model,
+                      f"{_listed(keys)} share one tensor in the code but are separate in the "
+                      "checkpoint: loading copies each into the same tensor, the last one wins",
+                      key=keys[0], keys=keys, help="check which of the checkpoint's copies "
+                                                   "should survive, or untie them")
+
+
+def _groups(aliases: Mapping[str, str], keys: set[str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = {}
+    for key, first in aliases.items():
+        groups.setdefault(first, {first}).add(key)
+    return {frozenset(g & keys) for g in groups.values() if len(g & keys) > 1}
+
+
+def _group_order(group: frozenset[str]) -> tuple:
+    return natural_key(natural_sorted(group)[0])
+
+
+def _listed(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"`{k}`" for k in keys)
+
+
+def _spec(spec: TensorSpec | None) -> str:
+    return format_spec(spec) if spec else "?"
+
+
+def describe(kind: Kind, key: str, old: TensorSpec | None, new: TensorSpec | None) -> str:
+    """The finding's sentence: what differs and what happens at load time."""
+    if kind is Kind.MISSING_KEY:
+        return (f"`{key}` ({_spec(new)}) is created by the code but absent from the checkpoint: "
+                "strict loading fails with \"Missing key(s)\"; with strict=False it stays "
+                "randomly initialised")
+    if kind is Kind.UNEXPECTED_KEY:
+        return (f"`{key}` ({_spec(old)}) is in the checkpoint but the code no longer creates it: "
+                "strict loading fails with \"Unexpected key(s)\"; with strict=False its weights "
+                "are dropped")
+    if kind is Kind.SHAPE_MISMATCH:
+        return (f"`{key}` is {_spec(old)} in the checkpoint but {_spec(new)} in the code: "
+                "loading fails with \"size mismatch\", even with strict=False")
+    if kind is Kind.DTYPE_MISMATCH:
+        return (f"`{key}` is {old.dtype if old else '?'} in the checkpoint but "
+                f"{new.dtype if new else '?'} in the code: loading casts it silently")
+    if kind is Kind.ROLE_CHANGED:
+        return (f"`{key}` was a {old.role if old else '?'} in the checkpoint and is a "
+                f"{new.role if new else '?'} in the code: it still loads, but optimizers and "
+                "`parameters()` now see it differently")
+    if kind is Kind.BUFFER_NOT_PERSISTENT:
+        return (f"`{key}` ({_spec(old)}) is in the checkpoint but the code registers it with "
+                "persistent=False: strict loading fails with \"Unexpected key(s)\"; with "
+                "strict=False the checkpoint's value is dropped and the buffer keeps its "
+                "initial value")
+    return kind.doc
+
+
+def _finding(kind: Kind, model: str, key: str, old: TensorSpec | None,
+             new: TensorSpec | None) -> Finding:
+    return Finding(kind, model, describe(kind, key, old, new), key=key, keys=(key,),
+                   old=old, new=new)
+
+
+def fold_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Fold findings that differ only in a layer index into one `layers.{0..11}.…` finding."""
+    findings = list(findings)
+    groups: dict[tuple, dict[str, Finding]] = {}
+    unfoldable: list[Finding] = []
+    for f in findings:
+        if f.key and len(f.keys) <= 1 and not f.new_key:
+            groups.setdefault((f.model, f.kind, f.old, f.new), {})[f.key] = f
+        else:
+            unfoldable.append(f)
+    folded: list[Finding] = []
+    for (model, kind, old, new), members in groups.items():
+        for pattern, _ in fold(dict.fromkeys(members, True)):
+            first = members[expand(pattern)[0]]
+            keys = tuple(expand(pattern))
+            folded.append(replace(first, key=pattern, keys=keys,
+                                  message=describe(kind, pattern, old, new)
+                                  if first.message == describe(kind, first.key, old, new)
+                                  else first.message))
+    return sorted(folded + unfoldable, key=_order)
+
+
+_FIRST = (Kind.PREFIX_MISMATCH, Kind.NEEDS_REAL_LOAD)  # they explain every finding after them
+
+
+def _order(f: Finding) -> tuple:
+    rank = 0 if f.kind in _FIRST else 1 if f.key else 2
+    return (f.model, rank, natural_key(f.keys[0] if f.keys and rank else f.key), f.kind.code)
+
+
+# what loading the checkpoint does, worst first: (verdict, kinds that decide it)
+_VERDICTS = (
+    ("needs-real-load", {Kind.NEEDS_REAL_LOAD}),
+    ("does-not-load", {Kind.SHAPE_MISMATCH, Kind.LOAD_ERROR, Kind.PREFIX_MISMATCH}),
+    ("loads-non-strict", {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY,
+                          Kind.BUFFER_NOT_PERSISTENT, Kind.TIED_KEY_ABSENT}),
+)
+VERDICT_TEXT = {
+    "loads": "loads strictly",
+    "drops-silently": "loads without an error but silently drops weights",
+    "loads-non-strict": "loads only with strict=False",
+    "does-not-load": "does not load",
+    "needs-real-load": "needs a real load to tell",
+}
+
+
+def verdict(findings: Iterable[Finding]) -> tuple[str, str]:
+    """Whether the checkpoint loads into the code (see `VERDICT_TEXT`), and what to know."""
+    findings = list(findings)
+    kinds = {f.kind for f in findings if not f.silent}
+    name = next((v for v, deciding in _VERDICTS if kinds & deciding),
+                "drops-silently" if any(f.silent for f in findings) else "loads")
+    if name == "does-not-load":
+        keys = [f.key for f in findings if f.kind is Kind.SHAPE_MISMATCH]
+        prefixes = [f.key for f in findings if f.kind is Kind.PREFIX_MISMATCH]
+        why = ([f"size mismatch for {_few(keys)}"] if keys else []) + \
+            [f"no key matches without handling the `{p}` prefix" for p in prefixes]
+        return name, "; ".join(why) or "torch's load_state_dict raises"
+    if name in ("loads-non-strict", "drops-silently"):
+        random = [f.key for f in findings if f.kind is Kind.MISSING_KEY] + \
+            [f.new_key for f in findings if f.kind is Kind.RENAMED_KEY]
+        dropped = [f.key for f in findings
+                   if f.kind in (Kind.UNEXPECTED_KEY, Kind.BUFFER_NOT_PERSISTENT)]
+        tied = [f.key for f in findings if f.kind is Kind.TIED_KEY_ABSENT]
+        parts = ([f"stays randomly initialised: {_few(random)}"] if random else []) + \
+            ([f"dropped: {_few(dropped)}"] if dropped else []) + \
+            ([f"strict=True misses tied {_few(tied)}, which its tie fills"] if tied else [])
+        return name, "; ".join(parts)
+    return name, ""
+
+
+def _few(keys: list[str], limit: int = 4) -> str:
+    # quoted: a key may hold a comma itself (a ModuleDict's "a,b")
+    shown = ", ".join(f"`{k}`" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

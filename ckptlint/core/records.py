@@ -1,0 +1,418 @@
+"""The records every stage of ckptlint passes along: specs, signatures, findings, locations.
+
+Nothing here imports torch or libcst; every record is frozen and built once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+FORMAT_VERSION = 1
+# `Signature.source` of a PEFT adapter read as the keys it changes in its base model
+ADAPTER_SOURCE = "peft-adapter"
+# a build that takes longer is stopped: minutes for a large model built on the CPU, not a hang
+DEFAULT_BUILD_TIMEOUT = 300.0
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is, in SARIF's and GitHub's vocabulary."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+class Outcome(enum.IntFlag):
+    """Exit-code bits: a run can find drift and fail to check something at once."""
+
+    CLEAN = 0
+    DRIFT = 1
+    UNCHECKED = 2
+
+
+class Kind(enum.Enum):
+    """A finding kind: its stable code, slug, severity, exit bit and what it means at load time.
+
+    Codes are never renumbered; new kinds take new codes.
+    """
+
+    MISSING_KEY = (
+        "CKL101", "missing-key", Severity.ERROR, Outcome.DRIFT,
+        "the code creates this tensor but the checkpoint lacks it: "
+        "load_state_dict(strict=True) fails with \"Missing key(s)\", "
+        "and with strict=False it stays randomly initialised",
+    )
+    UNEXPECTED_KEY = (
+        "CKL102", "unexpected-key", Severity.ERROR, Outcome.DRIFT,
+        "the checkpoint has this tensor but the code no longer creates it: "
+        "load_state_dict(strict=True) fails with \"Unexpected key(s)\", "
+        "and with strict=False its weights are silently dropped",
+    )
+    SHAPE_MISMATCH = (
+        "CKL103", "shape-mismatch", Severity.ERROR, Outcome.DRIFT,
+        "the shapes differ: load_state_dict fails with \"size mismatch\", even with strict=False",
+    )
+    DTYPE_MISMATCH = (
+        "CKL104", "dtype-mismatch", Severity.WARNING, Outcome.DRIFT,
+        "the dtypes differ: load_state_dict casts the weights silently",
+    )
+    RENAMED_KEY = (
+        "CKL105", "renamed-key", Severity.ERROR, Outcome.DRIFT,
+        "the tensor moved to a new key: the old checkpoint loads only with a key remap",
+    )
+    PREFIX_MISMATCH = (
+        "CKL106", "prefix-mismatch", Severity.ERROR, Outcome.DRIFT,
+        "every key of the checkpoint carries a wrapper prefix: strip it before loading",
+    )
+    LOAD_ERROR = (
+        "CKL107", "load-error", Severity.ERROR, Outcome.DRIFT,
+        "torch's load_state_dict dry run on meta tensors failed",
+    )
+    BUILD_ERROR = (
+        "CKL201", "build-error", Severity.ERROR, Outcome.UNCHECKED,
+        "the model could not be imported or built, so it was not checked",
+    )
+    SIGNATURE_MISSING = (
+        "CKL202", "signature-missing", Severity.ERROR, Outcome.UNCHECKED,
+        "no committed signature exists for this model, so it was not checked",
+    )
+    SIGNATURE_ORPHANED = (
+        "CKL203", "signature-orphaned", Severity.NOTE, Outcome.CLEAN,
+        "a signature file that no configured model uses",
+    )
+    SIGNATURE_INVALID = (
+        "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
+        "the committed signature file cannot be read, so the model was not checked",
+    )
+    ROLE_CHANGED = (
+        "CKL108", "role-changed", Severity.WARNING, Outcome.DRIFT,
+        "a parameter became a buffer or a buffer a parameter: the weights still load, but "
+        "the optimizer, `parameters()` and weight decay now see it differently",
+    )
+    BUFFER_NOT_PERSISTENT = (
+        "CKL109", "buffer-not-persistent", Severity.ERROR, Outcome.DRIFT,
+        "the buffer is now registered with persistent=False: it left the state dict, so "
+        "strict loading fails with \"Unexpected key(s)\" and the checkpoint's value is dropped",
+    )
+    TIE_CHANGED = (
+        "CKL110", "tie-changed", Severity.WARNING, Outcome.DRIFT,
+        "weights that shared one tensor are now separate, or the other way round: the load "
+        "succeeds, but tied copies silently overwrite each other or drift apart in training",
+    )
+    NEEDS_REAL_LOAD = (
+        "CKL111", "needs-real-load", Severity.WARNING, Outcome.DRIFT,
+        "a load hook of the model needs real tensor values, so the dry run on meta tensors "
+        "cannot tell whether the checkpoint loads: load it for real once",
+    )
+    TIED_KEY_ABSENT = (
+        "CKL112", "tied-key-absent", Severity.WARNING, Outcome.DRIFT,
+        "the checkpoint lacks a key the code ties to another one it has (a tie-aware saver "
+        "wrote the shared tensor once): plain load_state_dict(strict=True) fails with "
+        "\"Missing key(s)\"; tie-aware loaders (safetensors.torch.load_model, transformers' "
+        "from_pretrained) and strict=False load it fully",
+    )
+    UNUSED_SUPPRESSION = (
+        "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
+        "a suppression (an `ignore` pattern of the model's entry, or a `# ckptlint: ignore` "
+        "comment in its code) silences no finding: stale suppressions hide future drift",
+    )
+    CHECKPOINT_UNREADABLE = (
+        "CKL206", "checkpoint-unreadable", Severity.ERROR, Outcome.UNCHECKED,
+        "a checkpoint the model must keep loading cannot be read safely, so it was not checked",
+    )
+
+    def __init__(self, code: str, slug: str, severity: Severity, outcome: Outcome, doc: str):
+        self.code = code
+        self.slug = slug
+        self.severity = severity
+        self.outcome = outcome
+        self.doc = doc
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One state-dict entry: dtype (torch's name, e.g. "float32"), shape, and what holds it.
+
+    `role` is "parameter" or "buffer" when built from code, None when read from a file
+    that does not say.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    role: str | None = None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The state-dict signature of a model or checkpoint.
+
+    `versions` holds the per-module `_version` metadata torch's loader passes to load hooks
+    (module prefix -> version); `has_metadata` says whether the source had such metadata at all.
+    `aliases` maps each tied key to the key it shares its tensor with. `source` says where it
+    came from: "code", "checkpoint", or `ADAPTER_SOURCE` for a PEFT adapter, whose keys are a
+    subset (the base model's own checkpoint provides the rest).
+    """
+
+    tensors: Mapping[str, TensorSpec]
+    versions: Mapping[str, int] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    has_metadata: bool = True
+    model: str = ""
+    target: str = ""
+    torch_version: str = ""
+    source: str = "code"
+
+    @property
+    def partial(self) -> bool:
+        """Only some keys of a state dict: the others come from elsewhere (a base model)."""
+        return self.source == ADAPTER_SOURCE
+
+    @property
+    def num_parameters(self) -> int:
+        """Values in the state dict, parameters and buffers alike, tied tensors once.
+
+        Buffers count too: a checkpoint file cannot tell one from the other, and a count
+        that differed between the code and a checkpoint of it would report a change that
+        is not one.
+        """
+        return sum(spec.numel for key, spec in self.tensors.items() if key not in self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A span in a file relative to the project root (`/` separators).
+
+    Lines and columns are 1-based; `end_column` is exclusive (one past the last character),
+    as in SARIF. `note` says how the location was found when that is not obvious; `source`
+    holds the located lines for code frames (not part of the location's identity).
+    """
+
+    file: str
+    line: int
+    column: int = 1
+    end_line: int | None = None
+    end_column: int | None = None
+    note: str = ""
+    source: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One coded problem with one model (or one signature file).
+
+    `against` names the checkpoint file compared with, when it is not the committed signature.
+    A rename lists each new key in `new_keys`, in the order of `keys`, and the evidence that
+    paired them in `evidence`. A finding that stands for a cause (one edit, or one statement)
+    holds the findings it explains in `members`, each at the statement creating its keys.
+    """
+
+    kind: Kind
+    model: str
+    message: str
+    key: str = ""
+    keys: tuple[str, ...] = ()
+    new_key: str = ""
+    old: TensorSpec | None = None
+    new: TensorSpec | None = None
+    location: Location | None = None
+    help: str = ""
+    against: str = ""
+    # torch's strict loading raises nothing for these keys, yet drops them (a None slot)
+    silent: bool = False
+    new_keys: tuple[str, ...] = ()
+    evidence: str = ""
+    members: tuple["Finding", ...] = ()
+
+    @property
+    def code(self) -> str:
+        return self.kind.code
+
+    @property
+    def severity(self) -> Severity:
+        return self.kind.severity
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One `[[tool.ckptlint.models]]` entry, validated."""
+
+    name: str
+    target: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    index: int = 0
+    line: int | None = None
+    strip_prefix: str = ""
+    # key pattern (fnmatch) -> codes it may ignore, in config order
+    ignore: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    checkpoints: tuple[str, ...] = ()
+    state_dict_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The `[tool.ckptlint]` table of one project, validated."""
+
+    root: str
+    pyproject: str
+    signatures: str = "signatures"
+    pythonpath: tuple[str, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+    line: int | None = None
+    python: str = ""
+    # seconds one model's build may take before it is stopped and reported
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What torch's own load_state_dict said when the committed signature was loaded on meta.
+
+    `mismatched` lists the keys torch refused for size; `errors` any other message it raised.
+    """
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    # a load hook raised (it needs real values, which meta tensors lack): no verdict
+    hook_errors: tuple[str, ...] = ()
+    # keys torch dropped without a word, under these submodule slots that hold None
+    dropped: tuple[str, ...] = ()
+    none_slots: tuple[str, ...] = ()
+    # keys the model's own load hooks took out of the state dict, or put in (renames on purpose)
+    consumed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+
+
+# how a recorded statement produced its attribute (`Site.via`)
+CREATED = ""       # a new module, parameter or buffer
+TIED = "tie"       # a tensor or module already held under another name: a tie (or a share)
+EMPTIED = "none"   # None: the slot is named, but holds nothing any more
+
+
+# (file, line) of the statements on the way to a key, innermost first
+Frames = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where the build saw a submodule, parameter or buffer created: a project file and line.
+
+    `via` says what the statement assigned (`CREATED`, `TIED`, `EMPTIED`); `stack` holds the
+    project frames that led to it, innermost first (the parent's statement creating the
+    module, a helper's caller, ...), so a changed line anywhere on the way can be found.
+    """
+
+    file: str
+    line: int
+    via: str = CREATED
+    stack: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """A live submodule as plain data: its type name and the project classes in its MRO.
+
+    `classes` holds (file relative to the project root, `__qualname__`) pairs, most derived
+    first, for the static search when the build recorded no site.
+    """
+
+    type_name: str
+    classes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """Everything the build step learned about one model, as plain data.
+
+    Either `signature` is set, or `error` (one sentence) with its `error_location`.
+    `load` holds torch's verdict on the committed signature, when one was given. `sites` maps
+    state-dict keys and module paths to where the build created them; `modules` describes every
+    submodule by path ("" is the root). `files` is the model's import closure within the
+    project (relative paths), what a cached result depends on.
+    """
+
+    model: str
+    signature: Signature | None = None
+    load: LoadReport | None = None
+    error: str = ""
+    error_location: Location | None = None
+    notes: tuple[str, ...] = ()
+    # notes of operations run on the CPU for want of a meta kernel (`build.cpu_fallback`):
+    # the signature is exact, so unlike `notes` they do not keep the result from the cache
+    fallbacks: tuple[str, ...] = ()
+    sites: Mapping[str, Site] = field(default_factory=dict)
+    modules: Mapping[str, ModuleInfo] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    # state-dict names of buffers registered with persistent=False
+    nonpersistent: tuple[str, ...] = ()
+    # every input the build used (`ckptlint.core.inputs`); None when one changed while it ran, or
+    # when the build failed: such a result is never cached
+    inputs: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReport:
+    """The outcome for one model: its findings and what a summary table needs."""
+
+    name: str
+    findings: tuple[Finding, ...] = ()
+    signature_file: str = ""
+    old_parameters: int | None = None
+    new_parameters: int | None = None
+    notes: tuple[str, ...] = ()
+    # what loading the checkpoint into the code does: "loads", "loads-non-strict",
+    # "does-not-load", "needs-real-load", or "" when it was not checked
+    verdict: str = ""
+    verdict_note: str = ""
+    # the `# ckptlint: ignore` comments (file, line) that silenced a finding of this model
+    used_suppressions: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def outcome(self) -> Outcome:
+        bits = Outcome.CLEAN
+        for finding in self.findings:
+            bits |= finding.kind.outcome
+        return bits
+
+    @property
+    def status(self) -> str:
+        if self.outcome & Outcome.UNCHECKED:
+            return "error"
+        return "drift" if self.outcome & Outcome.DRIFT else "clean"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything one `check` (or `diff`) run found, in output order.
+
+    `against` names the file the models were checked against instead of their committed
+    signatures; `compared` is set by `diff` (the two files' names).
+    """
+
+    models: tuple[ModelReport, ...] = ()
+    extra: tuple[Finding, ...] = ()
+    notes: tuple[str, ...] = ()
+    root: str = "."
+    against: str = ""
+    compared: tuple[str, str] | None = None
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for m in self.models for f in m.findings) + self.extra
+
+    @property
+    def outcome(self) -> Outcome:
+        bits = Outcome.CLEAN
+        for finding in self.findings:
+            bits |= finding.kind.outcome
+        return bits
