@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ckptlint.compare.diff import compare
-from ckptlint.run.engine import restore_ties
 from ckptlint.core.records import BuildResult, Finding, Kind, ModelSpec, Signature
+from ckptlint.run.engine import restore_ties
 
 if TYPE_CHECKING:
     from ckptlint.run.migrate import Converted
@@ -29,7 +29,8 @@ ModelOrFactory = Any  # an nn.Module, or a class / callable returning one
 
 def build(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Any:
     """An nn.Module as given, or built by calling `target(*args, **kwargs)` on meta."""
-    from ckptlint.build.builder import import_torch, on_meta
+    from ckptlint.build.builder import on_meta
+    from ckptlint.build.loadtorch import import_torch
 
     torch = import_torch()
     if isinstance(target, torch.nn.Module):
@@ -40,7 +41,7 @@ def build(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Any:
 
 def signature(target: ModelOrFactory, *args: Any, **kwargs: Any) -> Signature:
     """The state-dict signature of a model (built on meta when given a class or factory)."""
-    from ckptlint.build.builder import signature_of
+    from ckptlint.build.dryrun import signature_of
 
     return signature_of(build(target, *args, **kwargs))
 
@@ -61,7 +62,7 @@ def read(path: str | os.PathLike[str], state_dict_key: str | None = None) -> Sig
 def check(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature, *args: Any,
           state_dict_key: str | None = None, **kwargs: Any) -> list[Finding]:
     """Every finding of loading `checkpoint` (a file or a Signature) into the model."""
-    from ckptlint.build.builder import dry_run_load, signature_of
+    from ckptlint.build.dryrun import dry_run_load, signature_of
 
     model = build(target, *args, **kwargs)
     old = checkpoint if isinstance(checkpoint, Signature) else read(checkpoint, state_dict_key)
@@ -122,7 +123,7 @@ def _builds(model: Any, spec: ModelSpec) -> Callable[[Sequence[Signature | None]
                                                       list[BuildResult]]:
     """`hook.Build` for a model already built: torch's dry run of each reference, in-process."""
     from ckptlint.compare import prefix
-    from ckptlint.build.builder import dry_run_load, nonpersistent_buffers, signature_of
+    from ckptlint.build.dryrun import dry_run_load, nonpersistent_buffers, signature_of
 
     def builds(references: Sequence[Signature | None]) -> list[BuildResult]:
         current = signature_of(model, spec.name, spec.target)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ckptlint.build.builder import build, dry_run_load, signature_of
+from ckptlint.build.builder import build
+from ckptlint.build.dryrun import dry_run_load, signature_of
 from ckptlint.config import parse_config
 from ckptlint.core.records import ModelSpec, TensorSpec
 

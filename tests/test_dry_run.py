@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from ckptlint.build.builder import dry_run_load, on_meta, signature_of
+from ckptlint.build.builder import on_meta
+from ckptlint.build.dryrun import dry_run_load, signature_of
 
 
 class WithPreHook(nn.Module):

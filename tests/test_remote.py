@@ -125,7 +125,7 @@ def test_an_unchanged_remote_checkpoint_costs_one_metadata_request(project, serv
 
 # -- checkpoints = [URL] in pyproject.toml: the replay -------------------------------------------
 
-def _plain(project, env: dict[str, str] | None = None) -> tuple[int, bool, str]:
+def plain_answer(project, env: dict[str, str] | None = None) -> tuple[int, bool, str]:
     """Plain `ckptlint check` in a fresh interpreter; whether the engine had to load."""
     code = ("import sys\nfrom ckptlint.commands.cli import main\ncode = main(['check'])\n"
             "print(code, 'ckptlint.run.engine' in sys.modules)")
@@ -146,13 +146,13 @@ def listed(project, server: RangeServer, served: Path):
     project.configure(f'name = "small"\ntarget = "small:Small"\n'
                       f'checkpoints = ["{server.url("small.safetensors")}"]')
     assert project.run("update").code == 0
-    assert _plain(project)[0] == 0  # records the clean run
+    assert plain_answer(project)[0] == 0  # records the clean run
     server.reset()
     return project
 
 
 def test_the_replay_revalidates_the_remote_file_with_one_request(listed, server: RangeServer):
-    code, engine, printed = _plain(listed)
+    code, engine, printed = plain_answer(listed)
     assert (code, engine) == (0, False) and printed.startswith("All clear")
     assert server.requests == {"HEAD": 1}  # one metadata request, no data
 
@@ -160,13 +160,13 @@ def test_the_replay_revalidates_the_remote_file_with_one_request(listed, server:
 def test_a_changed_remote_file_stops_the_replay(listed, server: RangeServer, served: Path):
     save_file({"head.weight": torch.zeros(3, 4), "head.bias": torch.zeros(3)},
               served / "small.safetensors")
-    code, engine, printed = _plain(listed)
+    code, engine, printed = plain_answer(listed)
     assert (code, engine) == (1, True) and "CKL103" in printed
 
 
 def test_a_server_that_cannot_be_asked_stops_the_replay(listed, server: RangeServer):
     server.mode = "fail-always"
-    code, engine, printed = _plain(listed, {"CKPTLINT_REMOTE_TIMEOUT": "1"})
+    code, engine, printed = plain_answer(listed, {"CKPTLINT_REMOTE_TIMEOUT": "1"})
     assert (code, engine) == (2, True)
     assert "CKL206" in printed and "HTTP 503; tried 3 times" in printed
 

@@ -50,7 +50,7 @@ def test_stand_ins_give_the_same_shapes_and_errors_without_importing_sympy():
 
 
 def test_symbolic_values_reach_the_real_module():
-    from ckptlint.build.builder import _SymbolicShapesStandIn
+    from ckptlint.build.standins import _SymbolicShapesStandIn
 
     standin = _SymbolicShapesStandIn()
     # not a plain bool: answered by the real module, which raises for a str as torch does

@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from ckptlint.core.records import CREATED, EMPTIED, TIED, ModuleInfo, Site
-from ckptlint.core.paths import PACKAGE_DIR, is_project_file, relative
 from ckptlint.build.tracking import untracked
+from ckptlint.core.paths import PACKAGE_DIR, is_project_file, relative
+from ckptlint.core.records import CREATED, EMPTIED, TIED, ModuleInfo, Site
 
 _OWN_PACKAGE = str(PACKAGE_DIR)
 # project frames kept per site beyond the innermost: a model's __init__ chain is rarely deeper

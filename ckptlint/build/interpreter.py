@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ckptlint.core.constants import ENV_PYTHON, VENVS
-from ckptlint.core.errors import CkptlintError
 from ckptlint.core.environment import site_packages, torch_dists, venv_python
+from ckptlint.core.errors import CkptlintError
 from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
 
 

@@ -34,8 +34,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
 
-from ckptlint.core.records import BuildResult, Config, Location, ModelSpec, Signature
 from ckptlint.core.paths import is_project_file, relative
+from ckptlint.core.records import BuildResult, Config, Location, ModelSpec, Signature
 
 _FRAME = struct.Struct(">Q")
 _POLL = 0.5  # seconds between checks that a child whose pipe is still open is alive
@@ -46,7 +46,8 @@ _FAULT_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ')
 def build_isolated(specs: Sequence[ModelSpec], config: Config,
                    references: Sequence[Signature | None], processes: int = 1) -> list[BuildResult]:
     """Build every model in forked children (`processes` at a time); results keep input order."""
-    from ckptlint.build.builder import build_all, import_torch
+    from ckptlint.build.builder import build_all
+    from ckptlint.build.loadtorch import import_torch
 
     if not hasattr(os, "fork"):
         return build_all(specs, config, references)

@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ckptlint.build.wire import decode_request, encode_request, encode_result, decode_result
+from ckptlint.build.wire import decode_request, decode_result, encode_request, encode_result
 from ckptlint.core.errors import CkptlintError
 from ckptlint.core.paths import PACKAGE_DIR
-from ckptlint.core.records import (BuildResult, Config, ModelSpec, Signature)
+from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
 
 
 class WorkerError(CkptlintError):

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.core.records import Signature
 from ckptlint.core.keys import natural_sorted
+from ckptlint.core.records import Signature
 from ckptlint.readers.files import NotRegularFile, open_regular, size_of
 
 MAX_PICKLE_BYTES = 256 * 2**20  # a 70B model's data.pkl is ~100 kB; this leaves room for hparams

@@ -27,7 +27,7 @@ from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, state
                               zipdir)
 from ckptlint.readers.base import CheckpointRead, read_head, unreadable
 from ckptlint.readers.files import file_kind, is_folder, open_regular, size_of
-from ckptlint.readers.unpickler import TensorRecord
+from ckptlint.readers.pickled import TensorRecord
 
 _CHUNK = 1 << 20  # bytes per read when a whole member is checked or a file digested
 _COMPLEX = ("complex32", "complex64", "complex128")  # byte-swapped per component, as torch does

@@ -17,7 +17,7 @@ from ckptlint.readers import statedict, unpickler
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    read_small)
 from ckptlint.readers.files import is_folder, lexists
-from ckptlint.readers.unpickler import DType, Opaque, TensorRecord
+from ckptlint.readers.pickled import DType, Opaque, TensorRecord
 
 FORMAT = "torch-dcp"
 METADATA = ".metadata"

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
 from ckptlint.core.errors import CheckpointError, CkptlintError
+from ckptlint.core.urls import RemotePath, location, scrub
 from ckptlint.readers import dcp, legacy, peft, safetensors, sharded, sigtoml, torchzip
 from ckptlint.readers.base import CheckpointRead, Reader, read_head, unreadable
 from ckptlint.readers.files import children, file_kind
-from ckptlint.core.urls import RemotePath, location, scrub
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from ckptlint.readers import statedict, unpickler
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    read_head, unreadable)
 from ckptlint.readers.files import open_regular, size_of
-from ckptlint.readers.unpickler import StorageRef
+from ckptlint.readers.pickled import StorageRef
 
 FORMAT = "torch-legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.core.records import ADAPTER_SOURCE, Signature, TensorSpec
 from ckptlint.core.keys import natural_sorted
+from ckptlint.core.records import ADAPTER_SOURCE, Signature, TensorSpec
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
 from ckptlint.readers.files import is_file, is_folder
 

@@ -16,8 +16,8 @@ from typing import Any, BinaryIO, Mapping
 
 from ckptlint.core.dtypes import ITEMSIZE, SAFETENSORS_DTYPES, shape_problem
 from ckptlint.core.errors import CheckpointError
-from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.core.keys import MAX_KEYS
+from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.readers import statedict
 from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
 from ckptlint.readers.files import open_regular, size_of

@@ -13,10 +13,10 @@ from typing import Callable
 
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.records import Signature, TensorSpec
+from ckptlint.core.urls import RemotePath
 from ckptlint.readers import statedict
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
 from ckptlint.readers.files import lexists
-from ckptlint.core.urls import RemotePath
 
 FORMAT = "sharded"
 ShardReader = Callable[[Path], CheckpointRead]

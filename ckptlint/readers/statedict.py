@@ -11,9 +11,9 @@ from typing import Any, Iterator, Mapping
 
 from ckptlint.core.dtypes import shape_problem
 from ckptlint.core.errors import CheckpointError
-from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.core.keys import MAX_KEYS, natural_sorted
-from ckptlint.readers.unpickler import Opaque, PickledDict, TensorRecord
+from ckptlint.core.records import Signature, TensorSpec
+from ckptlint.readers.pickled import Opaque, PickledDict, TensorRecord
 
 # entries that hold the model's weights, most preferred first; EMA copies only when alone
 PRIMARY = ("state_dict", "model_state_dict", "model", "module", "net", "network")

@@ -19,7 +19,7 @@ from ckptlint.readers import statedict, unpickler, zipdir
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    unreadable)
 from ckptlint.readers.files import open_regular
-from ckptlint.readers.unpickler import StorageRef, Unpickled
+from ckptlint.readers.pickled import StorageRef, Unpickled
 
 FORMAT = "torch-zip"
 # the file format versions torch 2.x reads (kMinSupportedFileFormatVersion..kMax...)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file, save_model
 
-from ckptlint.build.builder import signature_of
+from ckptlint.build.dryrun import signature_of
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.records import Signature
 from ckptlint.readers import read_checkpoint, with_tied

@@ -19,7 +19,7 @@ from servers import RangeServer, S3Server, sparse_safetensors
 from test_readers_zip import HOSTILE, VALID
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.readers import read_checkpoint, remote
+from ckptlint.readers import read_checkpoint, remote, remoteinfo
 from ckptlint.core.urls import RemotePath
 
 STATE = {"embed.weight": torch.zeros(16, 8), "head.weight": torch.zeros(4, 8),
@@ -153,7 +153,7 @@ def test_a_misbehaving_server_is_refused_in_one_sentence(server: RangeServer, se
     assert message.startswith(f"{server.url(name)}: ") and "\n" not in message
     assert misbehaving((served / name).stat().st_size)[mode] in message, message
     # never a hang: the slowest case is three deadlines and the two pauses between them
-    assert elapsed < 3 * 2 + 3 * remote.BACKOFF + 2
+    assert elapsed < 3 * 2 + 3 * remoteinfo.BACKOFF + 2
     if mode in ("more", "endless"):  # however much it sends, ckptlint hangs up early
         assert server.settled()
         assert server.bytes_served < 16 << 20

@@ -1,0 +1,196 @@
+"""A model's signature, and torch's own `load_state_dict` run on meta tensors built from a
+reference signature: the verdict, with the keys torch drops or a hook takes without a word."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from typing import Any, Iterator
+
+from ckptlint.build.loadtorch import import_torch
+from ckptlint.core.keys import ancestors, natural_sorted
+from ckptlint.core.records import LoadReport, Signature, TensorSpec
+
+
+_SIZE_MISMATCH = "size mismatch for "
+_TORCH_LOAD_ERROR = "Error(s) in loading state_dict"
+
+
+def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
+    """The state-dict signature of a live module: keys, specs, `_version`s and tied keys."""
+    torch = import_torch()
+    state = module.state_dict(keep_vars=True)
+    tensors: dict[str, TensorSpec] = {}
+    owners: dict[int, list[str]] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            role = "parameter" if isinstance(value, torch.nn.Parameter) else "buffer"
+            tensors[key] = TensorSpec(str(value.dtype).removeprefix("torch."),
+                                      tuple(value.shape), role)
+            owners.setdefault(id(value), []).append(key)
+        else:
+            tensors[key] = TensorSpec("object", ())
+    metadata = getattr(state, "_metadata", None) or {}
+    versions = {prefix: meta["version"] for prefix, meta in metadata.items()
+                if isinstance(meta, dict) and meta.get("version") not in (None, 1)}
+    return Signature(tensors=tensors, versions=versions, aliases=_aliases(owners.values()),
+                     has_metadata=bool(metadata), model=name, target=target,
+                     torch_version=torch.__version__.split("+")[0], source="code")
+
+
+def _aliases(groups: Any) -> dict[str, str]:
+    """Each tied key -> the naturally first key of its group (independent of statement order)."""
+    aliases: dict[str, str] = {}
+    for group in groups:
+        first, *rest = natural_sorted(group)
+        aliases.update(dict.fromkeys(rest, first))
+    return aliases
+
+
+def meta_state_dict(sig: Signature) -> Any:
+    """Meta tensors shaped like a signature, with `_metadata`, ready for `load_state_dict`."""
+    torch = import_torch()
+    state: OrderedDict = OrderedDict()
+    for key in natural_sorted(sig.tensors):
+        spec = sig.tensors[key]
+        dtype = getattr(torch, spec.dtype, None)
+        if isinstance(dtype, torch.dtype):
+            state[key] = torch.empty(spec.shape, dtype=dtype, device="meta")
+    for key, first in sig.aliases.items():
+        if key in state and first in state:
+            state[key] = state[first]
+    if sig.has_metadata:
+        prefixes = {p for key in sig.tensors for p in ancestors(key)}
+        state._metadata = OrderedDict(  # type: ignore[attr-defined]
+            (p, {"version": sig.versions.get(p, 1)}) for p in natural_sorted(prefixes))
+    return state
+
+
+def dry_run_load(module: Any, sig: Signature, current: Signature | None = None) -> LoadReport:
+    """Run torch's own `load_state_dict` with meta tensors, so the model's load hooks apply.
+
+    torch is the verdict, with one blind spot watched for: keys under a submodule slot that
+    holds None (`nn.ModuleList([None])`, `add_module(name, None)`, `self.attn = None`) are
+    dropped without an error, because the unexpected-key check asks only whether the first
+    name is in `_modules`, and `load()` then skips None children. Each module's
+    `_load_from_state_dict` is watched to see which keys it hands on to such a slot, and which
+    keys its own pre-hooks removed or added (a rename or a drop on purpose, the only silence).
+    """
+    if current is not None and _verdict_is_known(module, sig, current):
+        return LoadReport()
+    seen: dict[str, list[str]] = {}
+
+    def capture(_module: Any, incompatible: Any) -> None:
+        seen["missing"] = list(incompatible.missing_keys)
+        seen["unexpected"] = list(incompatible.unexpected_keys)
+
+    watch = _LoadWatch()
+    handle = module.register_load_state_dict_post_hook(capture)
+    errors: list[str] = []
+    hook_errors: list[str] = []
+    try:
+        with watch.watching(module):
+            module.load_state_dict(meta_state_dict(sig), strict=False, assign=True)
+    except RuntimeError as exc:
+        if str(exc).startswith(_TORCH_LOAD_ERROR):
+            errors = _torch_errors(str(exc))
+        else:  # raised inside a load hook, not by torch's own checks
+            hook_errors = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
+    except Exception as exc:  # a load hook that needs real values raises on meta
+        hook_errors = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
+    finally:
+        handle.remove()
+    mismatched = [e[len(_SIZE_MISMATCH):].partition(":")[0] for e in errors
+                  if e.startswith(_SIZE_MISMATCH)]
+    return LoadReport(
+        missing=tuple(seen.get("missing", ())),
+        unexpected=tuple(seen.get("unexpected", ())),
+        mismatched=tuple(mismatched),
+        errors=tuple(e for e in errors if not e.startswith(_SIZE_MISMATCH)),
+        hook_errors=tuple(hook_errors),
+        dropped=tuple(natural_sorted(watch.dropped)),
+        none_slots=tuple(natural_sorted(set(watch.dropped.values()))),
+        consumed=tuple(natural_sorted(watch.removed)),
+        added=tuple(natural_sorted(watch.added)),
+    )
+
+
+def _verdict_is_known(module: Any, sig: Signature, current: Signature) -> bool:
+    """Whether torch's dry run could only say "loads", so it need not run.
+
+    torch's `load()` filters the whole state dict once per child at every level, which is
+    quadratic in practice (50,000 keys: over a minute). Its verdict is decided by the keys and
+    shapes alone when no module can intervene: the same keys with the same shapes and real
+    dtypes on both sides, and no module with a load hook, an overridden `_load_from_state_dict`
+    (BatchNorm's version upgrade) or extra state. Then missing, unexpected and size mismatch
+    are all empty, which is exactly what the full dry run would report (tests/test_build.py
+    compares the two on the hook cases). Anything else runs torch's loader.
+    """
+    torch = import_torch()
+    ours, theirs = current.tensors, sig.tensors
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        return False
+    if not all(isinstance(getattr(torch, theirs[k].dtype, None), torch.dtype) for k in theirs):
+        return False
+    base = torch.nn.Module
+    return not any(
+        type(sub)._load_from_state_dict is not base._load_from_state_dict
+        or "_load_from_state_dict" in vars(sub)
+        or getattr(type(sub), "set_extra_state", base.set_extra_state) is not base.set_extra_state
+        or sub._load_state_dict_pre_hooks or sub._load_state_dict_post_hooks
+        for sub in module.modules())
+
+
+class _LoadWatch:
+    """Wraps every module's `_load_from_state_dict` for one dry run (restored afterwards)."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, str] = {}  # key -> the None slot it fell under
+        self.removed: set[str] = set()     # keys a module's own hooks took out of the dict
+        self.added: set[str] = set()       # keys they put in (the new name of a rename)
+
+    @contextlib.contextmanager
+    def watching(self, model: Any) -> Iterator[None]:
+        wrapped = []
+        for sub in model.modules():
+            had_own = "_load_from_state_dict" in vars(sub)
+            sub._load_from_state_dict = self._wrap(sub, sub._load_from_state_dict)
+            wrapped.append((sub, had_own))
+        try:
+            yield
+        finally:
+            for sub, had_own in wrapped:
+                if had_own:
+                    sub._load_from_state_dict = sub._load_from_state_dict.__wrapped__
+                else:
+                    del sub._load_from_state_dict
+
+    def _wrap(self, sub: Any, original: Any) -> Any:
+        def watched(state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> Any:
+            before = {k for k in state_dict if k.startswith(prefix)}
+            result = original(state_dict, prefix, *args, **kwargs)
+            after = {k for k in state_dict if k.startswith(prefix)}
+            self.removed |= before - after
+            self.added |= after - before
+            for key in after:  # what torch's load() hands on to the children next
+                head, dot, _ = key[len(prefix):].partition(".")
+                if dot and head in sub._modules and sub._modules[head] is None:
+                    self.dropped[key] = prefix + head
+            return result
+
+        watched.__wrapped__ = original  # type: ignore[attr-defined]
+        return watched
+
+
+def _torch_errors(text: str) -> list[str]:
+    head, sep, body = text.partition(":\n\t")
+    if not sep:
+        return [text.splitlines()[0] if text else "RuntimeError"]
+    return [line.strip() for line in body.split("\n\t") if line.strip()]
+
+
+def nonpersistent_buffers(module: Any) -> tuple[str, ...]:
+    """State-dict names of the buffers registered with persistent=False."""
+    return tuple(natural_sorted(f"{path}.{name}" if path else name
+                                for path, sub in module.named_modules()
+                                for name in getattr(sub, "_non_persistent_buffers_set", ())))
