@@ -9,15 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ckptlint.core.constants import VERSION as __version__
+from ckptlint.core.constants import VERSION as __version__  # noqa: F401 (public)
 
 _HOMES = {
     "CkptlintError": "ckptlint.core.errors",
     "Finding": "ckptlint.core.records",
-    "Kind": "ckptlint.core.records",
+    "Kind": "ckptlint.core.kinds",
     "Location": "ckptlint.core.records",
     "Report": "ckptlint.core.records",
-    "Severity": "ckptlint.core.records",
+    "Severity": "ckptlint.core.kinds",
     "Signature": "ckptlint.core.records",
     "TensorSpec": "ckptlint.core.records",
     "assert_loads": "ckptlint.api",

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ckptlint.compare.diff import compare
-from ckptlint.core.records import BuildResult, Finding, Kind, ModelSpec, Signature
+from ckptlint.core.kinds import Kind, Verdict
+from ckptlint.core.records import BuildResult, Finding, ModelSpec, Signature
 from ckptlint.run.engine import restore_ties
 
 if TYPE_CHECKING:
@@ -74,7 +75,6 @@ def check(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature
                    restored=set(restored.tensors) - set(old.tensors))
 
 
-_STRICT_ONLY = {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.DTYPE_MISMATCH, Kind.TIED_KEY_ABSENT}
 
 
 def assert_loads(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Signature,
@@ -87,7 +87,7 @@ def assert_loads(target: ModelOrFactory, checkpoint: str | os.PathLike[str] | Si
     """
     findings = [f for f in check(target, checkpoint, *args, state_dict_key=state_dict_key,
                                  **kwargs)
-                if f.kind is not Kind.DTYPE_MISMATCH and (strict or f.kind not in _STRICT_ONLY)]
+                if f.kind is not Kind.DTYPE_MISMATCH and (strict or not f.kind.spec.strict_only)]
     if findings:
         lines = "\n".join(f"  {f.code} {f.message}" for f in findings)
         raise AssertionError(f"{_name(target)} does not load {_shown(checkpoint)}:\n{lines}")
@@ -140,10 +140,10 @@ def _builds(model: Any, spec: ModelSpec) -> Callable[[Sequence[Signature | None]
 
 
 def _loads(model: Any, path: Path) -> str | None:
-    from ckptlint.compare.diff import VERDICT_TEXT, verdict
+    from ckptlint.compare.diff import verdict
 
     name, note = verdict(check(model, path))
-    return None if name == "loads" else f"the model {VERDICT_TEXT[name]} it" + (
+    return None if name is Verdict.LOADS else f"the model {name.text} it" + (
         f" ({note})" if note else "")
 
 

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from ckptlint.core.errors import ConfigError, NoProjectError
-from ckptlint.core.records import DEFAULT_BUILD_TIMEOUT, Config, Location, ModelSpec
 from ckptlint.core.paths import display, inside, relative
+from ckptlint.core.records import DEFAULT_BUILD_TIMEOUT, Config, Location, ModelSpec
 from ckptlint.core.urls import is_url, shown
 
 if sys.version_info >= (3, 11):
@@ -168,7 +168,7 @@ def _model(table: Mapping[str, Any], index: int, where: str, lines: _Lines) -> M
 
 def _ignore(value: Any, path: str, where: str, line: int | None) -> dict[str, tuple[str, ...]]:
     """`ignore = { "head.*" = ["CKL103"] }`: key pattern (fnmatch) -> codes it may ignore."""
-    from ckptlint.core.records import Kind
+    from ckptlint.core.kinds import Kind
 
     codes = {k.code for k in Kind}
     if not isinstance(value, dict):

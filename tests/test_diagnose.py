@@ -363,7 +363,7 @@ def test_torch_upgrade_is_blamed_only_when_the_code_did_not_change(project, edit
 def test_rules_lists_every_code_and_docs_match(project):
     run = project.run("rules")
     assert run.code == 0 and run.out == rules_text()
-    from ckptlint.core.records import Kind
+    from ckptlint.core.kinds import Kind
     assert all(f"## {k.code} {k.slug}" in run.out for k in Kind)
     assert (REPO / "docs/rules.md").read_text(encoding="utf-8") == rules_text(), \
         "regenerate with `python -m ckptlint rules > docs/rules.md`"

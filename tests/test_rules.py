@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ckptlint.commands.rules import rule_text, rules_text
-from ckptlint.core.records import Kind
+from ckptlint.core.kinds import Kind
 
 SHAPE = '''\
 CKL103 shape-mismatch

@@ -90,6 +90,7 @@ def build_module(spec: ModelSpec,
     """
     factory = _factory(spec, config)
     first: Exception | None = None
+    error: Exception | None = None  # the last attempt's: a per-op retry follows only its kind
     for stand_ins in (True, False):  # without the sympy stand-ins, in case they were the cause
         for per_op in (False, True):
             if per_op and not _lacks_meta_kernel(error):

@@ -6,21 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckptlint.run import cache
-
-from ckptlint.run import engine
-
-from ckptlint.run import replay
-
-from ckptlint.compare import selection
 from ckptlint.commands.output import append_job_summary, emit
 from ckptlint.commands.setup import Setup, prepare
+from ckptlint.compare import selection
 from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import Outcome, Report
 from ckptlint.core.inputs import digest
+from ckptlint.core.kinds import Outcome
 from ckptlint.core.paths import relative
-from ckptlint.reporters import RenderOptions, renderer
+from ckptlint.core.records import Report
 from ckptlint.core.urls import RemotePath, location
+from ckptlint.reporters import RenderOptions, renderer
+from ckptlint.run import cache, engine, replay
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,22 +13,18 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ckptlint.run import engine
-
-from ckptlint.run import hook
-
-from ckptlint.run import migrate
-from ckptlint.core.atomic import SCRATCH
-from ckptlint.run.cache import DIRECTORY
 from ckptlint.commands.remap import builder
 from ckptlint.commands.setup import Setup, prepare
-from ckptlint.compare.diff import VERDICT_TEXT
+from ckptlint.core.atomic import SCRATCH
 from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import Config, ModelSpec, Outcome
 from ckptlint.core.keys import printable
+from ckptlint.core.kinds import Outcome, Verdict
 from ckptlint.core.paths import inside
+from ckptlint.core.records import Config, ModelSpec
 from ckptlint.readers import read_checkpoint
 from ckptlint.readers.data import open_data
+from ckptlint.run import engine, hook, migrate
+from ckptlint.run.cache import DIRECTORY
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,9 +84,9 @@ def _verifier(setup: Setup, spec: ModelSpec) -> Callable[[Path], str | None]:
     def verify(path: Path) -> str | None:
         report = engine.check(setup.config, [spec.name], setup.builder, None, path)
         model = report.models[0]
-        if model.verdict == "loads" and not report.outcome & Outcome.UNCHECKED:
+        if model.verdict == Verdict.LOADS and not report.outcome & Outcome.UNCHECKED:
             return None
-        said = VERDICT_TEXT.get(model.verdict, "could not be checked")
+        said = Verdict(model.verdict).text if model.verdict else "could not be checked"
         why = model.verdict_note or "; ".join(f.message for f in model.findings[:3])
         return f"`ckptlint check {spec.name} --against` it says it {said}" + (
             f" ({why})" if why else "")

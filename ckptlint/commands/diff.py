@@ -6,10 +6,11 @@ import argparse
 
 from ckptlint.commands.output import emit
 from ckptlint.compare.diff import compare
-from ckptlint.run.engine import restore_ties
-from ckptlint.core.records import ModelReport, Outcome, Report
-from ckptlint.readers import read_checkpoint
+from ckptlint.core.kinds import Outcome
+from ckptlint.core.records import ModelReport, Report
 from ckptlint.core.urls import RemotePath, location
+from ckptlint.readers import read_checkpoint
+from ckptlint.run.engine import restore_ties
 
 
 def run(args: argparse.Namespace) -> int:

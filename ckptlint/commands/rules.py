@@ -10,46 +10,7 @@ import argparse
 import sys
 
 from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import Kind, Outcome
-
-# how to fix each kind; what breaks is the kind's own sentence (`Kind.doc`)
-FIXES = {
-    Kind.MISSING_KEY: "If the new layer is intended, run `ckptlint update NAME` and give old "
-                      "checkpoints a load hook that initialises it; otherwise restore it.",
-    Kind.UNEXPECTED_KEY: "If dropping it is intended, `ckptlint update NAME`; old checkpoints "
-                         "then need strict=False or a hook that discards the key.",
-    Kind.SHAPE_MISMATCH: "Restore the old size, or accept the change with `ckptlint update NAME` "
-                         "and retrain or convert the old checkpoints.",
-    Kind.DTYPE_MISMATCH: "Usually harmless; set the dtype explicitly if precision matters, or "
-                         "`ckptlint update NAME`.",
-    Kind.RENAMED_KEY: "`ckptlint remap NAME` prints a key mapping and a load hook, proven to load "
-                      "old checkpoints; or rename the attribute back.",
-    Kind.PREFIX_MISMATCH: "Strip the wrapper prefix before loading, or set `strip_prefix` in the "
-                          "model's entry.",
-    Kind.LOAD_ERROR: "Read torch's message; a custom `_load_from_state_dict` or hook may raise.",
-    Kind.ROLE_CHANGED: "Intended? `ckptlint update NAME`. Otherwise register it as it was "
-                       "(`nn.Parameter` vs `register_buffer`).",
-    Kind.BUFFER_NOT_PERSISTENT: "Register it with persistent=True again, or give old checkpoints "
-                                "a load hook that drops the key.",
-    Kind.TIE_CHANGED: "Restore the tie (`self.head.weight = self.embed.weight`), or accept it "
-                      "with `ckptlint update NAME`.",
-    Kind.NEEDS_REAL_LOAD: "Load the checkpoint once for real on the CPU, or let the hook skip "
-                          "meta tensors (`if t.is_meta: return`).",
-    Kind.TIED_KEY_ABSENT: "Load the file with a tie-aware loader (safetensors.torch.load_model, "
-                          "from_pretrained) or strict=False, or save every key "
-                          "(`torch.save(model.state_dict())`).",
-    Kind.BUILD_ERROR: "Fix the import or constructor error shown at the location; a model that "
-                      "exits or hangs while it is built is reported here too.",
-    Kind.SIGNATURE_MISSING: "Run `ckptlint update NAME` and commit the file.",
-    Kind.SIGNATURE_ORPHANED: "Delete the file, or register the model it describes.",
-    Kind.SIGNATURE_INVALID: "Restore it from version control or run `ckptlint update NAME`.",
-    Kind.UNUSED_SUPPRESSION: "Remove the `ignore` pattern or the comment, or narrow it to the "
-                             "keys and codes it is for.",
-}
-
-
-_SEE_HELP = "See the finding's help line."
-
+from ckptlint.core.kinds import Kind, Outcome
 
 def rules_text() -> str:
     """docs/rules.md: one section per code, in code order."""
@@ -64,7 +25,7 @@ def rules_text() -> str:
 
 def _facts(kind: Kind) -> list[str]:
     return [f"- severity: {kind.severity.value}", f"- what breaks: {kind.doc}",
-            f"- fix: {FIXES.get(kind, _SEE_HELP)}"]
+            f"- fix: {kind.spec.fix}"]
 
 
 def rule_text(kind: Kind) -> str:

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ckptlint.run import engine
 from ckptlint.commands.setup import prepare
 from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import Outcome
+from ckptlint.core.kinds import Outcome
 from ckptlint.core.urls import location
+from ckptlint.run import engine
 
 
 def run(args: argparse.Namespace) -> int:

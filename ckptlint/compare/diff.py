@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable, Iterator, Mapping
 
-from ckptlint.compare import prefix
-
-from ckptlint.compare import renames
-from ckptlint.core.records import Finding, Kind, LoadReport, Signature, TensorSpec
+from ckptlint.compare import prefix, renames
 from ckptlint.core.keys import (EVERY_KEY, ancestors, expand, fold, natural_key, natural_sorted,
                                 segments)
+from ckptlint.core.kinds import WORST_FIRST, Kind, Verdict
+from ckptlint.core.records import Finding, LoadReport, Signature, TensorSpec
 from ckptlint.core.sigfile import format_spec
 
 _WRAPPED_BY = {
@@ -240,15 +239,8 @@ def whole_subtrees(keys: set[str], own: Mapping[str, TensorSpec],
 def _subtree_finding(kind: Kind, model: str, module: str, members: list[str],
                      own: Mapping[str, TensorSpec]) -> Finding:
     size = sum(own[k].numel for k in members if k in own)
-    what = f"`{module}.*` ({len(members)} tensors, {size:,} values)"
-    if kind is Kind.MISSING_KEY:
-        message = (f"{what} is created by the code but absent from the checkpoint: strict "
-                   "loading fails with \"Missing key(s)\"; with strict=False it stays randomly "
-                   "initialised")
-    else:
-        message = (f"{what} is in the checkpoint but the code no longer creates it: strict "
-                   "loading fails with \"Unexpected key(s)\"; with strict=False its weights are "
-                   "dropped")
+    what = f"{len(members)} tensors, {size:,} values"
+    message = kind.spec.message.format(key=f"{module}.*", old=what, new=what)
     return Finding(kind, model, message, key=f"{module}.*", keys=tuple(members))
 
 
@@ -435,31 +427,21 @@ def _spec(spec: TensorSpec | None) -> str:
 
 
 def describe(kind: Kind, key: str, old: TensorSpec | None, new: TensorSpec | None) -> str:
-    """The finding's sentence: what differs and what happens at load time."""
-    if kind is Kind.MISSING_KEY:
-        return (f"`{key}` ({_spec(new)}) is created by the code but absent from the checkpoint: "
-                "strict loading fails with \"Missing key(s)\"; with strict=False it stays "
-                "randomly initialised")
-    if kind is Kind.UNEXPECTED_KEY:
-        return (f"`{key}` ({_spec(old)}) is in the checkpoint but the code no longer creates it: "
-                "strict loading fails with \"Unexpected key(s)\"; with strict=False its weights "
-                "are dropped")
-    if kind is Kind.SHAPE_MISMATCH:
-        return (f"`{key}` is {_spec(old)} in the checkpoint but {_spec(new)} in the code: "
-                "loading fails with \"size mismatch\", even with strict=False")
-    if kind is Kind.DTYPE_MISMATCH:
-        return (f"`{key}` is {old.dtype if old else '?'} in the checkpoint but "
-                f"{new.dtype if new else '?'} in the code: loading casts it silently")
-    if kind is Kind.ROLE_CHANGED:
-        return (f"`{key}` was a {old.role if old else '?'} in the checkpoint and is a "
-                f"{new.role if new else '?'} in the code: it still loads, but optimizers and "
-                "`parameters()` now see it differently")
-    if kind is Kind.BUFFER_NOT_PERSISTENT:
-        return (f"`{key}` ({_spec(old)}) is in the checkpoint but the code registers it with "
-                "persistent=False: strict loading fails with \"Unexpected key(s)\"; with "
-                "strict=False the checkpoint's value is dropped and the buffer keeps its "
-                "initial value")
-    return kind.doc
+    """The finding's sentence: what differs and what happens at load time (`KindSpec.message`)."""
+    spec = kind.spec
+    if not spec.message:
+        return kind.doc
+    return spec.message.format(key=key, old=_side(spec.shows, old), new=_side(spec.shows, new))
+
+
+def _side(shows: str, spec: TensorSpec | None) -> str:
+    if spec is None:
+        return "?"
+    if shows == "dtype":
+        return spec.dtype
+    if shows == "role":
+        return spec.role or "?"
+    return format_spec(spec)
 
 
 def _finding(kind: Kind, model: str, key: str, old: TensorSpec | None,
@@ -498,35 +480,20 @@ def _order(f: Finding) -> tuple:
     return (f.model, rank, natural_key(f.keys[0] if f.keys and rank else f.key), f.kind.code)
 
 
-# what loading the checkpoint does, worst first: (verdict, kinds that decide it)
-_VERDICTS = (
-    ("needs-real-load", {Kind.NEEDS_REAL_LOAD}),
-    ("does-not-load", {Kind.SHAPE_MISMATCH, Kind.LOAD_ERROR, Kind.PREFIX_MISMATCH}),
-    ("loads-non-strict", {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY,
-                          Kind.BUFFER_NOT_PERSISTENT, Kind.TIED_KEY_ABSENT}),
-)
-VERDICT_TEXT = {
-    "loads": "loads strictly",
-    "drops-silently": "loads without an error but silently drops weights",
-    "loads-non-strict": "loads only with strict=False",
-    "does-not-load": "does not load",
-    "needs-real-load": "needs a real load to tell",
-}
-
-
-def verdict(findings: Iterable[Finding]) -> tuple[str, str]:
-    """Whether the checkpoint loads into the code (see `VERDICT_TEXT`), and what to know."""
+def verdict(findings: Iterable[Finding]) -> tuple[Verdict, str]:
+    """Whether the checkpoint loads into the code, and what to know: the worst verdict a
+    finding's kind implies (`KindSpec.verdict`), else whether something drops silently."""
     findings = list(findings)
-    kinds = {f.kind for f in findings if not f.silent}
-    name = next((v for v, deciding in _VERDICTS if kinds & deciding),
-                "drops-silently" if any(f.silent for f in findings) else "loads")
-    if name == "does-not-load":
+    implied = {f.kind.spec.verdict for f in findings if not f.silent}
+    name = next((v for v in WORST_FIRST if v in implied),
+                Verdict.DROPS_SILENTLY if any(f.silent for f in findings) else Verdict.LOADS)
+    if name is Verdict.DOES_NOT_LOAD:
         keys = [f.key for f in findings if f.kind is Kind.SHAPE_MISMATCH]
         prefixes = [f.key for f in findings if f.kind is Kind.PREFIX_MISMATCH]
         why = ([f"size mismatch for {_few(keys)}"] if keys else []) + \
             [f"no key matches without handling the `{p}` prefix" for p in prefixes]
         return name, "; ".join(why) or "torch's load_state_dict raises"
-    if name in ("loads-non-strict", "drops-silently"):
+    if name in (Verdict.LOADS_NON_STRICT, Verdict.DROPS_SILENTLY):
         random = [f.key for f in findings if f.kind is Kind.MISSING_KEY] + \
             [f.new_key for f in findings if f.kind is Kind.RENAMED_KEY]
         dropped = [f.key for f in findings

@@ -11,7 +11,8 @@ from dataclasses import replace
 from typing import Sequence
 
 from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import Finding, Kind, Outcome, Report, Severity
+from ckptlint.core.kinds import Kind, Outcome, Severity
+from ckptlint.core.records import Finding, Report
 
 FAIL_ON = tuple(s.value for s in Severity)  # error, warning, note: most severe first
 DEFAULT_FAIL_ON = Severity.WARNING.value  # a warning-only run fails, as it always has

@@ -5,130 +5,17 @@ Nothing here imports torch or libcst; every record is frozen and built once.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from ckptlint.core.kinds import Kind, Outcome, Severity
+
 
 FORMAT_VERSION = 1
 # `Signature.source` of a PEFT adapter read as the keys it changes in its base model
 ADAPTER_SOURCE = "peft-adapter"
 # a build that takes longer is stopped: minutes for a large model built on the CPU, not a hang
 DEFAULT_BUILD_TIMEOUT = 300.0
-
-
-class Severity(str, enum.Enum):
-    """How bad a finding is, in SARIF's and GitHub's vocabulary."""
-
-    ERROR = "error"
-    WARNING = "warning"
-    NOTE = "note"
-
-
-class Outcome(enum.IntFlag):
-    """Exit-code bits: a run can find drift and fail to check something at once."""
-
-    CLEAN = 0
-    DRIFT = 1
-    UNCHECKED = 2
-
-
-class Kind(enum.Enum):
-    """A finding kind: its stable code, slug, severity, exit bit and what it means at load time.
-
-    Codes are never renumbered; new kinds take new codes.
-    """
-
-    MISSING_KEY = (
-        "CKL101", "missing-key", Severity.ERROR, Outcome.DRIFT,
-        "the code creates this tensor but the checkpoint lacks it: "
-        "load_state_dict(strict=True) fails with \"Missing key(s)\", "
-        "and with strict=False it stays randomly initialised",
-    )
-    UNEXPECTED_KEY = (
-        "CKL102", "unexpected-key", Severity.ERROR, Outcome.DRIFT,
-        "the checkpoint has this tensor but the code no longer creates it: "
-        "load_state_dict(strict=True) fails with \"Unexpected key(s)\", "
-        "and with strict=False its weights are silently dropped",
-    )
-    SHAPE_MISMATCH = (
-        "CKL103", "shape-mismatch", Severity.ERROR, Outcome.DRIFT,
-        "the shapes differ: load_state_dict fails with \"size mismatch\", even with strict=False",
-    )
-    DTYPE_MISMATCH = (
-        "CKL104", "dtype-mismatch", Severity.WARNING, Outcome.DRIFT,
-        "the dtypes differ: load_state_dict casts the weights silently",
-    )
-    RENAMED_KEY = (
-        "CKL105", "renamed-key", Severity.ERROR, Outcome.DRIFT,
-        "the tensor moved to a new key: the old checkpoint loads only with a key remap",
-    )
-    PREFIX_MISMATCH = (
-        "CKL106", "prefix-mismatch", Severity.ERROR, Outcome.DRIFT,
-        "every key of the checkpoint carries a wrapper prefix: strip it before loading",
-    )
-    LOAD_ERROR = (
-        "CKL107", "load-error", Severity.ERROR, Outcome.DRIFT,
-        "torch's load_state_dict dry run on meta tensors failed",
-    )
-    BUILD_ERROR = (
-        "CKL201", "build-error", Severity.ERROR, Outcome.UNCHECKED,
-        "the model could not be imported or built, so it was not checked",
-    )
-    SIGNATURE_MISSING = (
-        "CKL202", "signature-missing", Severity.ERROR, Outcome.UNCHECKED,
-        "no committed signature exists for this model, so it was not checked",
-    )
-    SIGNATURE_ORPHANED = (
-        "CKL203", "signature-orphaned", Severity.NOTE, Outcome.CLEAN,
-        "a signature file that no configured model uses",
-    )
-    SIGNATURE_INVALID = (
-        "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
-        "the committed signature file cannot be read, so the model was not checked",
-    )
-    ROLE_CHANGED = (
-        "CKL108", "role-changed", Severity.WARNING, Outcome.DRIFT,
-        "a parameter became a buffer or a buffer a parameter: the weights still load, but "
-        "the optimizer, `parameters()` and weight decay now see it differently",
-    )
-    BUFFER_NOT_PERSISTENT = (
-        "CKL109", "buffer-not-persistent", Severity.ERROR, Outcome.DRIFT,
-        "the buffer is now registered with persistent=False: it left the state dict, so "
-        "strict loading fails with \"Unexpected key(s)\" and the checkpoint's value is dropped",
-    )
-    TIE_CHANGED = (
-        "CKL110", "tie-changed", Severity.WARNING, Outcome.DRIFT,
-        "weights that shared one tensor are now separate, or the other way round: the load "
-        "succeeds, but tied copies silently overwrite each other or drift apart in training",
-    )
-    NEEDS_REAL_LOAD = (
-        "CKL111", "needs-real-load", Severity.WARNING, Outcome.DRIFT,
-        "a load hook of the model needs real tensor values, so the dry run on meta tensors "
-        "cannot tell whether the checkpoint loads: load it for real once",
-    )
-    TIED_KEY_ABSENT = (
-        "CKL112", "tied-key-absent", Severity.WARNING, Outcome.DRIFT,
-        "the checkpoint lacks a key the code ties to another one it has (a tie-aware saver "
-        "wrote the shared tensor once): plain load_state_dict(strict=True) fails with "
-        "\"Missing key(s)\"; tie-aware loaders (safetensors.torch.load_model, transformers' "
-        "from_pretrained) and strict=False load it fully",
-    )
-    UNUSED_SUPPRESSION = (
-        "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
-        "a suppression (an `ignore` pattern of the model's entry, or a `# ckptlint: ignore` "
-        "comment in its code) silences no finding: stale suppressions hide future drift",
-    )
-    CHECKPOINT_UNREADABLE = (
-        "CKL206", "checkpoint-unreadable", Severity.ERROR, Outcome.UNCHECKED,
-        "a checkpoint the model must keep loading cannot be read safely, so it was not checked",
-    )
-
-    def __init__(self, code: str, slug: str, severity: Severity, outcome: Outcome, doc: str):
-        self.code = code
-        self.slug = slug
-        self.severity = severity
-        self.outcome = outcome
-        self.doc = doc
 
 
 @dataclass(frozen=True, slots=True)

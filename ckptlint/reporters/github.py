@@ -12,15 +12,14 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from ckptlint.core.records import Finding, Location, Report, Severity
 from ckptlint.core.keys import printable
+from ckptlint.core.kinds import Severity
+from ckptlint.core.records import Finding, Location, Report
 from ckptlint.reporters.options import RenderOptions
 
 PER_LEVEL = 10  # annotations GitHub displays per level (error, warning, notice) per step
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "notice"}
 ORDER = (Severity.ERROR, Severity.WARNING, Severity.NOTE)
-
-
 _BREAKS = re.compile(r"(\r\n|\r|\n)")
 
 

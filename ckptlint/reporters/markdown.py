@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 import re
 
-from ckptlint.core.records import Finding, Kind, ModelReport, Report, TensorSpec
 from ckptlint.core.keys import EVERY_KEY, natural_key, printable
-from ckptlint.reporters.options import RenderOptions
+from ckptlint.core.records import Finding, ModelReport, Report, TensorSpec
 from ckptlint.core.sigfile import format_spec
+from ckptlint.reporters.options import RenderOptions
 
 MAX_BYTES = 64 * 1024       # the whole summary; GitHub refuses more than 1 MiB per step
 MAX_TABLE_ROWS = 100
@@ -142,15 +142,10 @@ def _sides(f: Finding) -> list[tuple[str, str, TensorSpec | None]]:
     """The finding as signature-diff lines: `-` what the checkpoint has, `+` what the code has."""
     if f.key == EVERY_KEY:  # a change of every key (a whole-model dtype): its message says it
         return []
-    if f.kind is Kind.MISSING_KEY:
-        return [("+", f.key, f.new)]
-    if f.kind is Kind.UNEXPECTED_KEY:
-        return [("-", f.key, f.old)]
-    if f.kind in (Kind.SHAPE_MISMATCH, Kind.DTYPE_MISMATCH):
-        return [("-", f.key, f.old), ("+", f.key, f.new)]
-    if f.kind is Kind.RENAMED_KEY:
+    sides = f.kind.spec.sides
+    if sides == "->":  # moved: the old key's line, then the new key's
         return [("-", f.key, f.old), ("+", f.new_key or f.key, f.new)]
-    return []
+    return [(sign, f.key, f.old if sign == "-" else f.new) for sign in sides]
 
 
 def diff(findings: tuple[Finding, ...]) -> list[str]:

@@ -15,9 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 from ckptlint.core.constants import VERSION
-from ckptlint.core.records import Finding, Kind, Location, Outcome, Report, Severity
-from ckptlint.reporters.options import RenderOptions
+from ckptlint.core.kinds import Kind, Outcome, Severity
+from ckptlint.core.records import Finding, Location, Report
 from ckptlint.core.sigfile import format_spec
+from ckptlint.reporters.options import RenderOptions
 
 SCHEMA_URI = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/"
               "sarif-schema-2.1.0.json")
@@ -29,38 +30,13 @@ LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "
 PROBLEM_SEVERITY = {Severity.ERROR: "error", Severity.WARNING: "warning",
                     Severity.NOTE: "recommendation"}
 
-_ACCEPT = "If the change is intended, run `{cmd} update NAME` and commit the new signature file."
-HELP: dict[Kind, str] = {
-    Kind.MISSING_KEY: "Restore the layer in the code or map the key when loading. " + _ACCEPT,
-    Kind.UNEXPECTED_KEY: "Restore the layer, or drop/remap the key when loading old "
-                         "checkpoints. " + _ACCEPT,
-    Kind.SHAPE_MISMATCH: "Restore the old size (check the constructor arguments and kwargs in "
-                         "pyproject.toml). " + _ACCEPT,
-    Kind.DTYPE_MISMATCH: "Loading still works but casts the weights; make the dtype explicit "
-                         "if that is not wanted. " + _ACCEPT,
-    Kind.RENAMED_KEY: "Rename the attribute back, or remap the old key in a load hook "
-                      "(`_load_from_state_dict`) so old checkpoints load. " + _ACCEPT,
-    Kind.PREFIX_MISMATCH: "Strip the wrapper prefix (`module.`, `_orig_mod.`, `model.`) from the "
-                          "checkpoint's keys before loading, or save the unwrapped model.",
-    Kind.LOAD_ERROR: "Read torch's message: a load hook or `_version` metadata of the model "
-                     "rejects the committed signature. " + _ACCEPT,
-    Kind.BUILD_ERROR: "Fix the import or constructor error at the location shown; run "
-                      "`{cmd} check NAME` locally to see it. The other models were still checked.",
-    Kind.SIGNATURE_MISSING: "Record the signature with `{cmd} update NAME` and commit the file.",
-    Kind.SIGNATURE_ORPHANED: "Delete the file, or register the model it describes in "
-                             "[tool.ckptlint] in pyproject.toml.",
-    Kind.SIGNATURE_INVALID: "Restore the file from version control or rewrite it with "
-                            "`{cmd} update NAME`.",
-}
-
-
 def pascal(slug: str) -> str:
     return "".join(word.capitalize() for word in slug.split("-"))
 
 
 def help_text(kind: Kind, options: RenderOptions) -> str:
     """What breaks at load time, then how to fix or accept it (NAME is the model's name)."""
-    fix = HELP.get(kind, "").format(cmd=options.command)
+    fix = kind.spec.help.format(cmd=options.command)
     return f"{kind.doc[:1].upper()}{kind.doc[1:]}. {fix}".strip()
 
 

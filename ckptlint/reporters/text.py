@@ -7,8 +7,9 @@ reaches the terminal (or a CI log) as visible `\x1b`/`\n`, never as a command.
 
 from __future__ import annotations
 
-from ckptlint.core.records import Finding, Kind, Location, ModelReport, Outcome, Report, Severity
 from ckptlint.core.keys import printable as _t
+from ckptlint.core.kinds import Kind, Outcome, Severity, Verdict
+from ckptlint.core.records import Finding, Location, ModelReport, Report
 from ckptlint.reporters.options import RenderOptions
 
 _ANSI = {"bold": "1", "red": "31", "yellow": "33", "cyan": "36", "blue": "34", "dim": "2",
@@ -74,12 +75,10 @@ def _model_block(model: ModelReport, paint: Paint, verdict: bool = True) -> list
 
 def verdict_line(model: ModelReport, paint: Paint) -> str:
     """`net: loads only with strict=False (stays randomly initialised: head.*)`."""
-    from ckptlint.compare.diff import VERDICT_TEXT
-
-    color = {"loads": "green", "does-not-load": "red"}.get(model.verdict, "yellow")
+    color = {Verdict.LOADS: "green", Verdict.DOES_NOT_LOAD: "red"}.get(model.verdict, "yellow")
     note = f" ({_t(model.verdict_note)})" if model.verdict_note else ""
-    return f"{paint('verdict', 'bold')}: {_t(model.name)} " \
-           f"{paint(VERDICT_TEXT.get(model.verdict, model.verdict), 'bold', color)}{note}"
+    said = Verdict(model.verdict).text if model.verdict else ""
+    return f"{paint('verdict', 'bold')}: {_t(model.name)} {paint(said, 'bold', color)}{note}"
 
 
 def _same_statement(findings: tuple[Finding, ...]) -> list[list[Finding]]:

@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 from ckptlint.core.constants import VERSION as __version__
 from ckptlint.core.atomic import write_atomic
 from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION
+from ckptlint.core.kinds import Verdict
 from ckptlint.core.records import BuildResult, Config, ModelReport, ModelSpec
 from ckptlint.core.inputs import digest, load_json, seal, unsealed
 from ckptlint.run.replay import cache_enabled, verified
@@ -99,7 +100,7 @@ class Cache:
             used = tuple((str(f), int(line)) for f, line in doc.get("used_suppressions", []))
             return ModelReport(name=spec.name, signature_file=str(doc["signature_file"]),
                                old_parameters=doc["parameters"], new_parameters=doc["parameters"],
-                               verdict="loads", used_suppressions=used)
+                               verdict=Verdict.LOADS, used_suppressions=used)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 

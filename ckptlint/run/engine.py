@@ -10,14 +10,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ckptlint.run.cache import DIRECTORY, Cache
 from ckptlint.config import entry_location, signature_path
-from ckptlint.core.errors import CheckpointError, CkptlintError, SignatureFileError
-from ckptlint.core.records import (BuildResult, Config, Finding, Kind, Location, ModelReport,
-                                   ModelSpec, Report, Signature)
-from ckptlint.core.paths import display, inside, relative
-from ckptlint.core.urls import RemotePath, location
 from ckptlint.core.atomic import SCRATCH, write_atomic
+from ckptlint.core.errors import CheckpointError, CkptlintError, SignatureFileError
+from ckptlint.core.kinds import BEST_FIRST, Kind, Verdict
+from ckptlint.core.paths import display, inside, relative
+from ckptlint.core.records import (BuildResult, Config, Finding, Location, ModelReport, ModelSpec,
+                                   Report, Signature)
+from ckptlint.core.urls import RemotePath, location
+from ckptlint.run.cache import DIRECTORY, Cache
 
 # builds models and returns plain data; in-process by default, swappable for a worker pool
 Builder = Callable[[Sequence[ModelSpec], Config, Sequence["Signature | None"]], list[BuildResult]]
@@ -307,13 +308,13 @@ def _rename_evidence(config: Config, spec: ModelSpec, ref: Reference, result: Bu
 
 def _checkpoint_verdicts(spec: ModelSpec,
                          per_ref: Sequence[tuple[Reference, list[Finding]]]) -> tuple[str, ...]:
-    from ckptlint.compare.diff import VERDICT_TEXT, verdict
+    from ckptlint.compare.diff import verdict
 
     notes = []
     for ref, found in per_ref:
         name, note = verdict(found)
-        if name != "loads":
-            notes.append(f"{spec.name}: {ref.label} {VERDICT_TEXT[name]}"
+        if name is not Verdict.LOADS:
+            notes.append(f"{spec.name}: {ref.label} {name.text}"
                          + (f" ({note})" if note else "")
                          + f"; see `ckptlint remap {spec.name} --against {ref.label}`")
     return tuple(notes)
@@ -429,6 +430,7 @@ class Fit:
     verdict: str
     detail: str = ""
     rank: tuple = ()
+    of_it: str = ""  # the verdict said of the checkpoint: "loads it strictly"
 
 
 def fits(config: Config, checkpoint: Path | RemotePath, builder: Builder = _default_builder,
@@ -478,26 +480,24 @@ def _under_a_prefix(longer: set[str], shorter: set[str]) -> bool:
     return False
 
 
-_FIT_ORDER = ("loads", "loads-non-strict", "drops-silently", "needs-real-load", "does-not-load")
-
-
 def _fit(spec: ModelSpec, report: ModelReport) -> Fit:
     """The model's verdict as a ranked fit: better verdicts first, then fewer differences."""
-    from ckptlint.compare.diff import VERDICT_TEXT
-
     differences = sum(len(f.keys) or 1 for f in report.findings
                       if f.kind is not Kind.PREFIX_MISMATCH)
     if not report.verdict:  # no verdict: the model could not be built
         return Fit(spec.name, "could not be built", report.findings[0].message,
-                   (len(_FIT_ORDER), differences))
+                   (len(BEST_FIRST), differences), "could not be built")
     prefixes = [f.key for f in report.findings if f.kind is Kind.PREFIX_MISMATCH]
-    if prefixes and report.verdict == "does-not-load" and not any(
+    if prefixes and report.verdict == Verdict.DOES_NOT_LOAD and not any(
             f.kind in (Kind.SHAPE_MISMATCH, Kind.LOAD_ERROR) for f in report.findings):
         rest = "strictly" if not differences else "with strict=False"
-        return Fit(spec.name, f"loads {rest} once the `{prefixes[0]}` prefix is stripped",
-                   f"set strip_prefix = \"{prefixes[0]}\" in its entry", (0.5, differences))
-    return Fit(spec.name, VERDICT_TEXT[report.verdict], report.verdict_note,
-               (_FIT_ORDER.index(report.verdict), differences))
+        stripped = f"{rest} once the `{prefixes[0]}` prefix is stripped"
+        return Fit(spec.name, f"loads {stripped}",
+                   f"set strip_prefix = \"{prefixes[0]}\" in its entry", (0.5, differences),
+                   f"loads it {stripped}")
+    said = Verdict(report.verdict)
+    return Fit(spec.name, said.text, report.verdict_note,
+               (BEST_FIRST.index(said), differences), said.of_it)
 
 
 def update_from(config: Config, name: str, checkpoint: Path | RemotePath,
@@ -550,7 +550,6 @@ def _loads_note(config: Config, spec: ModelSpec, reference: Reference,
                 result: BuildResult) -> tuple[str, ...]:
     """How the current code loads the recorded signature."""
     fit = _fit(spec, _model_report(config, spec, [reference], [result]))
-    said = fit.verdict.replace("loads", "loads it").replace("does not load", "does not load it")
-    return (f"{spec.name}: the current code {said}"
+    return (f"{spec.name}: the current code {fit.of_it}"
             + (f" ({fit.detail})" if fit.detail else "")
             + ("" if fit.rank[0] == 0 else f"; `ckptlint check {spec.name}` shows why"),)

@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from ckptlint.source.changes import Hunk
-from ckptlint.core.records import BuildResult, Finding, Frames, Kind, Location, ModelSpec, Severity
+from ckptlint.core.kinds import Kind, Severity
+from ckptlint.core.records import BuildResult, Finding, Frames, Location, ModelSpec
 from ckptlint.core.sigfile import format_spec
+from ckptlint.source.changes import Hunk
 
 if TYPE_CHECKING:  # the locator brings libcst; this module only asks it questions
     from ckptlint.source.locate import Locator

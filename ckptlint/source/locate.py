@@ -13,21 +13,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ckptlint.source.changes import Changes, Hunk
-from ckptlint.config import entry_location
-from ckptlint.source.cst import SourceIndex, Span
-from ckptlint.core.records import (EMPTIED, TIED, BuildResult, Config, Finding, Frames, Kind,
-                                   Location, ModelSpec, Signature, Site)
-from ckptlint.core.keys import EVERY_KEY, ancestors, first_key, parent
-from ckptlint.core.paths import relative
 from ckptlint.compare.renames import Evidence
+from ckptlint.config import entry_location
+from ckptlint.core.keys import EVERY_KEY, ancestors, first_key, parent
+from ckptlint.core.kinds import Kind
+from ckptlint.core.paths import relative
+from ckptlint.core.records import (EMPTIED, TIED, BuildResult, Config, Finding, Frames, Location,
+                                   ModelSpec, Signature, Site)
+from ckptlint.source.changes import Changes, Hunk
+from ckptlint.source.cst import SourceIndex, Span
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
-# kinds whose key the current code still creates (or registers), so its own statement is the answer
-_EXISTING = {Kind.SHAPE_MISMATCH, Kind.DTYPE_MISMATCH} | {
-    kind for kind in Kind if kind.slug in ("role-changed", "buffer-not-persistent")}
-_PER_TENSOR = _EXISTING | {Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.RENAMED_KEY,
-                           Kind.TIE_CHANGED}
 _MAX_SOURCE_LINES = 12
 _MAX_QUOTED = 60  # characters of a deleted statement quoted in a note
 
@@ -87,7 +83,7 @@ class Locator:
             found = self._found(finding, spec, result, old)
             if found is not None:
                 location, frames = found.location, found.frames
-        why = "outside the project" if finding.kind in _PER_TENSOR else ""
+        why = "outside the project" if finding.kind.spec.per_tensor else ""
         location = location or self.entry(spec, why)
         return replace(finding, location=self.with_source(location),
                        help=finding.help or advice(finding, spec.name,
@@ -111,7 +107,7 @@ class Locator:
                                 else first_key(finding.new_key), result, old)
         if finding.kind is Kind.MISSING_KEY:
             return self.created(key, result, old)
-        if finding.kind in _EXISTING:
+        if finding.kind.spec.existing:
             return self.existing(key, result)
         if finding.kind is Kind.UNEXPECTED_KEY:
             return self.removed(key, result, "" if finding.against else spec.name)
@@ -489,8 +485,7 @@ def advice(finding: Finding, model: str, listed: bool = True) -> str:
     """
     if finding.against:  # a checkpoint file: `update` would not make it load
         remap = f"`ckptlint remap {model} --against {finding.against}`"
-        if finding.kind in (Kind.RENAMED_KEY, Kind.PREFIX_MISMATCH, Kind.MISSING_KEY,
-                            Kind.UNEXPECTED_KEY):
+        if finding.kind.spec.remaps:
             return f"restore what {finding.against} expects here, or load it through {remap}"
         if finding.kind is Kind.DTYPE_MISMATCH:
             return (f"loading casts {finding.against}'s weights to the code's dtype; restore its "
@@ -499,25 +494,7 @@ def advice(finding: Finding, model: str, listed: bool = True) -> str:
             return (f"restore what {finding.against} expects here, or stop listing it in "
                     "`checkpoints`")
         return f"restore what {finding.against} expects here: it cannot load until they agree"
-    update = f"`ckptlint update {model}`"
-    if finding.kind is Kind.MISSING_KEY:
-        return (f"old checkpoints lack it: remove what creates it here, or accept it with {update} "
-                "and let it initialise when loading them")
-    if finding.kind is Kind.UNEXPECTED_KEY:
-        return (f"restore what created it here, or accept the removal with {update} and drop the "
-                "key when loading old checkpoints")
-    # one wording per kind, so findings that share a statement share their help line
-    if finding.kind is Kind.SHAPE_MISMATCH:
-        return (f"restore the checkpoint's shape here, or accept the new one with {update} and "
-                "convert old checkpoints")
-    if finding.kind is Kind.DTYPE_MISMATCH:
-        return f"restore the checkpoint's dtype here, or accept the new one with {update}"
-    if finding.kind is Kind.RENAMED_KEY and finding.new_key:
-        return (f"accept the rename with {update} and load old checkpoints through "
-                f"`ckptlint remap {model}`, or rename it back")
-    if finding.kind is Kind.BUFFER_NOT_PERSISTENT:
-        return (f"register it with persistent=True again, or accept it with {update} and drop "
-                "the key when loading old checkpoints")
-    if finding.kind is Kind.TIE_CHANGED:
-        return f"restore the tie as it was here, or accept the change with {update}"
-    return ""
+    if finding.kind is Kind.RENAMED_KEY and not finding.new_key:
+        return ""
+    # one wording per kind (`KindSpec.advice`), so findings that share a statement share it
+    return finding.kind.spec.advice.format(update=f"`ckptlint update {model}`", model=model)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ckptlint.compare.diff import describe, fold_findings
-from ckptlint.core.records import Finding, Kind, Location
+from ckptlint.core.kinds import Kind
+from ckptlint.core.records import Finding, Location
 
 _COMMENT = re.compile(r"ckptlint:\s*ignore\b(?:\[([^\]]*)\])?")
 

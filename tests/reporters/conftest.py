@@ -12,7 +12,8 @@ from typing import Callable
 
 import pytest
 
-from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report, TensorSpec
+from ckptlint.core.kinds import Kind
+from ckptlint.core.records import Finding, Location, ModelReport, Report, TensorSpec
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("CKPTLINT_REGEN_GOLDEN") == "1"

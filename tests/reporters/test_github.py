@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report
+from ckptlint.core.kinds import Kind
+from ckptlint.core.records import Finding, Location, ModelReport, Report
 from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.github import escape_data, escape_property, render
 

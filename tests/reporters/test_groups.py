@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from ckptlint.source.causes import headline
-from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report, TensorSpec
+from ckptlint.core.kinds import Kind
+from ckptlint.core.records import Finding, Location, ModelReport, Report, TensorSpec
 from ckptlint.reporters import renderer
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.reporters.sarif import fingerprint
+from ckptlint.source.causes import headline
 
 F32 = "float32"
 

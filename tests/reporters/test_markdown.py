@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report, TensorSpec
+from ckptlint.core.kinds import Kind
+from ckptlint.core.records import Finding, Location, ModelReport, Report, TensorSpec
 from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.markdown import MAX_BYTES, cell, code, inline, parameters, render
 

