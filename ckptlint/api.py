@@ -140,7 +140,7 @@ def _builds(model: Any, spec: ModelSpec) -> Callable[[Sequence[Signature | None]
 
 
 def _loads(model: Any, path: Path) -> str | None:
-    from ckptlint.compare.diff import verdict
+    from ckptlint.compare.verdict import verdict
 
     name, note = verdict(check(model, path))
     return None if name is Verdict.LOADS else f"the model {name.text} it" + (

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from ckptlint.commands.rules import rule_text, rules_text
-from ckptlint.compare.diff import describe, verdict
+from ckptlint.compare.messages import describe
+from ckptlint.compare.verdict import verdict
 from ckptlint.core.kinds import BEST_FIRST, WORST_FIRST, Kind, Outcome, Severity, Verdict
 from ckptlint.core.records import Finding, TensorSpec
 from ckptlint.core.sigfile import format_spec

@@ -12,9 +12,10 @@ from dataclasses import replace
 from typing import Iterable, Iterator, Mapping
 
 from ckptlint.compare import prefix, renames
-from ckptlint.core.keys import (EVERY_KEY, ancestors, expand, fold, natural_key, natural_sorted,
-                                segments)
-from ckptlint.core.kinds import WORST_FIRST, Kind, Verdict
+from ckptlint.compare.messages import fold_findings, key_finding
+from ckptlint.compare.ties import quoted_keys, tie_absent, tie_findings
+from ckptlint.core.keys import EVERY_KEY, ancestors, expand, fold, natural_sorted, segments
+from ckptlint.core.kinds import Kind
 from ckptlint.core.records import Finding, LoadReport, Signature, TensorSpec
 from ckptlint.core.sigfile import format_spec
 
@@ -70,10 +71,10 @@ def _unwrapped(model: str, old: Signature, new: Signature, load: LoadReport | No
     for key in common:
         if old_t[key].dtype == new_t[key].dtype and None not in (
                 old_t[key].role, new_t[key].role) and old_t[key].role != new_t[key].role:
-            yield _finding(Kind.ROLE_CHANGED, model, key, old_t[key], new_t[key])
-    yield from _ties(model, old, new)
+            yield key_finding(Kind.ROLE_CHANGED, model, key, old_t[key], new_t[key])
+    yield from tie_findings(model, old, new)
     for key in natural_sorted(restored):
-        yield _tie_absent(model, key, new)
+        yield tie_absent(model, key, new)
     for error in load.errors if load else ():
         yield Finding(Kind.LOAD_ERROR, model, f"torch's load_state_dict failed: {error}")
 
@@ -95,7 +96,7 @@ def _dtypes(model: str, old: Signature, new: Signature,
         if len(keys) > 1 and _every_of(old, new, was, now) == (len(keys), len(keys)):
             yield _whole_model_dtype(model, was, now, keys)
         else:
-            yield from (_finding(Kind.DTYPE_MISMATCH, model, k, old_t[k], new_t[k]) for k in keys)
+            yield from (key_finding(Kind.DTYPE_MISMATCH, model, k, old_t[k], new_t[k]) for k in keys)
 
 
 def _every_of(old: Signature, new: Signature, was: str, now: str) -> tuple[int, int]:
@@ -128,7 +129,7 @@ def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
     if load is not None:
         mismatched = mismatched & set(load.mismatched) | (set(load.mismatched) - set(common))
     for key in natural_sorted(unexpected & nonpersistent):
-        yield _finding(Kind.BUFFER_NOT_PERSISTENT, model, key, old_t.get(key), None)
+        yield key_finding(Kind.BUFFER_NOT_PERSISTENT, model, key, old_t.get(key), None)
     unexpected -= nonpersistent
     pairing = _pairs(old, new, missing, unexpected, evidence)
     moved = renames.expand_pairs(pairing.pairs, unexpected)
@@ -140,7 +141,7 @@ def _keys(model: str, old: Signature, new: Signature, load: LoadReport | None,
                                      old_t, new_t):
         yield _silent(finding, load) if silent.issuperset(finding.keys) else finding
     for key in natural_sorted(mismatched):
-        yield _finding(Kind.SHAPE_MISMATCH, model, key, old_t.get(key), new_t.get(key))
+        yield key_finding(Kind.SHAPE_MISMATCH, model, key, old_t.get(key), new_t.get(key))
 
 
 def _unloaded(old: Signature, new: Signature, load: LoadReport | None) -> tuple[set, set]:
@@ -179,18 +180,6 @@ def _silent(finding: Finding, load: LoadReport | None) -> Finding:
              f"{finding.model}`")
 
 
-def _tie_absent(model: str, key: str, new: Signature) -> Finding:
-    partner = new.aliases.get(key) or next((k for k, v in new.aliases.items() if v == key), "")
-    return Finding(
-        Kind.TIED_KEY_ABSENT, model,
-        f"`{key}` is not in the checkpoint, which holds the tensor it is tied to (`{partner}`): "
-        "plain load_state_dict(strict=True) fails with \"Missing key(s)\"; strict=False and "
-        "tie-aware loaders (safetensors.torch.load_model, transformers' from_pretrained) fill "
-        "it from the tie", key=key, keys=(key,), new=new.tensors.get(key),
-        help="load it with a tie-aware loader or strict=False, or save the checkpoint with "
-             "every key (e.g. `torch.save(model.state_dict())`)")
-
-
 def _added_or_removed(kind: Kind, model: str, keys: set[str], own: Mapping[str, TensorSpec],
                       other: Mapping[str, TensorSpec]) -> Iterator[Finding]:
     """Missing (or unexpected) keys, a whole new (or removed) submodule as one finding."""
@@ -204,7 +193,7 @@ def _added_or_removed(kind: Kind, model: str, keys: set[str], own: Mapping[str, 
     loose = keys - {k for members in grouped.values() for k in members}
     for key in natural_sorted(loose):
         spec = own.get(key)
-        yield _finding(kind, model, key, *((None, spec) if kind is Kind.MISSING_KEY
+        yield key_finding(kind, model, key, *((None, spec) if kind is Kind.MISSING_KEY
                                            else (spec, None)))
 
 
@@ -288,7 +277,7 @@ def _prefix_finding(model: str, wrapper: prefix.Wrapper, more: bool) -> Finding:
     """`more`: other findings follow, which compare the keys with the wrapper taken off."""
     p, n = wrapper.prefix, len(wrapper.mapping)
     by = wrapped_by(wrapper)
-    extra = f" and adds {_listed(wrapper.dropped)}" if wrapper.dropped else ""
+    extra = f" and adds {quoted_keys(wrapper.dropped)}" if wrapper.dropped else ""
     if wrapper.side == "checkpoint":
         message = (f"every key of the checkpoint sits under `{p}` (saved through {by}{extra}): "
                    f"loading it into the bare model matches none of its {n} keys; ")
@@ -384,129 +373,5 @@ def _template(old: str, new: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _ties(model: str, old: Signature, new: Signature) -> Iterator[Finding]:
-    """Tied groups that differ, among keys both sides have (a file may not record ties)."""
-    if not old.aliases and old.source != "code":
-        return
-    both = set(old.tensors) & set(new.tensors)
-    before, after = _groups(old.aliases, both), _groups(new.aliases, both)
-    for group in sorted(before - after, key=_group_order):
-        keys = tuple(natural_sorted(group))
-        yield Finding(Kind.TIE_CHANGED, model,
-                      f"{_listed(keys)} share one tensor in the checkpoint but the code no longer "
-                      "ties them: they load as separate copies and drift apart in training",
-                      key=keys[0], keys=keys, help="tie them again (e.g. "
-                      f"`self.{keys[-1].rpartition('.')[0] or 'x'}.weight = "
-                      f"self.{keys[0].rpartition('.')[0] or 'y'}.weight`), or accept the change")
-    for group in sorted(after - before, key=_group_order):
-        keys = tuple(natural_sorted(group))
-        yield Finding(Kind.TIE_CHANGED, model,
-                      f"{_listed(keys)} share one tensor in the code but are separate in the "
-                      "checkpoint: loading copies each into the same tensor, the last one wins",
-                      key=keys[0], keys=keys, help="check which of the checkpoint's copies "
-                                                   "should survive, or untie them")
-
-
-def _groups(aliases: Mapping[str, str], keys: set[str]) -> set[frozenset[str]]:
-    groups: dict[str, set[str]] = {}
-    for key, first in aliases.items():
-        groups.setdefault(first, {first}).add(key)
-    return {frozenset(g & keys) for g in groups.values() if len(g & keys) > 1}
-
-
-def _group_order(group: frozenset[str]) -> tuple:
-    return natural_key(natural_sorted(group)[0])
-
-
-def _listed(keys: tuple[str, ...]) -> str:
-    return ", ".join(f"`{k}`" for k in keys)
-
-
 def _spec(spec: TensorSpec | None) -> str:
     return format_spec(spec) if spec else "?"
-
-
-def describe(kind: Kind, key: str, old: TensorSpec | None, new: TensorSpec | None) -> str:
-    """The finding's sentence: what differs and what happens at load time (`KindSpec.message`)."""
-    spec = kind.spec
-    if not spec.message:
-        return kind.doc
-    return spec.message.format(key=key, old=_side(spec.shows, old), new=_side(spec.shows, new))
-
-
-def _side(shows: str, spec: TensorSpec | None) -> str:
-    if spec is None:
-        return "?"
-    if shows == "dtype":
-        return spec.dtype
-    if shows == "role":
-        return spec.role or "?"
-    return format_spec(spec)
-
-
-def _finding(kind: Kind, model: str, key: str, old: TensorSpec | None,
-             new: TensorSpec | None) -> Finding:
-    return Finding(kind, model, describe(kind, key, old, new), key=key, keys=(key,),
-                   old=old, new=new)
-
-
-def fold_findings(findings: Iterable[Finding]) -> list[Finding]:
-    """Fold findings that differ only in a layer index into one `layers.{0..11}.…` finding."""
-    findings = list(findings)
-    groups: dict[tuple, dict[str, Finding]] = {}
-    unfoldable: list[Finding] = []
-    for f in findings:
-        if f.key and len(f.keys) <= 1 and not f.new_key:
-            groups.setdefault((f.model, f.kind, f.old, f.new), {})[f.key] = f
-        else:
-            unfoldable.append(f)
-    folded: list[Finding] = []
-    for (model, kind, old, new), members in groups.items():
-        for pattern, _ in fold(dict.fromkeys(members, True)):
-            first = members[expand(pattern)[0]]
-            keys = tuple(expand(pattern))
-            folded.append(replace(first, key=pattern, keys=keys,
-                                  message=describe(kind, pattern, old, new)
-                                  if first.message == describe(kind, first.key, old, new)
-                                  else first.message))
-    return sorted(folded + unfoldable, key=_order)
-
-
-_FIRST = (Kind.PREFIX_MISMATCH, Kind.NEEDS_REAL_LOAD)  # they explain every finding after them
-
-
-def _order(f: Finding) -> tuple:
-    rank = 0 if f.kind in _FIRST else 1 if f.key else 2
-    return (f.model, rank, natural_key(f.keys[0] if f.keys and rank else f.key), f.kind.code)
-
-
-def verdict(findings: Iterable[Finding]) -> tuple[Verdict, str]:
-    """Whether the checkpoint loads into the code, and what to know: the worst verdict a
-    finding's kind implies (`KindSpec.verdict`), else whether something drops silently."""
-    findings = list(findings)
-    implied = {f.kind.spec.verdict for f in findings if not f.silent}
-    name = next((v for v in WORST_FIRST if v in implied),
-                Verdict.DROPS_SILENTLY if any(f.silent for f in findings) else Verdict.LOADS)
-    if name is Verdict.DOES_NOT_LOAD:
-        keys = [f.key for f in findings if f.kind is Kind.SHAPE_MISMATCH]
-        prefixes = [f.key for f in findings if f.kind is Kind.PREFIX_MISMATCH]
-        why = ([f"size mismatch for {_few(keys)}"] if keys else []) + \
-            [f"no key matches without handling the `{p}` prefix" for p in prefixes]
-        return name, "; ".join(why) or "torch's load_state_dict raises"
-    if name in (Verdict.LOADS_NON_STRICT, Verdict.DROPS_SILENTLY):
-        random = [f.key for f in findings if f.kind is Kind.MISSING_KEY] + \
-            [f.new_key for f in findings if f.kind is Kind.RENAMED_KEY]
-        dropped = [f.key for f in findings
-                   if f.kind in (Kind.UNEXPECTED_KEY, Kind.BUFFER_NOT_PERSISTENT)]
-        tied = [f.key for f in findings if f.kind is Kind.TIED_KEY_ABSENT]
-        parts = ([f"stays randomly initialised: {_few(random)}"] if random else []) + \
-            ([f"dropped: {_few(dropped)}"] if dropped else []) + \
-            ([f"strict=True misses tied {_few(tied)}, which its tie fills"] if tied else [])
-        return name, "; ".join(parts)
-    return name, ""
-
-
-def _few(keys: list[str], limit: int = 4) -> str:
-    # quoted: a key may hold a comma itself (a ModuleDict's "a,b")
-    shown = ", ".join(f"`{k}`" for k in keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -25,8 +25,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from ckptlint.core.records import TensorSpec
 from ckptlint.core.keys import ancestors, natural_key
+from ckptlint.core.records import TensorSpec
 
 Fingerprint = frozenset  # of (relative key, dtype, shape)
 _NAME_SIMILARITY = 0.6

@@ -308,7 +308,7 @@ def _rename_evidence(config: Config, spec: ModelSpec, ref: Reference, result: Bu
 
 def _checkpoint_verdicts(spec: ModelSpec,
                          per_ref: Sequence[tuple[Reference, list[Finding]]]) -> tuple[str, ...]:
-    from ckptlint.compare.diff import verdict
+    from ckptlint.compare.verdict import verdict
 
     notes = []
     for ref, found in per_ref:

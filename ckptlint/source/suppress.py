@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ckptlint.compare.diff import describe, fold_findings
+from ckptlint.compare.messages import describe, fold_findings
 from ckptlint.core.kinds import Kind
 from ckptlint.core.records import Finding, Location
 
