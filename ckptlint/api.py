@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ckptlint.compare.diff import compare
 from ckptlint.core.kinds import Kind, Verdict
 from ckptlint.core.records import BuildResult, Finding, ModelSpec, Signature
-from ckptlint.run.engine import restore_ties
+from ckptlint.run.report import restore_ties
 
 if TYPE_CHECKING:
     from ckptlint.run.migrate import Converted

@@ -23,7 +23,7 @@ from ckptlint.core.paths import inside
 from ckptlint.core.records import Config, ModelSpec
 from ckptlint.readers import read_checkpoint
 from ckptlint.readers.data import open_data
-from ckptlint.run import engine, hook, migrate
+from ckptlint.run import engine, hook, migrate, plan
 from ckptlint.run.cache import DIRECTORY
 
 
@@ -76,7 +76,7 @@ def _model(config: Config, name: str | None, old: str) -> ModelSpec:
         raise CkptlintError(f"name the model whose keys {old} should get with --model "
                             f"(configured: {names}); `ckptlint inspect {old}` shows which ones it "
                             "fits")
-    return engine.select(config, [name] if name else [])[0]
+    return plan.select(config, [name] if name else [])[0]
 
 
 def _verifier(setup: Setup, spec: ModelSpec) -> Callable[[Path], str | None]:

@@ -10,7 +10,7 @@ from ckptlint.core.kinds import Outcome
 from ckptlint.core.records import ModelReport, Report
 from ckptlint.core.urls import RemotePath, location
 from ckptlint.readers import read_checkpoint
-from ckptlint.run.engine import restore_ties
+from ckptlint.run.report import restore_ties
 
 
 def run(args: argparse.Namespace) -> int:

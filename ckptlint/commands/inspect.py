@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ckptlint.run import engine
+from ckptlint.run import fit
 
 from ckptlint.core import sigfile
 from ckptlint.commands.setup import prepare
@@ -48,18 +48,18 @@ def _toml(sig: Signature) -> str:
     return "".join(line for line in lines if line.rstrip("\n") not in _UNKNOWN)
 
 
-def _fits(args: argparse.Namespace, path: Path | RemotePath) -> list[engine.Fit] | None:
+def _fits(args: argparse.Namespace, path: Path | RemotePath) -> list[fit.Fit] | None:
     """Inside a configured project: which registered models this file would load into."""
     try:
         setup = prepare(args, use_cache=False)
     except NoProjectError:
         return None  # not in a project: nothing to fit
-    return engine.fits(setup.config, path.resolve() if isinstance(path, Path) else path,
+    return fit.fits(setup.config, path.resolve() if isinstance(path, Path) else path,
                        setup.builder,
                        build=getattr(args, "build", False))
 
 
-def _document(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) -> dict:
+def _document(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> dict:
     sig = read.signature
     return {
         "file": name, "format": read.format, "note": read.note or None,
@@ -71,7 +71,7 @@ def _document(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) ->
     }
 
 
-def _text(name: str, read: CheckpointRead, fits: list[engine.Fit] | None) -> str:
+def _text(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> str:
     sig: Signature = read.signature
     lines = [f"{printable(name)}: {read.format}, {len(sig.tensors)} tensors, "
              f"{sig.num_parameters:,} values (parameters and buffers)"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ckptlint.run import engine
+from ckptlint.run import plan
 
 from ckptlint.run import hook
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     setup = prepare(args, use_cache=False)
-    spec = engine.select(setup.config, [args.name])[0]
+    spec = plan.select(setup.config, [args.name])[0]
     raw, label = _reference(setup.config, spec, args.against)
     build = builder(setup, spec)
     out = sys.stdout
@@ -67,7 +67,7 @@ def builder(setup: Setup, spec: ModelSpec) -> hook.Build:
 
 def _reference(config: Config, spec: ModelSpec, against: str | None) -> tuple[Signature, str]:
     if against:
-        ref = engine.read_reference(config, spec, location(against), committed=False)
+        ref = plan.read_reference(config, spec, location(against), committed=False)
         if ref.signature is None:
             raise CkptlintError(ref.problem.message if ref.problem else f"cannot read {against}")
         return ref.signature, ref.label

@@ -10,7 +10,7 @@ from ckptlint.commands.setup import prepare
 from ckptlint.core.errors import CkptlintError
 from ckptlint.core.kinds import Outcome
 from ckptlint.core.urls import location
-from ckptlint.run import engine
+from ckptlint.run import engine, fit
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
             raise CkptlintError("`ckptlint update --from FILE` records one model: name it, "
                                 f"e.g. `ckptlint update {example} --from {args.from_file}`")
         source = location(args.from_file)
-        result = engine.update_from(setup.config, args.names[0],
+        result = fit.update_from(setup.config, args.names[0],
                                     source.resolve() if isinstance(source, Path) else source,
                                     setup.builder)
     else:

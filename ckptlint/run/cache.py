@@ -24,14 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ckptlint.core.constants import VERSION as __version__
 from ckptlint.core.atomic import write_atomic
-from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION
+from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION, VERSION as __version__
+from ckptlint.core.inputs import digest, load_json, seal, unsealed
 from ckptlint.core.kinds import Verdict
 from ckptlint.core.records import BuildResult, Config, ModelReport, ModelSpec
-from ckptlint.core.inputs import digest, load_json, seal, unsealed
-from ckptlint.run.replay import cache_enabled, verified
 from ckptlint.core.urls import RemotePath, has_secrets
+from ckptlint.run.replay import cache_enabled, verified
 
 DIRECTORY = CACHE_DIRECTORY
 _TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"

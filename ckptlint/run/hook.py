@@ -103,7 +103,7 @@ def plan(spec: ModelSpec, raw: Signature, build: Build, label: str, base: Rules 
     moved = apply_rules(rules, raw.tensors, current.tensors, spec)
     reference = _moved(raw, moved)
     if ties:
-        from ckptlint.run.engine import restore_ties
+        from ckptlint.run.report import restore_ties
 
         reference = restore_ties(reference, current)
     [proof] = build([reference])
