@@ -46,6 +46,7 @@ def model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
                   results: Sequence[BuildResult], alone: bool = True) -> ModelReport:
     """One model's findings and notes; `alone`: no other model was checked in this run."""
     from ckptlint.compare import diff
+    from ckptlint.compare.verdict import verdict as loading
     from ckptlint.source import suppress
 
     findings = [r.problem for r in refs if r.problem]
@@ -72,7 +73,7 @@ def model_report(config: Config, spec: ModelSpec, refs: Sequence[Reference],
     compared = [f for _, found in per_ref for f in found]
     # the verdict answers for the first reference (the committed signature, or --against);
     # every further checkpoint of the entry gets its own line
-    verdict, verdict_note = diff.verdict(per_ref[0][1]) if per_ref else ("", "")
+    verdict, verdict_note = loading(per_ref[0][1]) if per_ref else ("", "")
     kept, unused = suppress.by_pattern(compared, spec.ignore)
     findings += kept
     if per_ref:
