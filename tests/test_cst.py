@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.source.cst import Creation, SourceIndex, Span, Via
+from ckptlint.source.cst import SourceIndex
+from ckptlint.source.spans import Creation, Span, Via
 from ckptlint.core.records import Location
 
 

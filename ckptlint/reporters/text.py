@@ -85,14 +85,14 @@ def _same_statement(findings: tuple[Finding, ...]) -> list[list[Finding]]:
     """Consecutive findings located at one statement (a layer's weight and bias) share a frame."""
     groups: list[list[Finding]] = []
     for finding in findings:
-        if groups and finding.location and _span(finding.location) == _span(groups[-1][-1].location):
+        if groups and finding.location and span(finding.location) == span(groups[-1][-1].location):
             groups[-1].append(finding)
         else:
             groups.append([finding])
     return groups
 
 
-def _span(loc: Location | None) -> tuple | None:
+def span(loc: Location | None) -> tuple | None:
     return (loc.file, loc.line, loc.column, loc.end_line, loc.end_column) if loc else None
 
 

@@ -16,8 +16,8 @@ from typing import Callable
 
 import libcst as cst
 
-from ckptlint.core.errors import CkptlintError
 from ckptlint.compare.mapping import MARKER, Rules
+from ckptlint.core.errors import CkptlintError
 
 _REGISTER = ("_register_load_state_dict_pre_hook", "register_load_state_dict_pre_hook")
 _COMMENT = "# checkpoints saved before the refactor load through this hook (ckptlint remap)"

@@ -21,7 +21,8 @@ from ckptlint.core.paths import relative
 from ckptlint.core.records import (EMPTIED, TIED, BuildResult, Config, Finding, Frames, Location,
                                    ModelSpec, Signature, Site)
 from ckptlint.source.changes import Changes, Hunk
-from ckptlint.source.cst import SourceIndex, Span
+from ckptlint.source.cst import SourceIndex
+from ckptlint.source.spans import Span
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
 _MAX_SOURCE_LINES = 12

@@ -8,7 +8,6 @@ is reported (CKL205) so stale suppressions do not pile up.
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -16,8 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from ckptlint.compare.messages import describe, fold_findings
 from ckptlint.core.kinds import Kind
 from ckptlint.core.records import Finding, Location
+from ckptlint.source import directives
 
-_COMMENT = re.compile(r"ckptlint:\s*ignore\b(?:\[([^\]]*)\])?")
 
 
 def by_pattern(findings: Sequence[Finding], ignore: Mapping[str, Sequence[str]]
@@ -94,11 +93,8 @@ def comments(root: str, files: Iterable[str]) -> dict[tuple[str, int], Comment]:
         except (tokenize.TokenError, SyntaxError):
             continue
         for token in tokens:
-            match = _COMMENT.search(token.string) if token.type == tokenize.COMMENT else None
-            if match:
-                listed = match.group(1)
-                codes = frozenset({"*"}) if listed is None else \
-                    frozenset(c for c in re.split(r"[\s,]+", listed) if c)
+            codes = directives.codes(token.string) if token.type == tokenize.COMMENT else None
+            if codes is not None:
                 alone = not token.line[:token.start[1]].strip()
                 found[(name, token.start[0])] = Comment(codes, alone, token.start[1] + 1)
     return found
@@ -140,7 +136,7 @@ def inline(findings: Sequence[Finding], root: str, index: Any) -> list[Finding]:
 
     `index` is the locator's `cst.SourceIndex`, so no file is parsed twice.
     """
-    from ckptlint.source.cst import Span
+    from ckptlint.source.spans import Span
 
     kept = []
     for finding in findings:
