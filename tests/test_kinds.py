@@ -14,7 +14,7 @@ from ckptlint.core.records import Finding, TensorSpec
 from ckptlint.core.sigfile import format_spec
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.reporters.sarif import help_text
-from ckptlint.source.locate import advice
+from ckptlint.source.advice import advice
 
 OLD, NEW = TensorSpec("float32", (4, 8), "parameter"), TensorSpec("float16", (4, 16), "buffer")
 O, N = format_spec(OLD), format_spec(NEW)  # "f32[4, 8] parameter", as signature files say

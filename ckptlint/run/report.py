@@ -104,7 +104,7 @@ def _rename_evidence(config: Config, spec: ModelSpec, ref: Reference, result: Bu
     groups = diff.weighed_renames(old, result.signature, load, result.nonpersistent)
     if not groups:
         return None
-    from ckptlint.source.locate import rename_evidence
+    from ckptlint.source.evidence import rename_evidence
 
     return rename_evidence(config, spec, result, groups)
 

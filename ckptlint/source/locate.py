@@ -8,26 +8,24 @@ code outside the project is never annotated. Imported, and libcst with it, only 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ckptlint.compare.renames import Evidence
 from ckptlint.config import entry_location
 from ckptlint.core.keys import EVERY_KEY, ancestors, first_key, parent
 from ckptlint.core.kinds import Kind
 from ckptlint.core.paths import relative
 from ckptlint.core.records import (EMPTIED, TIED, BuildResult, Config, Finding, Frames, Location,
                                    ModelSpec, Signature, Site)
+from ckptlint.source.advice import advice
 from ckptlint.source.changes import Changes, Hunk
 from ckptlint.source.cst import SourceIndex
+from ckptlint.source.quoting import quoted, read_lines, same_function
 from ckptlint.source.spans import Span
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
 _MAX_SOURCE_LINES = 12
-_MAX_QUOTED = 60  # characters of a deleted statement quoted in a note
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +234,7 @@ class Locator:
             _, hunk = changes.new_line(file, creation.span.line)
             span = self._at_hunk(file, hunk) if hunk is not None else None
             if span is not None:
-                quoted = _quoted(self.index.text(old, creation.span))
+                quoted = quoted(self.index.text(old, creation.span))
                 note = (f"removed here since {changes.signature} was committed "
                         f"({changes.short}): `{quoted}` created it")
                 return Found(span.location(file, note), self._frames(result.sites.get(survivor)))
@@ -253,7 +251,7 @@ class Locator:
                     return span
             return None
         after = self.index.next_statement(path, hunk.new_start)
-        if after is not None and _same_function(self.index, path, hunk.new_start, after.line):
+        if after is not None and same_function(self.index, path, hunk.new_start, after.line):
             return after
         return self.index.statement_at(path, hunk.new_start) or after
 
@@ -274,34 +272,6 @@ class Locator:
                 return Found(span.location(file, "it belonged to the model's own class; its "
                                                  "__init__ no longer creates it"))
         return None
-
-    def _said_now(self, path: str, result: BuildResult, changes: Changes, found: "_Said") -> None:
-        site = result.sites.get(path)
-        span = self.index.statement_at(self.root / site.file, site.line) if site else None
-        if span is None:
-            return
-        name = path.rpartition(".")[2]
-        found.new_texts[path] = _without_name(self.index.text(self.root / site.file, span), name)
-        hunks = changes.of(site.file)
-        hunk = changes.touched(site.file, span.line, span.end_line)
-        if hunk is not None:
-            found.new_places[path] = (f"{site.file}:{hunks.index(hunk)}", span.line)
-
-    def _said_then(self, path: str, fallback: str, result: BuildResult, changes: Changes,
-                   found: "_Said") -> None:
-        owner, _, name = path.rpartition(".")
-        classes = self._classes(owner, result) or self._classes(parent(fallback), result)
-        for file, qualname in classes:
-            old = self.old_source(changes, file)
-            creation = self.index.find_creation(old, qualname, name) if old else None
-            if creation is None or creation.dynamic:
-                continue
-            found.old_texts[path] = _without_name(self.index.text(old, creation.span), name)
-            hunks = changes.of(file)
-            hunk = next((h for h in hunks if h.holds_old(creation.span.line)), None)
-            if hunk is not None:
-                found.old_places[path] = (f"{file}:{hunks.index(hunk)}", creation.span.line)
-            return
 
     # -- git ----------------------------------------------------------------------------------
 
@@ -402,41 +372,9 @@ class Locator:
         """Attach the located lines, for code frames in the text report."""
         parsed = self.index.parsed(self.root / location.file) \
             if location.file.endswith(".py") else None
-        lines = parsed.lines if parsed is not None else _read_lines(self.root / location.file)
+        lines = parsed.lines if parsed is not None else read_lines(self.root / location.file)
         end = min(location.end_line or location.line, location.line + _MAX_SOURCE_LINES - 1)
         return replace(location, source=tuple(lines[location.line - 1:end]))
-
-
-def rename_evidence(config: Config, spec: ModelSpec, result: BuildResult,
-                    groups: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Evidence | None:
-    """What the source says about same-shaped renames `diff.weighed_renames` names: each
-    path's creating statement (name taken out) and which edit removed or wrote it, at the
-    signature's commit and now. None without git history for the signature."""
-    locator = Locator(config)
-    changes = locator.changes(spec.name, result)
-    if changes is None:
-        return None
-    found = _Said()
-    for olds, news in groups:
-        fallback = news[0] if news else ""
-        for path in news:
-            locator._said_now(path, result, changes, found)
-        for path in olds:
-            locator._said_then(path, fallback, result, changes, found)
-    return Evidence(found.old_texts, found.new_texts, found.old_places, found.new_places)
-
-
-@dataclass
-class _Said:
-    old_texts: dict[str, str] = field(default_factory=dict)
-    new_texts: dict[str, str] = field(default_factory=dict)
-    old_places: dict[str, tuple[str, int]] = field(default_factory=dict)
-    new_places: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-def _without_name(text: str, name: str) -> str:
-    """A creating statement with its attribute's name taken out, spacing normalised."""
-    return " ".join(re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", "<name>", text).split())
 
 
 def _files(result: BuildResult) -> list[str] | None:
@@ -460,42 +398,3 @@ def _aligned(reference: Signature, current: Signature | None) -> Signature:
 def _prefixes(signature: Signature) -> set[str]:
     """Every module path that holds a key of `signature` ("" included)."""
     return {p for key in signature.tensors for p in ancestors(key)}
-
-
-def _same_function(index: SourceIndex, path: Path, line: int, other: int) -> bool:
-    here, there = index.function_at(path, line), index.function_at(path, other)
-    return here is not None and here == there
-
-
-def _quoted(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first if len(first) <= _MAX_QUOTED else first[:_MAX_QUOTED - 1] + "…"
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-
-
-def advice(finding: Finding, model: str, listed: bool = True) -> str:
-    """The `help:` line of a drift finding: what to do at the located statement.
-
-    `listed`: the finding's checkpoint is in the entry's `checkpoints` (else `--against`).
-    """
-    if finding.against:  # a checkpoint file: `update` would not make it load
-        remap = f"`ckptlint remap {model} --against {finding.against}`"
-        if finding.kind.spec.remaps:
-            return f"restore what {finding.against} expects here, or load it through {remap}"
-        if finding.kind is Kind.DTYPE_MISMATCH:
-            return (f"loading casts {finding.against}'s weights to the code's dtype; restore its "
-                    "dtype here if that cast is not wanted")
-        if listed:
-            return (f"restore what {finding.against} expects here, or stop listing it in "
-                    "`checkpoints`")
-        return f"restore what {finding.against} expects here: it cannot load until they agree"
-    if finding.kind is Kind.RENAMED_KEY and not finding.new_key:
-        return ""
-    # one wording per kind (`KindSpec.advice`), so findings that share a statement share it
-    return finding.kind.spec.advice.format(update=f"`ckptlint update {model}`", model=model)
