@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint.source.resolve import BUILTIN, Def, Finder, Inits, ModuleRef, Resolver
+from ckptlint.source.resolve import BUILTIN, Def, Inits, ModuleRef, Resolver
+from ckptlint.source.parsed import Finder
 
 
 def _resolver(tmp_path: Path, files: dict[str, str], search: list[str] | None = None
