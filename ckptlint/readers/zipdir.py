@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Mapping
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.readers.files import prefetch, size_of
+from ckptlint.readers.files import size_of
+from ckptlint.readers.ziplocal import (CENTRAL_SIZE, EOCD_SIZE, LOCATOR_SIZE, U16, U32,
+                                       ZIP64_EOCD_SIZE, Member, read_at, shown_name, widened,
+                                       with_local_headers)
 
 MAX_MEMBERS = 1 << 20  # a torch.save file has one member per storage plus six
 MAX_DIRECTORY_BYTES = 256 * 2**20  # room for MAX_MEMBERS entries with long names
@@ -33,40 +36,12 @@ _EOCD = b"PK\x05\x06"
 _ZIP64_EOCD = b"PK\x06\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 _CENTRAL = b"PK\x01\x02"
-_LOCAL = b"PK\x03\x04"
-_DESCRIPTOR = b"PK\x07\x08"
-_EOCD_SIZE, _ZIP64_EOCD_SIZE, _LOCATOR_SIZE, _CENTRAL_SIZE, _LOCAL_SIZE = 22, 56, 20, 46, 30
-_U16, _U32 = 0xFFFF, 0xFFFFFFFF  # "see the Zip64 record" sentinels
-_ZIP64_EXTRA = 0x0001
 # encrypted (0x1), compressed patched data (0x20), strong encryption (0x40), masked local
 # headers (0x2000): miniz ignores 0x20 while zipfile refuses it, and the other three are
 # handled differently again; no torch.save file sets any of them
 _AMBIGUOUS_FLAGS = 0x0001 | 0x0020 | 0x0040 | 0x2000
-_DESCRIPTOR_FLAG = 0x0008
 STORED, DEFLATED = 0, 8
 _CHUNK = 1 << 20
-# a local header's extra field is not in the directory: torch.save pads data to 64 bytes with
-# it and Zip64 adds 20, so this covers what torch writes (a longer one is simply read after)
-_LOCAL_EXTRA_GUESS = 128
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One file of the archive, as its central directory entry and local header agree on it."""
-
-    name: bytes
-    method: int
-    flags: int
-    crc: int
-    compressed: int
-    size: int
-    header_offset: int
-    data_offset: int = 0
-    end: int = 0  # first byte after its data and data descriptor
-
-    @property
-    def shown(self) -> str:
-        return self.name.decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +77,9 @@ def read_directory(handle: BinaryIO, where: str, size: int | None = None) -> Arc
                                      f"but the {cd_size}-byte directory before its end record "
                                      f"starts at {eocd_at - cd_size}: Python's zipfile would "
                                      "shift every offset and read other bytes than torch")
-    entries = list(_central_entries(_pread(handle, cd_offset, cd_size, where), count, where))
+    entries = list(_central_entries(read_at(handle, cd_offset, cd_size, where), count, where))
     folder = _folder(entries, where)
-    members = _with_local_headers(handle, entries, cd_offset, where)
+    members = with_local_headers(handle, entries, cd_offset, where)
     by_name: dict[bytes, Member] = {}
     for member in members:
         other = by_name.setdefault(member.name.lower(), member)
@@ -119,7 +94,7 @@ def read_member(handle: BinaryIO, member: Member, limit: int, where: str) -> byt
         raise CheckpointError(where, f"has a {member.size}-byte {member.shown}, more than the "
                                      f"{limit >> 20} MiB ckptlint reads")
     if member.method == STORED:
-        data = _pread(handle, member.data_offset, member.size, where)
+        data = read_at(handle, member.data_offset, member.size, where)
     else:
         data = _inflate(handle, member, where)
     if zlib.crc32(data) != member.crc:
@@ -130,26 +105,26 @@ def read_member(handle: BinaryIO, member: Member, limit: int, where: str) -> byt
 
 def _end_records(handle: BinaryIO, size: int, where: str) -> tuple[int, int, int, int]:
     """(where the directory must end, entry count, directory size, directory offset)."""
-    if size < _EOCD_SIZE:
+    if size < EOCD_SIZE:
         raise CheckpointError(where, f"is {size} bytes, too short to be a zip archive")
-    tail_start = max(size - (_MAX_COMMENT + _EOCD_SIZE), 0)
-    tail = _pread(handle, tail_start, size - tail_start, where)
+    tail_start = max(size - (_MAX_COMMENT + EOCD_SIZE), 0)
+    tail = read_at(handle, tail_start, size - tail_start, where)
     # miniz takes the last signature with a whole record after it
-    at = tail.rfind(_EOCD, 0, len(tail) - _EOCD_SIZE + len(_EOCD))
+    at = tail.rfind(_EOCD, 0, len(tail) - EOCD_SIZE + len(_EOCD))
     if at < 0:
         raise CheckpointError(where, "has no end-of-central-directory record, so it is not a "
                                      "whole zip archive (truncated?)")
     (_, disk, cd_disk, on_disk, count, cd_size, cd_offset,
      comment) = struct.unpack_from("<4s4H2LH", tail, at)
-    trailing = len(tail) - at - _EOCD_SIZE
-    if comment != trailing or _EOCD in tail[at + _EOCD_SIZE:]:
+    trailing = len(tail) - at - EOCD_SIZE
+    if comment != trailing or _EOCD in tail[at + EOCD_SIZE:]:
         raise CheckpointError(where, f"has an end record whose {comment}-byte comment does not "
                                      f"end the file ({trailing} bytes follow it): readers "
                                      "disagree on where the archive ends")
     _no_other_end_record(tail, at, where)
     eocd_at = tail_start + at
-    locator = _pread(handle, eocd_at - _LOCATOR_SIZE, _LOCATOR_SIZE, where) \
-        if eocd_at >= _LOCATOR_SIZE + _ZIP64_EOCD_SIZE else b""
+    locator = read_at(handle, eocd_at - LOCATOR_SIZE, LOCATOR_SIZE, where) \
+        if eocd_at >= LOCATOR_SIZE + ZIP64_EOCD_SIZE else b""
     if locator.startswith(_ZIP64_LOCATOR):
         return _zip64(handle, eocd_at, locator, (disk, cd_disk, on_disk, count, cd_size, cd_offset),
                       where)
@@ -163,9 +138,9 @@ def _no_other_end_record(tail: bytes, chosen: int, where: str) -> None:
     """No earlier end record whose comment reaches the end of the file (and so holds ours)."""
     at = tail.find(_EOCD)
     while 0 <= at < chosen:
-        if len(tail) - at >= _EOCD_SIZE:
+        if len(tail) - at >= EOCD_SIZE:
             (comment,) = struct.unpack_from("<H", tail, at + 20)
-            if at + _EOCD_SIZE + comment == len(tail):
+            if at + EOCD_SIZE + comment == len(tail):
                 raise CheckpointError(where, "has two end-of-central-directory records, one "
                                              "inside the other's comment: readers disagree on "
                                              "which directory is the archive's")
@@ -176,21 +151,21 @@ def _zip64(handle: BinaryIO, eocd_at: int, locator: bytes, classic: tuple[int, .
            where: str) -> tuple[int, int, int, int]:
     """The Zip64 end record `torch.save` always writes, checked against the classic one."""
     _, locator_disk, record_at, disks = struct.unpack("<4sLQL", locator)
-    expected_at = eocd_at - _LOCATOR_SIZE - _ZIP64_EOCD_SIZE
+    expected_at = eocd_at - LOCATOR_SIZE - ZIP64_EOCD_SIZE
     # zipfile reads the record just before the locator, miniz where the locator points
     if record_at != expected_at or locator_disk or disks != 1:
         raise CheckpointError(where, f"has a Zip64 locator pointing at byte {record_at}, not at "
                                      f"the Zip64 end record before it (byte {expected_at})")
-    record = _pread(handle, record_at, _ZIP64_EOCD_SIZE, where)
+    record = read_at(handle, record_at, ZIP64_EOCD_SIZE, where)
     (sig, length, _, _, disk, cd_disk, on_disk, count, cd_size,
      cd_offset) = struct.unpack("<4sQ2H2L4Q", record)
-    if sig != _ZIP64_EOCD or length != _ZIP64_EOCD_SIZE - 12:
+    if sig != _ZIP64_EOCD or length != ZIP64_EOCD_SIZE - 12:
         raise CheckpointError(where, "has a Zip64 locator without a plain Zip64 end record "
                                      "where it points")
     if disk or cd_disk or on_disk != count:
         raise CheckpointError(where, "is a multi-disk (spanned) zip archive, which torch does "
                                      "not read")
-    sentinels = (_U16, _U16, _U16, _U16, _U32, _U32)
+    sentinels = (U16, U16, U16, U16, U32, U32)
     for name, old, new, sentinel in zip(("disk", "directory disk", "entries on disk",
                                          "entries", "directory size", "directory offset"),
                                         classic, (disk, cd_disk, on_disk, count, cd_size,
@@ -208,7 +183,7 @@ def _central_entries(directory: bytes, count: int, where: str) -> Iterator[Membe
                                      "ckptlint reads")
     at = 0
     for index in range(count):
-        if directory[at:at + 4] != _CENTRAL or len(directory) - at < _CENTRAL_SIZE:
+        if directory[at:at + 4] != _CENTRAL or len(directory) - at < CENTRAL_SIZE:
             raise CheckpointError(where, f"has a central directory that holds {index} of the "
                                          f"{count} entries its end record promises")
         member, at = _central_entry(directory, at, where)
@@ -221,51 +196,16 @@ def _central_entries(directory: bytes, count: int, where: str) -> Iterator[Membe
 def _central_entry(directory: bytes, at: int, where: str) -> tuple[Member, int]:
     (_, _, _, flags, method, _, _, crc, compressed, size, name_len, extra_len, comment_len,
      disk, _, _, offset) = struct.unpack_from("<4s6H3L5HLL", directory, at)
-    end = at + _CENTRAL_SIZE + name_len + extra_len + comment_len
+    end = at + CENTRAL_SIZE + name_len + extra_len + comment_len
     if end > len(directory):
         raise CheckpointError(where, "has a central directory entry that runs past the end of "
                                      "the directory")
-    name = directory[at + _CENTRAL_SIZE:at + _CENTRAL_SIZE + name_len]
-    extra = directory[at + _CENTRAL_SIZE + name_len:at + _CENTRAL_SIZE + name_len + extra_len]
-    size, compressed, offset = _widen(name, extra, (size, compressed, offset), where)
+    name = directory[at + CENTRAL_SIZE:at + CENTRAL_SIZE + name_len]
+    extra = directory[at + CENTRAL_SIZE + name_len:at + CENTRAL_SIZE + name_len + extra_len]
+    size, compressed, offset = widened(name, extra, (size, compressed, offset), where)
     member = Member(name, method, flags, crc, compressed, size, offset)
     _check_entry(member, disk, where)
     return member, end
-
-
-def _widen(name: bytes, extra: bytes, sizes: tuple[int, int, int],
-           where: str) -> tuple[int, int, int]:
-    """(size, compressed size, offset), with the sentinels replaced from the Zip64 extra field
-    in the order both miniz and zipfile read it."""
-    fields = _extra_fields(name, extra, where)
-    if _U32 not in sizes or _ZIP64_EXTRA not in fields:
-        return sizes
-    data, out, pos = fields[_ZIP64_EXTRA], [], 0
-    for value in sizes:
-        if value == _U32:
-            if pos + 8 > len(data):
-                raise CheckpointError(where, f"member {_shown(name)} has a Zip64 field too short "
-                                             "for the sizes it stands in for")
-            value = int.from_bytes(data[pos:pos + 8], "little")
-            pos += 8
-        out.append(value)
-    return out[0], out[1], out[2]
-
-
-def _extra_fields(name: bytes, extra: bytes, where: str) -> dict[int, bytes]:
-    fields: dict[int, bytes] = {}
-    at = 0
-    while at < len(extra):
-        if at + 4 > len(extra):
-            raise CheckpointError(where, f"member {_shown(name)} has a malformed extra field")
-        kind, length = struct.unpack_from("<2H", extra, at)
-        if at + 4 + length > len(extra) or kind in fields:
-            # miniz reads the first Zip64 field, zipfile the last: two are ambiguous
-            raise CheckpointError(where, f"member {_shown(name)} has a malformed or repeated "
-                                         f"extra field (0x{kind:04x})")
-        fields[kind] = extra[at + 4:at + 4 + length]
-        at += 4 + length
-    return fields
 
 
 def _check_entry(member: Member, disk: int, where: str) -> None:
@@ -300,7 +240,7 @@ def _folder(entries: list[Member], where: str) -> bytes:
     for member in entries:
         if not member.name.startswith(folder):
             raise CheckpointError(where, f"has member {member.shown} outside the archive's "
-                                         f"folder {_shown(folder)}: torch refuses such an "
+                                         f"folder {shown_name(folder)}: torch refuses such an "
                                          "archive, and other readers would see files it does "
                                          "not")
     return folder
@@ -314,89 +254,6 @@ def _twins(first: Member, second: Member) -> str:
             "torch's lookup ignores case and may read either")
 
 
-def _with_local_headers(handle: BinaryIO, entries: list[Member], cd_offset: int,
-                        where: str) -> list[Member]:
-    """Every member with its local header checked against its directory entry, and the members
-    tiling the bytes before the directory exactly: nothing before, between or overlapping."""
-    starts = frozenset(m.header_offset for m in entries) | {cd_offset}
-    # a remote file fetches the headers (and what torch pads them with) in one concurrent go
-    prefetch(handle, [(m.header_offset, _LOCAL_SIZE + len(m.name) + _LOCAL_EXTRA_GUESS)
-                      for m in entries])
-    members = [_local(handle, m, cd_offset, starts, where) for m in entries]
-    cursor, previous = 0, None
-    for member in sorted(members, key=lambda m: m.header_offset):
-        if member.header_offset != cursor:
-            raise CheckpointError(where, _layout(previous, member, cursor))
-        cursor, previous = member.end, member
-    if cursor != cd_offset:
-        raise CheckpointError(where, f"has {cd_offset - cursor} bytes after its last member "
-                                     "that belong to no member")
-    return members
-
-
-def _layout(previous: Member | None, member: Member, cursor: int) -> str:
-    if previous is None:
-        return (f"has {member.header_offset} bytes before its first member that belong to no "
-                "member (another reader may find a different archive there)")
-    if member.header_offset < cursor:
-        return f"has members {previous.shown} and {member.shown} that overlap"
-    return (f"has {member.header_offset - cursor} bytes between members {previous.shown} and "
-            f"{member.shown} that belong to no member")
-
-
-def _local(handle: BinaryIO, member: Member, cd_offset: int, starts: frozenset[int],
-           where: str) -> Member:
-    name = member.shown
-    if member.header_offset + _LOCAL_SIZE > cd_offset:
-        raise CheckpointError(where, f"member {name} starts inside or after the central "
-                                     "directory")
-    head = _pread(handle, member.header_offset, _LOCAL_SIZE, where)
-    (sig, _, flags, method, _, _, crc, compressed, size, name_len,
-     extra_len) = struct.unpack("<4s5H3L2H", head)
-    if sig != _LOCAL:
-        raise CheckpointError(where, f"member {name} has no local header where the directory "
-                                     "says")
-    rest = _pread(handle, member.header_offset + _LOCAL_SIZE, name_len + extra_len, where)
-    local_name, extra = rest[:name_len], rest[name_len:]
-    if local_name != member.name:
-        raise CheckpointError(where, f"member {name} is called {_shown(local_name)} in its local "
-                                     "header: readers that trust local headers see another file")
-    if flags != member.flags or method != member.method:
-        raise CheckpointError(where, f"member {name} has other flags or another compression "
-                                     "method in its local header than in the directory")
-    data_offset = member.header_offset + _LOCAL_SIZE + name_len + extra_len
-    end = data_offset + member.compressed
-    if flags & _DESCRIPTOR_FLAG:
-        end += _descriptor(handle, member, end, cd_offset, starts, where)
-    elif (crc, *_widen(local_name, extra, (size, compressed, 0), where)[:2]) != (
-            member.crc, member.size, member.compressed):
-        raise CheckpointError(where, f"member {name} has another CRC or size in its local "
-                                     "header than in the directory")
-    if end > cd_offset:
-        raise CheckpointError(where, f"member {name} runs into the central directory")
-    return Member(member.name, member.method, member.flags, member.crc, member.compressed,
-                  member.size, member.header_offset, data_offset, end)
-
-
-def _descriptor(handle: BinaryIO, member: Member, at: int, cd_offset: int,
-                starts: frozenset[int], where: str) -> int:
-    """The length of the data descriptor after a member's data; it must repeat the directory.
-
-    Writers differ (with or without its signature, 4- or 8-byte sizes); of the forms that say
-    what the directory says, the one ending where the next member (or the directory) starts.
-    """
-    raw = _pread(handle, at, max(min(24, cd_offset - at), 0), where)
-    want = (member.crc, member.compressed, member.size)
-    body = raw[4:] if raw.startswith(_DESCRIPTOR) else raw
-    skip = len(raw) - len(body)
-    fits = [skip + width for width, fmt in ((12, "<3L"), (20, "<LQQ"))
-            if len(body) >= width and struct.unpack_from(fmt, body) == want]
-    if fits:
-        return next((n for n in fits if at + n in starts), fits[0])
-    raise CheckpointError(where, f"member {member.shown} has a data descriptor that disagrees "
-                                 "with the central directory")
-
-
 def _inflate(handle: BinaryIO, member: Member, where: str) -> bytes:
     """Deflated data, never inflated past the size the directory declares (no zip bombs)."""
     inflater = zlib.decompressobj(-15)
@@ -404,7 +261,7 @@ def _inflate(handle: BinaryIO, member: Member, where: str) -> bytes:
     produced = 0
     try:
         while left and not inflater.eof:
-            chunk = _pread(handle, pos, min(_CHUNK, left), where)
+            chunk = read_at(handle, pos, min(_CHUNK, left), where)
             pos, left = pos + len(chunk), left - len(chunk)
             piece = inflater.decompress(chunk, member.size + 1 - produced)
             produced += len(piece)
@@ -419,18 +276,3 @@ def _inflate(handle: BinaryIO, member: Member, where: str) -> bytes:
         raise CheckpointError(where, f"member {member.shown} inflates to other than the "
                                      f"{member.size} bytes its directory entry declares")
     return data
-
-
-def _pread(handle: BinaryIO, offset: int, size: int, where: str) -> bytes:
-    if not size:
-        return b""
-    handle.seek(offset)
-    data = handle.read(size)
-    if len(data) != size:
-        raise CheckpointError(where, f"is truncated: {size} bytes at offset {offset} are "
-                                     "missing")
-    return data
-
-
-def _shown(name: bytes) -> str:
-    return name.decode("utf-8", "backslashreplace")
