@@ -117,14 +117,14 @@ def models(project: Any) -> Any:
     return project
 
 
-def _pyproject(project: Any) -> str:
+def pyproject_near(project: Any) -> str:
     return (project.root / "pyproject.toml").read_bytes().decode("utf-8")
 
 
 def test_yes_appends_entries_records_signatures_and_check_passes(models: Any) -> None:
     run = models.run("init", "--yes")
     assert run.code == 0, run.out + run.err
-    assert _pyproject(models) == PYPROJECT + APPENDED
+    assert pyproject_near(models) == PYPROJECT + APPENDED
     assert run.out.startswith(
         "found 4 new model class(es) and factories in 3 file(s); 3 look like main models "
         "([x]: proposed)\n"
@@ -144,14 +144,14 @@ def test_a_second_init_adds_nothing(models: Any) -> None:
     assert models.run("init", "--yes").code == 0
     again = models.run("init", "--yes")
     assert again.code == 0 and "nothing to add" in again.out
-    assert _pyproject(models) == PYPROJECT + APPENDED
+    assert pyproject_near(models) == PYPROJECT + APPENDED
 
 
 def test_dry_run_prints_the_text_and_writes_nothing(models: Any) -> None:
     run = models.run("init", "--dry-run")
     assert run.code == 0, run.err
     assert run.out.endswith("would append to pyproject.toml:\n\n" + APPENDED.lstrip())
-    assert _pyproject(models) == PYPROJECT
+    assert pyproject_near(models) == PYPROJECT
     assert not (models.root / "signatures").exists()
 
 
@@ -170,7 +170,7 @@ line-length = 99'''  # no final newline
     (models.root / "pyproject.toml").write_text(existing, encoding="utf-8")
     run = models.run("init", "--yes")
     assert run.code == 0, run.out + run.err
-    text = _pyproject(models)
+    text = pyproject_near(models)
     assert text.startswith(existing + "\n\n# Models registered by `ckptlint init`")
     added = text[len(existing):]
     assert "[tool.ckptlint]\n" not in added and 'target = "pkg.model:Net"' not in added
@@ -214,7 +214,7 @@ def test_without_a_terminal_entries_needing_arguments_are_commented(models: Any)
     proc = subprocess.run([sys.executable, "-m", "ckptlint", "init"], cwd=models.root,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _pyproject(models) == PYPROJECT + APPENDED
+    assert pyproject_near(models) == PYPROJECT + APPENDED
     assert "1 left commented out with a TODO" in proc.stdout
 
 
@@ -268,7 +268,7 @@ def test_interactive_asks_for_required_arguments(models: Any) -> None:
     assert code == 0, screen
     assert "pkg.model:Wide (pkg/model.py:27) needs width" in screen
     assert "not a TOML value" in screen
-    assert _pyproject(models) == PYPROJECT + APPENDED.split("# TODO")[0] + \
+    assert pyproject_near(models) == PYPROJECT + APPENDED.split("# TODO")[0] + \
         '[[tool.ckptlint.models]]\nname = "wide"\ntarget = "pkg.model:Wide"\n' \
         'kwargs = { width = 32 }\n'
     assert "wrote signatures/wide.toml" in screen
@@ -282,7 +282,7 @@ def test_interactive_empty_answer_leaves_the_entry_commented(models: Any) -> Non
         ("? [Y/n] ", "y"),
     ])
     assert code == 0, screen
-    assert _pyproject(models) == PYPROJECT + APPENDED
+    assert pyproject_near(models) == PYPROJECT + APPENDED
 
 
 def test_interactive_no_writes_nothing(models: Any) -> None:
@@ -292,7 +292,7 @@ def test_interactive_no_writes_nothing(models: Any) -> None:
         ("? [Y/n] ", "n"),
     ])
     assert code == 0 and "nothing written" in screen, screen
-    assert _pyproject(models) == PYPROJECT
+    assert pyproject_near(models) == PYPROJECT
 
 
 def test_interactive_pick_by_number_and_none(models: Any) -> None:
@@ -302,12 +302,12 @@ def test_interactive_pick_by_number_and_none(models: Any) -> None:
         ("append 2 model(s) to pyproject.toml? [Y/n] ", ""),
     ])
     assert code == 0 and "not understood" in screen, screen
-    text = _pyproject(models)
+    text = pyproject_near(models)
     assert 'name = "configured"' in text and 'name = "net"' in text and "wide" not in text
     code, screen = _converse(models.root, [sys.executable, "-m", "ckptlint", "init"], [
         (PICK, "none")])
     assert code == 0 and "nothing to add" in screen, screen
-    assert _pyproject(models) == text
+    assert pyproject_near(models) == text
 
 
 # -- names ---------------------------------------------------------------------------------

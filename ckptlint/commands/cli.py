@@ -10,9 +10,8 @@ import traceback
 from typing import Any, Sequence
 
 from ckptlint.core.constants import VERSION as __version__
-
-from ckptlint.run import replay
 from ckptlint.core.errors import CkptlintError, reason
+from ckptlint.run import replay
 
 EXIT_ERROR = 2
 

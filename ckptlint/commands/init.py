@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from ckptlint.core.atomic import write_atomic
-from ckptlint.source.discover import Discovery, Proposal, discover
-from ckptlint.core.errors import CkptlintError, ConfigError
+from ckptlint.core.errors import CkptlintError
 from ckptlint.core.paths import display
+from ckptlint.source.discover import Discovery, Proposal, discover
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+from ckptlint.commands.pyproject import (commented_targets, entry_lines, newline_of, pyproject_near,
+                                         pythonpath_of, tool_table, validate, Candidate, merged,
+                                         render)
 
-_MODELS_HEADER = re.compile(r"^\s*\[\[\s*tool\s*\.\s*ckptlint\s*\.\s*models\s*\]\]", re.M)
 # a dimension suffix (`2D`), a capital and its lowercase run (`Vi`, `Transformer`), digits,
 # lowercase, or separators
 _TOKEN = re.compile(r"[0-9]+D(?![a-z])|[A-Z][a-z]*|[0-9]+|[a-z]+|[^A-Za-z0-9]+")
@@ -29,26 +31,6 @@ _FACTORY_PREFIX = re.compile(r"^(build|create)_")
 # a terminal's classic height: more commented-out TODO text than this is written only on request
 SCREEN_LINES = 24
 _SHOWN_PARTS = 5  # parts named in the one line that summarises them
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A proposed `[[tool.ckptlint.models]]` entry. `kwargs` are (name, TOML literal) pairs;
-    `missing` are required arguments nobody gave a value for yet."""
-
-    name: str
-    target: str
-    file: str
-    line: int
-    kwargs: tuple[tuple[str, str], ...] = ()
-    missing: tuple[str, ...] = ()
-    unknown_init: bool = False  # its `__init__` is in code that could not be read
-    main: bool = False
-    role: str = ""
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing and not self.unknown_init
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +44,12 @@ class Survey:
 
 
 def run(args: argparse.Namespace) -> int:
-    pyproject = _pyproject(Path.cwd())
+    pyproject = pyproject_near(Path.cwd())
     text = pyproject.read_bytes().decode("utf-8") if pyproject.exists() else ""
-    table = _tool_table(pyproject, text)
-    pythonpath = _pythonpath(pyproject.parent, table)
+    table = tool_table(pyproject, text)
+    pythonpath = pythonpath_of(pyproject.parent, table)
     survey = survey_of(discover(pyproject.parent, pythonpath), table or {},
-                       _commented_targets(text))
+                       commented_targets(text))
     out = sys.stdout
     interactive = not (args.yes or args.dry_run or args.select) and sys.stdin.isatty()
     describe(survey, out, interactive)
@@ -75,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if not chosen:
         out.write("nothing to add to pyproject.toml\n")
         return 0
-    new_text = merged(text, render(chosen, table, pythonpath, _newline(text)))
-    _validate(pyproject, text, new_text, chosen)
+    new_text = merged(text, render(chosen, table, pythonpath, newline_of(text)))
+    validate(pyproject, text, new_text, chosen)
     if args.dry_run:
         out.write(f"would append to {display(pyproject)}:\n\n{new_text[len(text):].lstrip()}")
         return 0
@@ -105,9 +87,10 @@ def _first_update(args: argparse.Namespace, pyproject: Path, chosen: Sequence[Ca
                  "uncomment them and run `ckptlint update NAME`" if waiting else "") + "\n")
     if not active:
         return 0
-    from ckptlint.commands.cli import main  # the very `ckptlint update` a user would run next
+    from ckptlint.commands import update  # the very `ckptlint update` a user would run next
 
-    code = main(["update", *active, "--jobs", str(args.jobs), *(["--debug"] * args.debug)])
+    code = update.run(argparse.Namespace(names=active, from_file=None, jobs=args.jobs,
+                                         state_dict_key=None))
     if code == 0:
         out.write("commit pyproject.toml and the signatures; `ckptlint check` then guards them\n")
     return code
@@ -259,7 +242,7 @@ def preselected(candidates: Sequence[Candidate], out: TextIO) -> list[Candidate]
     """The main models; those needing arguments only while their TODOs fit on a screen."""
     main = [c for c in candidates if c.main]
     waiting = [c for c in main if not c.complete]
-    if sum(len(_entry(c)) + 1 for c in waiting) <= SCREEN_LINES:
+    if sum(len(entry_lines(c)) + 1 for c in waiting) <= SCREEN_LINES:
         return main
     out.write(f"{len(waiting)} proposed model(s) need constructor arguments: more TODOs than "
               f"a screen holds, so they are not written; pick some with "
@@ -381,105 +364,3 @@ def _confirm(question: str) -> bool:
 
 
 # -- writing pyproject.toml ----------------------------------------------------------------
-
-
-def _commented_targets(text: str) -> frozenset[str]:
-    """Targets of entries an earlier `init` left commented out: not proposed twice."""
-    return frozenset(re.findall(r'^#\s*target\s*=\s*"([^"]+)"', text, re.M))
-
-
-def _pyproject(start: Path) -> Path:
-    """The nearest pyproject.toml at or above `start`; a new one in `start` when there is none."""
-    for directory in (start, *start.parents):
-        if (directory / "pyproject.toml").is_file():
-            return directory / "pyproject.toml"
-    return start / "pyproject.toml"
-
-
-def _tool_table(pyproject: Path, text: str) -> dict[str, Any] | None:
-    """The existing [tool.ckptlint] table, or None when there is none yet."""
-    try:
-        table = tomllib.loads(text).get("tool", {}).get("ckptlint")
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(display(pyproject), f"is not valid TOML: {exc}") from None
-    if table is not None and not isinstance(table, dict):
-        raise ConfigError(display(pyproject), "`tool.ckptlint` must be a table")
-    if table is not None and "models" in table and not _MODELS_HEADER.search(text):
-        raise ConfigError(display(pyproject), "`tool.ckptlint.models` is an inline array; "
-                          "`ckptlint init` appends [[tool.ckptlint.models]] tables: convert it "
-                          "first")
-    return table
-
-
-def _pythonpath(root: Path, table: dict[str, Any] | None) -> list[str]:
-    """The configured pythonpath; for a new table, `src` when the project has a src layout."""
-    if table is not None:
-        value = table.get("pythonpath", [])
-        return [value] if isinstance(value, str) else list(value)
-    src = root / "src"
-    return ["src"] if src.is_dir() and not (src / "__init__.py").exists() else []
-
-
-def _newline(text: str) -> str:
-    return "\r\n" if "\r\n" in text else "\n"
-
-
-def render(chosen: Sequence[Candidate], table: dict[str, Any] | None,
-           pythonpath: Sequence[str], newline: str = "\n") -> str:
-    """The text appended to pyproject.toml: [tool.ckptlint] when missing, then one table per
-    model; an entry still missing arguments is commented out under a TODO."""
-    lines = ["# Models registered by `ckptlint init`; `ckptlint update` records their signatures."]
-    if table is None:
-        lines += ["[tool.ckptlint]"]
-        lines += [f"pythonpath = [{', '.join(_quote(p) for p in pythonpath)}]"] \
-            if pythonpath else []
-    for candidate in chosen:
-        lines += [""] + _entry(candidate)
-    return newline.join(lines) + newline
-
-
-def _entry(candidate: Candidate) -> list[str]:
-    body = ["[[tool.ckptlint.models]]", f"name = {_quote(candidate.name)}",
-            f"target = {_quote(candidate.target)}"]
-    kwargs = list(candidate.kwargs) + [(arg, "...") for arg in candidate.missing]
-    if kwargs:
-        body.append(f"kwargs = {{ {', '.join(f'{k} = {v}' for k, v in kwargs)} }}")
-    if candidate.complete:
-        return body
-    why = "its __init__ is inherited from code ckptlint could not read" \
-        if candidate.unknown_init else \
-        f"{candidate.file}:{candidate.line} needs {', '.join(candidate.missing)}"
-    return [f"# TODO: fill in kwargs ({why}), uncomment, then run "
-            f"`ckptlint update {candidate.name}`"] + [f"# {line}" for line in body] + \
-        ([] if candidate.missing else ["# kwargs = { }"])
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def merged(text: str, block: str) -> str:
-    """`text` unchanged, then a blank line, then `block`."""
-    newline = _newline(text)
-    if not text:
-        return block
-    return text + ("" if text.endswith(("\n", "\r")) else newline) + newline + block
-
-
-def _validate(pyproject: Path, old: str, new: str, chosen: Sequence[Candidate]) -> None:
-    """The appended text must parse and add exactly the active entries, nothing else."""
-    try:
-        after = tomllib.loads(new)
-    except tomllib.TOMLDecodeError as exc:
-        raise CkptlintError(f"{display(pyproject)}: appending the new models would make it "
-                            f"invalid TOML ({exc}); nothing was written") from None
-    old_models, new_models = _models_of(tomllib.loads(old)), _models_of(after)
-    added = [m.get("target") for m in new_models[len(old_models):]]
-    if new_models[:len(old_models)] != old_models or \
-            added != [c.target for c in chosen if c.complete]:
-        raise CkptlintError(f"{display(pyproject)}: the [tool.ckptlint] tables could not be "
-                            "extended safely; nothing was written (add the models by hand)")
-
-
-def _models_of(document: dict[str, Any]) -> list[Any]:
-    return document.get("tool", {}).get("ckptlint", {}).get("models", [])

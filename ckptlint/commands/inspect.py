@@ -11,16 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from ckptlint.run import fit
-
-from ckptlint.core import sigfile
 from ckptlint.commands.setup import prepare
+from ckptlint.core import sigfile
 from ckptlint.core.errors import NoProjectError
-from ckptlint.core.records import Signature
 from ckptlint.core.keys import fold, printable
+from ckptlint.core.records import Signature
+from ckptlint.core.urls import RemotePath, location
 from ckptlint.readers import CheckpointRead, read_checkpoint
 from ckptlint.reporters.json import spec_dict
-from ckptlint.core.urls import RemotePath, location
+from ckptlint.run import fit
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from ckptlint.core.atomic import write_atomic
 from ckptlint.core.errors import CkptlintError, reason
 from ckptlint.core.records import Report
-from ckptlint.run.replay import use_color
 from ckptlint.reporters import REPORTERS, RenderOptions, renderer
-from ckptlint.core.atomic import write_atomic
+from ckptlint.run.replay import use_color
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,22 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ckptlint.run import plan
-
-from ckptlint.run import hook
-
-from ckptlint.compare import prefix
-
-from ckptlint.readers.sigtoml import read_signature
-from ckptlint.core.atomic import SCRATCH, write_atomic
-from ckptlint.run.cache import DIRECTORY
 from ckptlint.commands.setup import Setup, prepare
-from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
-from ckptlint.core.keys import natural_sorted, printable
+from ckptlint.compare import prefix
 from ckptlint.config import signature_path
+from ckptlint.core.atomic import SCRATCH, write_atomic
+from ckptlint.core.errors import CkptlintError
+from ckptlint.core.keys import natural_sorted, printable
 from ckptlint.core.paths import inside, relative
+from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
 from ckptlint.core.urls import location
+from ckptlint.readers.sigtoml import read_signature
+from ckptlint.run import hook, plan
+from ckptlint.run.cache import DIRECTORY
 
 if TYPE_CHECKING:
     from ckptlint.source.apply import Edit

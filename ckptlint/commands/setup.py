@@ -7,12 +7,11 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ckptlint.run import cache
-
 from ckptlint.build import interpreter
 from ckptlint.config import find_pyproject, parse_config
-from ckptlint.core.records import Config
 from ckptlint.core.inputs import digest
+from ckptlint.core.records import Config
+from ckptlint.run import cache
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
                                 f"e.g. `ckptlint update {example} --from {args.from_file}`")
         source = location(args.from_file)
         result = fit.update_from(setup.config, args.names[0],
-                                    source.resolve() if isinstance(source, Path) else source,
-                                    setup.builder)
+                                 source.resolve() if isinstance(source, Path) else source,
+                                 setup.builder)
     else:
         result = engine.update(setup.config, args.names, setup.builder)
     out = sys.stdout
