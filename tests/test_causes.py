@@ -394,8 +394,8 @@ def test_x_transformers_feedforward_mult_default_is_one_annotation(project):
     changed = line_of(text, "        mult = 2,")
     message = one_annotation_on(project, path, changed)
     assert "6 tensors" in message and message.count("CKL103") == 6
-    finding, = check_json(project)
-    assert finding["line"] == line_of(text, "class FeedForward") + 1  # its `def __init__(`
+    finding, = check_json(project)  # the changed line of its `def __init__(` header
+    assert (finding["line"], finding["end_line"]) == (changed, changed)
 
 
 def test_mingpt_preset_change_is_one_annotation_covering_the_changed_line(project):
@@ -615,3 +615,29 @@ def test_an_ignore_comment_on_the_cause_line_silences_the_whole_group(project):
     edit(project, "layers.py", "hidden = 2 * d", "hidden = 2 * d  # ckptlint: ignore[CKL103]")
     run = project.run("check", "--format", "json")
     assert (run.code, json.loads(run.out)["findings"]) == (0, []), run.out
+
+
+SIBLINGS = "from torch import nn\n\n\nclass Block(nn.Module):\n    def __init__(self, d, mult=4):\n" \
+           "        super().__init__()\n        self.fc = nn.Linear(d, mult * d)\n\n\n" \
+           "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+           "        self.layers = nn.ModuleDict(dict(\n            emb=nn.Embedding(10, 8),\n" \
+           "            blocks=nn.ModuleList([Block(8) for _ in range(2)]),\n        ))\n"
+
+
+def test_an_ignore_comment_on_a_sibling_entry_does_not_silence_a_change_on_the_way(project):
+    """The blocks' width changes in the entry that builds them: the group sits on that line of
+    the long statement, so the comment silencing the embedding's own change on the line above
+    silences nothing of it (it used to: the group spanned the whole statement, exit 0)."""
+    project.write("model.py", SIBLINGS)
+    project.configure('name = "net"\ntarget = "model:Net"')
+    assert project.run("update").code == 0
+    commit(project)
+    edit(project, "model.py", "emb=nn.Embedding(10, 8),",
+         "emb=nn.Embedding(12, 8),  # ckptlint: ignore[CKL103]")
+    text = edit(project, "model.py", "Block(8) for", "Block(8, mult=2) for")
+    finding, = check_json(project)
+    assert set(finding["keys"]) == {f"layers.blocks.{i}.fc.{p}" for i in (0, 1)
+                                    for p in ("weight", "bias")}
+    blocks = line_of(text, "blocks=nn.ModuleList(")
+    assert (finding["line"], finding["end_line"]) == (blocks, blocks)
+    one_annotation_on(project, "model.py", blocks)

@@ -147,9 +147,24 @@ class _Tracer:
         for file, line in self.frames(finding)[:_MAX_FRAMES_ASKED]:
             span = self.index.statement_at(self.root / file, line)
             if span is not None and self._claim(file, line, line):
-                location = self.locator.with_source(span.location(file))
+                location = self.locator.with_source(self._cut(span.location(file), line, line))
                 return Cause(replace(location, note=self._changed_note(location, "")), True)
         return None
+
+    def _cut(self, location: Location, first: int, last: int) -> Location:
+        """A cause's statement cut down to its changed lines `first`..`last`: the group's
+        annotation sits on the diff, and an ignore comment on another line of a long statement
+        (a sibling entry's, `emb=...,  # ckptlint: ignore[CKL103]`) silences nothing here."""
+        end = location.end_line or location.line
+        lo, hi = max(first, location.line), min(last, end)
+        parsed = self.index.parsed(self.root / location.file)
+        if (lo, hi) == (location.line, end) or lo > hi or parsed is None:
+            return location
+        lines = parsed.lines
+        column = location.column if lo == location.line else \
+            len(lines[lo - 1]) - len(lines[lo - 1].lstrip()) + 1
+        end_column = location.end_column if hi == end else len(lines[hi - 1].rstrip()) + 1
+        return replace(location, line=lo, column=column, end_line=hi, end_column=end_column)
 
     def _claim(self, file: str, line: int, end_line: int | None) -> bool:
         hunk = self.changes.touched(file, line, end_line or line) if self.changes else None
@@ -205,10 +220,11 @@ class _Tracer:
         span = self.locator._at_hunk(file, hunk)
         if span is None:
             return None
-        location = self.locator.with_source(span.location(file))
+        location = span.location(file)
+        if hunk.new_count:
+            location = self._cut(location, hunk.new_start, hunk.new_end)
+        location = self.locator.with_source(location)
         note = self._changed_note(location, "")
-        if hunk.new_count and (location.end_line or location.line) > location.line:
-            note = f"line {hunk.new_start} {note}"  # the frame may not reach it
         return _Region(replace(location, note=note), _names(self._hunk_text(file, hunk)))
 
     def _hunk_text(self, file: str, hunk: Hunk) -> list[str]:
