@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 MODEL = '''
 from torch import nn
 
@@ -60,3 +62,30 @@ def test_a_comment_for_another_code_does_not_silence(project):
     run = project.run("check", "--format", "json")
     codes = sorted(f["code"] for f in explained(_doc(run)["findings"]))
     assert run.code == 1 and codes == ["CKL103", "CKL103", "CKL205", "CKL205"]  # weight, bias
+
+
+# (the comment on the cause line, whether the group of a CKL103 and a CKL101 change stays)
+GROUP_COMMENTS = [
+    ("# ckptlint: ignore[CKL103]", True),  # names one of its codes: the CKL101 change must show
+    ("# ckptlint: ignore[CKL101]", True),
+    ("# ckptlint: ignore[CKL101, CKL103]", False),
+    ("# ckptlint: ignore", False),
+    ("# an ordinary comment", True),
+]
+
+
+@pytest.mark.parametrize("comment, stays", GROUP_COMMENTS)
+def test_a_group_is_silenced_only_by_every_code_it_explains(tmp_path, comment: str,
+                                                            stays: bool) -> None:
+    from ckptlint.core.kinds import Kind
+    from ckptlint.core.records import Finding, Location
+    from ckptlint.source.cst import SourceIndex
+    from ckptlint.source.suppress import inline
+
+    (tmp_path / "m.py").write_text(f"hidden = 2 * d  {comment}\n")
+    cause = Location("m.py", 1, 1, 1, 15)
+    members = (Finding(Kind.SHAPE_MISMATCH, "net", "wider", key="a.w", keys=("a.w",)),
+               Finding(Kind.MISSING_KEY, "net", "new", key="b.w", keys=("b.w",)))
+    group = Finding(Kind.SHAPE_MISMATCH, "net", "one edit", key="a.w", keys=("a.w", "b.w"),
+                    location=cause, members=members)
+    assert (inline([group], str(tmp_path), SourceIndex()) == [group]) is stays

@@ -60,7 +60,7 @@ class SourceIndex:
             self._files[name] = _parse_text(data)
         return name
 
-    def choose(self, path: PathLike, qualname: str, attr: str,
+    def _choose(self, path: PathLike, qualname: str, attr: str,
                 ) -> tuple[Parsed | None, Hit | None, list[Hit]]:
         parsed = self.parsed(path)
         if parsed is None:

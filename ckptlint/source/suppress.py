@@ -146,6 +146,9 @@ def inline(findings: Sequence[Finding], root: str, index: Any) -> list[Finding]:
             continue
         span = Span(loc.line, loc.column, loc.end_line or loc.line, loc.end_column or 1)
         codes = index.suppressions(Path(root) / loc.file, span)
-        if not (finding.code in codes or "*" in codes):
+        # a group (one cause) goes only when the comment names every code it explains: one
+        # that silences CKL101 must not take the CKL103 changes of the same edit with it
+        needed = {finding.code} | {m.code for m in finding.members}
+        if not ("*" in codes or needed <= codes):
             kept.append(finding)
     return kept
