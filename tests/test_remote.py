@@ -247,6 +247,34 @@ def test_inspect_diff_and_update_from_take_urls(project, server: RangeServer,
     assert remap.code == 0, remap.err
 
 
+def test_convert_takes_a_url_and_the_file_loads_strictly(project, server: RangeServer,
+                                                       served: Path) -> None:
+    """A torch.save file of the code before `fc` became `head`, at a URL with credentials."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    old = {"fc.weight": torch.randn(8, 4), "fc.bias": torch.randn(8)}
+    torch.save(old, served / "old-small.pt")
+    project.write("small.py", SMALL)
+    project.configure('name = "small"\ntarget = "small:Small"')
+    url = server.url("old-small.pt").replace("http://", "http://bob:hunter2@") + "?sig=s3cret"
+    run = project.run("convert", url, "new.safetensors")
+    assert run.code == 0, run.out + run.err
+    assert run.out.startswith("wrote new.safetensors: 2 tensors")
+    assert f"from {server.url('old-small.pt')}?… (2 keys renamed)" in run.out
+    namespace: dict = {}
+    exec(compile(SMALL, "small.py", "exec"), namespace)
+    model = namespace["Small"]()
+    model.load_state_dict(load_file(project.root / "new.safetensors"), strict=True)
+    assert torch.equal(model.head.weight, old["fc.weight"])
+    assert torch.equal(model.head.bias, old["fc.bias"])
+    with safe_open(str(project.root / "new.safetensors"), "pt") as f:
+        meta = json.dumps(f.metadata())
+    for text in (run.out, run.err, meta):
+        assert "hunter2" not in text and "s3cret" not in text and "bob" not in text
+
+
 def test_secrets_in_urls_are_neither_printed_nor_stored(project, server: RangeServer) -> None:
     project.write("small.py", SMALL)
     project.configure('name = "small"\ntarget = "small:Small"')

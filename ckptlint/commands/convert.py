@@ -21,6 +21,7 @@ from ckptlint.core.keys import printable
 from ckptlint.core.kinds import Outcome, Verdict
 from ckptlint.core.paths import inside
 from ckptlint.core.records import Config, ModelSpec
+from ckptlint.core.urls import RemotePath, location
 from ckptlint.readers import read_checkpoint
 from ckptlint.readers.data import open_data
 from ckptlint.run import engine, hook, migrate, plan
@@ -28,22 +29,23 @@ from ckptlint.run.cache import DIRECTORY
 
 
 def run(args: argparse.Namespace) -> int:
-    old, out = Path(args.old), Path(args.out)
+    old, out = location(args.old), Path(args.out)
+    label = str(old)  # a URL as shown: without its credentials or query
     _check_paths(old, out)
     setup = prepare(args, use_cache=False)
-    spec = _model(setup.config, args.model, args.old)
+    spec = _model(setup.config, args.model, label)
     if read_checkpoint(old, spec.state_dict_key).signature.partial:  # as inspect reads it
-        print(f"ckptlint convert: {hook.PeftAdapterError(args.old)}")
+        print(f"ckptlint convert: {hook.PeftAdapterError(label)}")
         return 1
     with open_data(old, spec.state_dict_key) as data:
         try:
-            remap = hook.plan(spec, data.checkpoint.signature, builder(setup, spec), args.old,
+            remap = hook.plan(spec, data.checkpoint.signature, builder(setup, spec), label,
                               ties=True)
         except hook.PeftAdapterError as exc:
             print(f"ckptlint convert: {exc}")
             return 1
         if not remap.proved:
-            print(_unproven(spec, args.old, remap))
+            print(_unproven(spec, label, remap))
             return 1
         try:
             done = migrate.convert(data, remap, out, _verifier(setup, spec), spec.name,
@@ -51,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
         except migrate.NotProvenError as exc:
             print(f"ckptlint convert: {printable(str(exc))}")
             return 1
-    sys.stdout.write(_summary(spec, args.old, done))
+    sys.stdout.write(_summary(spec, label, done))
     return 0
 
 
-def _check_paths(old: Path, out: Path) -> None:
+def _check_paths(old: Path | RemotePath, out: Path) -> None:
     if out.suffix != ".safetensors":
         raise CkptlintError(f"{out}: convert writes safetensors: name the file *.safetensors")
     if out.is_dir():
@@ -63,7 +65,7 @@ def _check_paths(old: Path, out: Path) -> None:
     if not out.parent.is_dir():
         raise CkptlintError(f"{out}: its folder {out.parent} does not exist")
     try:
-        same = out.exists() and old.exists() and out.samefile(old)
+        same = isinstance(old, Path) and out.exists() and old.exists() and out.samefile(old)
     except OSError:
         same = False
     if same:

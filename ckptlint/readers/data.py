@@ -21,6 +21,7 @@ from typing import BinaryIO, Callable, Mapping
 
 from ckptlint.core.dtypes import ITEMSIZE
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.urls import location
 from ckptlint.readers import (dcp, dispatch, legacy, safetensors, sharded, statedict, torchzip,
                               zipdir)
 from ckptlint.readers.base import CheckpointRead, read_head, unreadable
@@ -135,18 +136,19 @@ def open_data(path: str | os.PathLike[str], state_dict_key: str | None = None) -
     The refusals are `read_checkpoint`'s own, said the same way; then what only reading data
     needs (a storage view of a pre-1.0 file, a tensor with no bytes in the file).
     """
-    checked = dispatch.read_checkpoint(path, state_dict_key)
+    place = location(path)  # a URL is read through `remote`, as the readers read it
+    checked = dispatch.read_checkpoint(place, state_dict_key)
     if checked.signature.partial:  # read as the keys it changes: it has no tensor of them
-        raise CheckpointError(str(path), "is a PEFT adapter: its weights are added to the base "
+        raise CheckpointError(str(place), "is a PEFT adapter: its weights are added to the base "
                                          "model's (W + scale * B @ A), not copied under other "
                                          "keys; merge it with peft (`merge_and_unload()`) and "
                                          "convert the merged model's state_dict()")
     handles: list[BinaryIO] = []
     try:
-        data = dispatch.guarded(path, lambda: _open(Path(path), state_dict_key, handles))
+        data = dispatch.guarded(place, lambda: _open(place, state_dict_key, handles))
         if (data.checkpoint.signature.tensors != checked.signature.tensors
                 or data.checkpoint.signature.aliases != checked.signature.aliases):
-            raise CheckpointError(str(path), "changed while it was being read")
+            raise CheckpointError(str(place), "changed while it was being read")
         return data
     except BaseException:
         for handle in handles:

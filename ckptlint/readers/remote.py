@@ -163,6 +163,11 @@ class RemoteFile:
         self._pos += len(data)
         return data
 
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
     def readline(self, size: int | None = -1) -> bytes:
         limit = self.size if size is None or size < 0 else min(self.size, self._pos + size)
         out = bytearray()

@@ -10,7 +10,9 @@ from typing import BinaryIO
 
 from ckptlint.core.dtypes import ITEMSIZE
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.urls import RemotePath
 from ckptlint.readers import zipdir
+from ckptlint.readers.files import size_of
 from ckptlint.readers.pickled import TensorRecord
 
 
@@ -103,6 +105,13 @@ def sha256_of(handle: BinaryIO) -> str:
     return sha.hexdigest()
 
 
-def stat_of(handle: BinaryIO) -> tuple[int, int]:
+def stat_of(handle: BinaryIO) -> tuple[int, object]:
+    path = getattr(handle, "path", None)
+    # a remote file has no descriptor: the size and version its server gave (asked once per
+    # run; an HTTP answer with another ETag is refused as it arrives, `remotefs.http_range`)
+    if isinstance(path, RemotePath):
+        from ckptlint.readers import remote
+
+        return size_of(handle), remote.identity(path)
     info = os.fstat(handle.fileno())
     return info.st_size, info.st_mtime_ns
