@@ -180,6 +180,29 @@ class Kind(enum.Enum):
         help="Read torch's message: a load hook or `_version` metadata of the model rejects the "
              "committed signature. " + _ACCEPT,
         verdict=Verdict.DOES_NOT_LOAD)
+    BUILD_ERROR = KindSpec(
+        "CKL201", "build-error", Severity.ERROR, Outcome.UNCHECKED,
+        "the model could not be imported or built, so it was not checked",
+        fix="Fix the import or constructor error shown at the location; a model that exits or "
+            "hangs while it is built is reported here too.",
+        help="Fix the import or constructor error at the location shown; run `{cmd} check "
+             "NAME` locally to see it. The other models were still checked.")
+    SIGNATURE_MISSING = KindSpec(
+        "CKL202", "signature-missing", Severity.ERROR, Outcome.UNCHECKED,
+        "no committed signature exists for this model, so it was not checked",
+        fix="Run `ckptlint update NAME` and commit the file.",
+        help="Record the signature with `{cmd} update NAME` and commit the file.")
+    SIGNATURE_ORPHANED = KindSpec(
+        "CKL203", "signature-orphaned", Severity.NOTE, Outcome.CLEAN,
+        "a signature file that no configured model uses",
+        fix="Delete the file, or register the model it describes.",
+        help="Delete the file, or register the model it describes in [tool.ckptlint] in "
+             "pyproject.toml.")
+    SIGNATURE_INVALID = KindSpec(
+        "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
+        "the committed signature file cannot be read, so the model was not checked",
+        fix="Restore it from version control or run `ckptlint update NAME`.",
+        help="Restore the file from version control or rewrite it with `{cmd} update NAME`.")
     ROLE_CHANGED = KindSpec(
         "CKL108", "role-changed", Severity.WARNING, Outcome.DRIFT,
         "a parameter became a buffer or a buffer a parameter: the weights still load, but "
@@ -238,29 +261,6 @@ class Kind(enum.Enum):
         help="Load it with a tie-aware loader (safetensors.torch.load_model, from_pretrained) or "
              "strict=False, or save every key with `torch.save(model.state_dict())`.",
         verdict=Verdict.LOADS_NON_STRICT, strict_only=True)
-    BUILD_ERROR = KindSpec(
-        "CKL201", "build-error", Severity.ERROR, Outcome.UNCHECKED,
-        "the model could not be imported or built, so it was not checked",
-        fix="Fix the import or constructor error shown at the location; a model that exits or "
-            "hangs while it is built is reported here too.",
-        help="Fix the import or constructor error at the location shown; run `{cmd} check "
-             "NAME` locally to see it. The other models were still checked.")
-    SIGNATURE_MISSING = KindSpec(
-        "CKL202", "signature-missing", Severity.ERROR, Outcome.UNCHECKED,
-        "no committed signature exists for this model, so it was not checked",
-        fix="Run `ckptlint update NAME` and commit the file.",
-        help="Record the signature with `{cmd} update NAME` and commit the file.")
-    SIGNATURE_ORPHANED = KindSpec(
-        "CKL203", "signature-orphaned", Severity.NOTE, Outcome.CLEAN,
-        "a signature file that no configured model uses",
-        fix="Delete the file, or register the model it describes.",
-        help="Delete the file, or register the model it describes in [tool.ckptlint] in "
-             "pyproject.toml.")
-    SIGNATURE_INVALID = KindSpec(
-        "CKL204", "signature-invalid", Severity.ERROR, Outcome.UNCHECKED,
-        "the committed signature file cannot be read, so the model was not checked",
-        fix="Restore it from version control or run `ckptlint update NAME`.",
-        help="Restore the file from version control or rewrite it with `{cmd} update NAME`.")
     UNUSED_SUPPRESSION = KindSpec(
         "CKL205", "unused-suppression", Severity.NOTE, Outcome.CLEAN,
         "a suppression (an `ignore` pattern of the model's entry, or a `# ckptlint: ignore` "
