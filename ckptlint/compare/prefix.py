@@ -67,7 +67,7 @@ def strip(sig: Signature, prefix: str) -> Signature:
         return sig
     extras = _extras(list(sig.tensors), prefix, set())
     sig = without(sig, extras)
-    return rekey(sig, {k: without_entry_prefix(k, prefix) for k in sig.tensors if without_entry_prefix(k, prefix) != k})
+    return rekey(sig, {k: _stripped(k, prefix) for k in sig.tensors if _stripped(k, prefix) != k})
 
 
 def without(sig: Signature, keys: tuple[str, ...]) -> Signature:
@@ -91,7 +91,7 @@ def _extras(keys: list[str], chain: str, others: set[str]) -> tuple[str, ...]:
     return ()
 
 
-def without_entry_prefix(key: str, prefix: str) -> str:
+def _stripped(key: str, prefix: str) -> str:
     if prefix == CHECKPOINT_WRAPPER:
         return key.replace(CHECKPOINT_WRAPPER, "")
     return key.removeprefix(prefix)
@@ -170,7 +170,7 @@ def _stripping(old_keys: list[str], new_keys: set[str]) -> Wrapper | None:
 
     def apply(k: str) -> str:
         k = k.removeprefix(chain)
-        return without_entry_prefix(k, CHECKPOINT_WRAPPER) if inner else k
+        return _stripped(k, CHECKPOINT_WRAPPER) if inner else k
 
     return Wrapper(chain or CHECKPOINT_WRAPPER, "checkpoint",
                    {k: apply(k) for k in keys if apply(k) != k}, dropped=extras)
@@ -181,7 +181,7 @@ def _adding(old_keys: list[str], new_keys: set[str]) -> Wrapper | None:
     inner = _has_inner(new_keys) and not _has_inner(old_keys)
     if not (chain or inner):
         return None
-    wrapped = {without_entry_prefix(k.removeprefix(chain), CHECKPOINT_WRAPPER) if inner
+    wrapped = {_stripped(k.removeprefix(chain), CHECKPOINT_WRAPPER) if inner
                else k.removeprefix(chain): k for k in new_keys}
     return Wrapper(chain or CHECKPOINT_WRAPPER, "code",
                    {k: wrapped[k] for k in old_keys if k in wrapped})
