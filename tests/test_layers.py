@@ -175,3 +175,9 @@ def test_relative_lazy_and_typing_imports_are_read(tmp_path: Path) -> None:
 def test_importing_the_root_from_below_is_caught() -> None:
     edges = {"ckptlint.run.cache": [("ckptlint", 27)], "ckptlint": []}
     assert upward(edges) == ["ckptlint.run.cache:27 imports ckptlint (layer 6 into 3)"]
+
+
+def test_no_module_is_over_400_lines() -> None:
+    sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert {path: n for path, n in sizes.items() if n > 400} == {}
