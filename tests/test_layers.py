@@ -81,6 +81,22 @@ def imports(path: Path, name: str, modules: set[str],
             for alias in node.names:
                 full = f"{base}.{alias.name}"
                 found.append((full if full in modules else base, node.lineno))
+    return found + _lazy_tables(tree, package, modules)
+
+
+def _lazy_tables(tree: ast.Module, package: str, modules: set[str]) -> list[tuple[str, int]]:
+    """A module-level dict whose values name modules (`"dispatch"`, `"ckptlint.reporters.json"`)
+    is a table of imports made on first use through `importlib`: they count too."""
+    found = []
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if not isinstance(value, ast.Dict) or not value.values:
+            continue
+        names = [v.value for v in value.values
+                 if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+        resolved = [n if n in modules else f"{package}.{n}" for n in names]
+        if len(resolved) == len(value.values) and all(r in modules for r in resolved):
+            found += [(r, node.lineno) for r in resolved]
     return found
 
 
@@ -170,6 +186,14 @@ def test_relative_lazy_and_typing_imports_are_read(tmp_path: Path) -> None:
     found = sorted(imports(source, "ckptlint.core.m", modules), key=lambda i: i[1])
     assert found == [("ckptlint.core.keys", 1), ("ckptlint.api", 3), ("ckptlint.run.cache", 6)]
     assert ("ckptlint.api", 3) not in imports(source, "ckptlint.core.m", modules, runtime=True)
+
+
+def test_a_table_of_lazy_imports_is_read(tmp_path: Path) -> None:
+    source = tmp_path / "__init__.py"
+    source.write_text('_EXPORTS = {"read": "dispatch", "open": "files"}\n')
+    modules = {"ckptlint.readers.dispatch", "ckptlint.readers.files"}
+    assert imports(source, "ckptlint.readers", modules) == [
+        ("ckptlint.readers.dispatch", 1), ("ckptlint.readers.files", 1)]
 
 
 def test_importing_the_root_from_below_is_caught() -> None:

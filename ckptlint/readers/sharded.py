@@ -27,12 +27,13 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def read(path: Path, state_dict_key: str | None = None, *,
-         read_shard: ShardReader | None = None) -> CheckpointRead:
+         read_shard: ShardReader) -> CheckpointRead:
+    """The shards' signatures merged as the index maps them; `read_shard` is the dispatcher's
+    (it picks each shard's reader), handed in so this module never imports it back."""
     where = str(path)
     weight_map = _weight_map(path)
-    shard_reader = read_shard or _default_reader
     names = sorted(set(weight_map.values()))
-    reads = _read_shards(path, names, shard_reader)
+    reads = _read_shards(path, names, read_shard)
     for key, name in weight_map.items():
         if key not in reads[name].signature.tensors:
             raise CheckpointError(where, f"maps `{key}` to shard {name}, which does not hold it")
@@ -58,12 +59,6 @@ def _read_shards(index: Path, names: list[str],
 
         return dict(zip(names, gather(one, names)))
     return {name: one(name) for name in names}
-
-
-def _default_reader(path: Path) -> CheckpointRead:
-    from ckptlint.readers import read_shard  # the dispatcher picks each shard's reader
-
-    return read_shard(path)
 
 
 def _weight_map(path: Path) -> dict[str, str]:
