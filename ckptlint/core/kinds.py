@@ -27,6 +27,20 @@ class Outcome(enum.IntFlag):
     UNCHECKED = 2
 
 
+class Status(str, enum.Enum):
+    """A model's state after a run (JSON's `status`): what its findings' outcome bits say."""
+
+    CLEAN = "clean"
+    DRIFT = "drift"
+    ERROR = "error"  # something could not be checked
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
 class Verdict(str, enum.Enum):
     """What loading a checkpoint into the code does; the value is what reports and JSON say."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ckptlint.core.kinds import Kind, Outcome, Severity
+from ckptlint.core.kinds import Kind, Outcome, Severity, Status
 
 
 FORMAT_VERSION = 1
@@ -272,10 +272,10 @@ class ModelReport:
         return bits
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         if self.outcome & Outcome.UNCHECKED:
-            return "error"
-        return "drift" if self.outcome & Outcome.DRIFT else "clean"
+            return Status.ERROR
+        return Status.DRIFT if self.outcome & Outcome.DRIFT else Status.CLEAN
 
 
 @dataclass(frozen=True, slots=True)

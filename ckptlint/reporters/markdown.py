@@ -12,6 +12,7 @@ import html
 import re
 
 from ckptlint.core.keys import EVERY_KEY, natural_key, printable
+from ckptlint.core.kinds import Status
 from ckptlint.core.records import Finding, ModelReport, Report, TensorSpec
 from ckptlint.core.sigfile import format_spec
 from ckptlint.reporters.options import RenderOptions
@@ -25,7 +26,7 @@ MAX_NOTES = 50
 MAX_KEY_WIDTH = 64          # keys are padded to align specs up to this width
 RESERVE = 512               # room kept for the line that says what was elided
 
-STATUS = {"clean": "✅ clean", "drift": "❌ drift", "error": "⛔ error"}
+STATUS = {Status.CLEAN: "✅ clean", Status.DRIFT: "❌ drift", Status.ERROR: "⛔ error"}
 _SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 _SPECIAL = re.compile(r"([\\`*_\[\]<>&~|])")
 
@@ -109,8 +110,8 @@ def parameters(old: int | None, new: int | None) -> str:
 # --- heading and table ------------------------------------------------------------------------
 
 def heading(report: Report, options: RenderOptions) -> list[str]:
-    drifted = [m.name for m in report.models if m.status == "drift"]
-    broken = [m for m in report.models if m.status == "error"]
+    drifted = [m.name for m in report.models if m.status is Status.DRIFT]
+    broken = [m for m in report.models if m.status is Status.ERROR]
     total = len(report.models)
     if not drifted and not broken:
         return [f"## ckptlint: ✅ {plural(total, 'model')} checked, no drift", ""]

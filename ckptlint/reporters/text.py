@@ -8,7 +8,7 @@ reaches the terminal (or a CI log) as visible `\x1b`/`\n`, never as a command.
 from __future__ import annotations
 
 from ckptlint.core.keys import printable as _t
-from ckptlint.core.kinds import Kind, Outcome, Severity, Verdict
+from ckptlint.core.kinds import Kind, Outcome, Severity, Status, Verdict
 from ckptlint.core.records import Finding, Location, ModelReport, Report
 from ckptlint.reporters.options import RenderOptions
 
@@ -184,8 +184,8 @@ def summary(report: Report, options: RenderOptions, paint: Paint) -> list[str]:
     if report.compared:
         return _diff_summary(report, paint)
     total = len(report.models)
-    drifted = [m for m in report.models if m.status == "drift"]
-    broken = [m for m in report.models if m.status == "error"]
+    drifted = [m for m in report.models if m.status is Status.DRIFT]
+    broken = [m for m in report.models if m.status is Status.ERROR]
     if not (report.outcome & (Outcome.DRIFT | Outcome.UNCHECKED)):
         if report.against:
             text = f"All clear: {_t(report.against)} loads into {plural(total, 'model')}."
