@@ -21,7 +21,7 @@ from ckptlint.core.records import (EMPTIED, TIED, BuildResult, Config, Finding, 
 from ckptlint.source.advice import advice
 from ckptlint.source.changes import Changes, Hunk
 from ckptlint.source.cst import SourceIndex
-from ckptlint.source.quoting import quoted, read_lines, same_function
+from ckptlint.source.quoting import read_lines, same_function, shortened
 from ckptlint.source.spans import Span
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"}
@@ -234,7 +234,7 @@ class Locator:
             _, hunk = changes.new_line(file, creation.span.line)
             span = self._at_hunk(file, hunk) if hunk is not None else None
             if span is not None:
-                quoted = quoted(self.index.text(old, creation.span))
+                quoted = shortened(self.index.text(old, creation.span))
                 note = (f"removed here since {changes.signature} was committed "
                         f"({changes.short}): `{quoted}` created it")
                 return Found(span.location(file, note), self._frames(result.sites.get(survivor)))

@@ -22,7 +22,7 @@ def same_function(index: SourceIndex, path: Path, line: int, other: int) -> bool
     return here is not None and here == there
 
 
-def quoted(text: str) -> str:
+def shortened(text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     return first if len(first) <= _MAX_QUOTED else first[:_MAX_QUOTED - 1] + "…"
 
