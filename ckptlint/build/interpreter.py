@@ -93,6 +93,7 @@ def builder(interpreter: Interpreter, jobs: int):  # -> engine.Builder
 def in_process(specs: Sequence[ModelSpec], config: Config,
                references: Sequence[Signature | None], processes: int = 1) -> list[BuildResult]:
     """Build in children forked from this process (`ckptlint.build.isolate`)."""
-    from ckptlint.build.isolate import build_isolated  # torch is imported only when something is built
+    # torch is imported only when something is built
+    from ckptlint.build.isolate import build_isolated
 
     return build_isolated(specs, config, references, processes)

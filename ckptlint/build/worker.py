@@ -67,7 +67,8 @@ def build_in_worker(python: str, jobs: int, specs: Sequence[ModelSpec], config: 
     """Build in one process of `python` (the project's interpreter), which forks `jobs`
     children of its own; results keep the input order."""
     path = _private_path()
-    code = f"import sys; sys.path.insert(0, {path!r}); from ckptlint.build.worker import serve; serve()"
+    code = (f"import sys; sys.path.insert(0, {path!r}); "
+            "from ckptlint.build.worker import serve; serve()")
     # the user's own setting for bytecode caching holds: the tracking reads sources either way
     request = encode_request(specs, config, references, jobs)
     try:

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from ckptlint.core.dtypes import ITEMSIZE, OBJECT, shape_problem
 from ckptlint.core.errors import CkptlintError, SignatureFileError
-from ckptlint.core.records import FORMAT_VERSION, Signature, TensorSpec
 from ckptlint.core.keys import MAX_KEYS, TooManyKeys, count, expand, fold, natural_sorted, printable
+from ckptlint.core.records import FORMAT_VERSION, Signature, TensorSpec
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -27,10 +27,11 @@ from typing import Any, Iterable, Iterator, Sequence
 from ckptlint.core.errors import NotRegularFile
 from ckptlint.core.urls import RemotePath
 from ckptlint.readers.remotefs import (base_name, fs_call, fs_path, http_head, http_range,
-                                       identity_of, listing_identity, new_filesystem, protocol_of, with_retries)
+                                       identity_of, listing_identity, new_filesystem, protocol_of,
+                                       with_retries)
 from ckptlint.readers.remoteinfo import (BLOCK, CACHE_BYTES, HTTP_FOLDER, HTTP_SCHEMES, MAX_REQUEST,
-                                         Info, RemoteError, block_range, block_runs,
-                                         gather, timeout)
+                                         Info, RemoteError, block_range, block_runs, gather,
+                                         timeout)
 
 
 # -- one run's state: filesystems, metadata, blocks ------------------------------------------

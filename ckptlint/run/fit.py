@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
 from ckptlint.config import signature_path
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.kinds import BEST_FIRST, Kind, Verdict
 from ckptlint.core.paths import relative
-from ckptlint.core.records import (BuildResult, Config, Finding, ModelReport, ModelSpec,
-                                   Signature)
+from ckptlint.core.records import BuildResult, Config, Finding, ModelReport, ModelSpec, Signature
 from ckptlint.core.urls import RemotePath
 from ckptlint.run.plan import (Builder, Reference, build_per_model, committed_reference,
                                default_builder, listed_keys, read_reference, select,
@@ -118,7 +118,8 @@ def update_from(config: Config, name: str, checkpoint: Path | RemotePath,
     from ckptlint.core import sigfile
 
     spec, = select(config, [name])
-    reference = without_entry_prefix(spec, read_reference(config, spec, checkpoint, committed=False))
+    reference = without_entry_prefix(spec, read_reference(config, spec, checkpoint,
+                                                          committed=False))
     if reference.signature is None:
         raise CheckpointError(str(checkpoint), reference.problem.message.partition(": ")[2])
     if reference.signature.partial:

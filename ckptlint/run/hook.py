@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 from ckptlint.compare import diff, prefix
 from ckptlint.compare.mapping import MARKER, Rules
 from ckptlint.core.errors import CkptlintError
-from ckptlint.core.records import BuildResult, LoadReport, ModelSpec, Signature
 from ckptlint.core.keys import expand, natural_sorted, segments
+from ckptlint.core.records import BuildResult, LoadReport, ModelSpec, Signature
 
 _RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
 # segments of the keys a PEFT adapter adds (LoRA, DoRA, IA3, LoHa, LoKr, OFT, VeRA): their

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping
 
-from ckptlint.core.constants import VERSION as __version__
 from ckptlint.core.atomic import staged
+from ckptlint.core.constants import VERSION as __version__
 from ckptlint.core.dtypes import ITEMSIZE, OBJECT, SAFETENSORS_DTYPES
 from ckptlint.core.errors import CheckpointError, CkptlintError
-from ckptlint.core.records import Signature
-from ckptlint.run.hook import Remap
 from ckptlint.core.keys import natural_key, natural_sorted
+from ckptlint.core.records import Signature
 from ckptlint.readers.data import TensorData
+from ckptlint.run.hook import Remap
 
 SAFETENSORS_CODES = {name: code for code, name in SAFETENSORS_DTYPES.items()}
 _ALIGN = 8  # safetensors pads its header so that the data region starts 8-byte aligned

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
+
 from ckptlint.config import entry_location, signature_path
 from ckptlint.core.atomic import SCRATCH, write_atomic
 from ckptlint.core.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.core.kinds import Kind
 from ckptlint.core.paths import inside, relative
-from ckptlint.core.records import (BuildResult, Config, Finding, Location, ModelSpec,
-                                   Signature)
+from ckptlint.core.records import BuildResult, Config, Finding, Location, ModelSpec, Signature
 from ckptlint.core.urls import RemotePath, location
 from ckptlint.run.cache import DIRECTORY
 

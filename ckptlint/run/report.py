@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
+
 from ckptlint.config import entry_location
 from ckptlint.core.kinds import Kind, Verdict
 from ckptlint.core.paths import relative
-from ckptlint.core.records import (BuildResult, Config, Finding, ModelReport, ModelSpec,
-                                   Signature)
+from ckptlint.core.records import BuildResult, Config, Finding, ModelReport, ModelSpec, Signature
 from ckptlint.run.plan import Reference
 
 
@@ -19,7 +19,8 @@ def locate_findings(config: Config, spec: ModelSpec, result: BuildResult, report
     """The findings at their statements, suppressed where a comment says so, then one per
     cause (`ckptlint.source.causes`)."""
     from ckptlint.source import suppress
-    from ckptlint.source.locate import Locator  # libcst is imported only when there is something to point at
+    # libcst is imported only when there is something to point at
+    from ckptlint.source.locate import Locator
 
     if "run" not in locators:
         locators["run"] = Locator(config)

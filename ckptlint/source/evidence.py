@@ -42,7 +42,8 @@ class _Said:
     new_places: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
-def _said_now(locator: Locator, path: str, result: BuildResult, changes: Changes, found: _Said) -> None:
+def _said_now(locator: Locator, path: str, result: BuildResult, changes: Changes,
+              found: _Said) -> None:
     site = result.sites.get(path)
     span = locator.index.statement_at(locator.root / site.file, site.line) if site else None
     if span is None:
