@@ -363,3 +363,36 @@ def test_a_build_process_that_dies_before_any_build_is_not_respawned_forever(pro
     found = _findings(run)
     assert [(f["model"], f["code"]) for f in found] == [("good", "CKL201")]
     assert "ended before it started (exited with code 1)" in found[0]["message"]
+
+
+TWO = '''
+from torch import nn
+
+
+class Two(nn.Module):
+    def __init__(self, tie=False):
+        super().__init__()
+        self.a = nn.Linear(4, 4, bias=False)
+        self.b = nn.Linear(4, 4, bias=False)
+        if tie:
+            self.b.weight = self.a.weight
+'''
+
+
+def test_a_tie_added_in_code_is_reported_against_a_torch_save_file(project):
+    """A torch.save pickle records which tensors share storage: two separate copies the code
+    now ties both load into one tensor, the last one wins. That is no All clear."""
+    project.write("two.py", TWO)
+    project.configure('name = "two"\ntarget = "two:Two"')
+    sys.path.insert(0, str(project.root))
+    try:
+        from two import Two  # the fixture's own module, for a real file
+
+        torch.save(Two().state_dict(), project.root / "untied.pt")
+    finally:
+        sys.path.remove(str(project.root))
+        sys.modules.pop("two", None)
+    project.write("two.py", TWO.replace("tie=False", "tie=True"))
+    run = project.run("check", "two", "--against", "untied.pt", "--format", "json")
+    codes = {f["code"] for f in _findings(run)}
+    assert run.code == 1 and "CKL110" in codes, run.out

@@ -23,8 +23,10 @@ def tie_absent(model: str, key: str, new: Signature) -> Finding:
 
 
 def tie_findings(model: str, old: Signature, new: Signature) -> Iterator[Finding]:
-    """Tied groups that differ, among keys both sides have (a file may not record ties)."""
-    if not old.aliases and old.source != "code":
+    """Tied groups that differ, among keys both sides have. A file that keeps no record of
+    sharing (safetensors, DCP) says nothing about its ties: only one that does (the code's
+    signature, a torch.save pickle) shows that tensors the code now ties were separate."""
+    if not (old.aliases or old.source == "code" or old.ties_recorded):
         return
     both = set(old.tensors) & set(new.tensors)
     before, after = _groups(old.aliases, both), _groups(new.aliases, both)

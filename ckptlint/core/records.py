@@ -57,6 +57,9 @@ class Signature:
     target: str = ""
     torch_version: str = ""
     source: str = "code"
+    # the file says which tensors share storage (a torch.save pickle does; safetensors and DCP
+    # keep no such record), so no alias means no tie; the code's own signature always says
+    ties_recorded: bool = False
 
     @property
     def partial(self) -> bool:

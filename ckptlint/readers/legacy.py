@@ -81,7 +81,7 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
             parsed = parse(handle, where, state_dict_key)
     except OSError as exc:
         raise unreadable(path, exc) from None
-    return CheckpointRead(statedict.signature(parsed.state, where), FORMAT, parsed.note)
+    return CheckpointRead(statedict.signature(parsed.state, where, ties_recorded=True), FORMAT, parsed.note)
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,8 @@ def _kind(node: Any) -> str:
     return type(node).__name__
 
 
-def signature(state: Mapping[str, Any], path: str, metadata: Any = None) -> Signature:
+def signature(state: Mapping[str, Any], path: str, metadata: Any = None,
+              ties_recorded: bool = False) -> Signature:
     """The signature of a state dict of `TensorRecord`s; non-tensors are skipped."""
     if len(state) > MAX_KEYS:
         raise CheckpointError(path, f"holds {len(state):,} entries, more than the {MAX_KEYS:,} "
@@ -205,7 +206,8 @@ def signature(state: Mapping[str, Any], path: str, metadata: Any = None) -> Sign
     if metadata is None and isinstance(state, PickledDict):
         metadata = state.metadata
     return Signature(tensors=tensors, versions=versions(metadata), aliases=aliases(views),
-                     has_metadata=isinstance(metadata, Mapping), source="checkpoint")
+                     has_metadata=isinstance(metadata, Mapping), source="checkpoint",
+                     ties_recorded=ties_recorded)
 
 
 def versions(metadata: Any) -> dict[str, int]:
