@@ -72,3 +72,9 @@ def test_untrusted_digit_runs_sort_and_fold_safely():
     arabic = {"h.\u0663.w": 1, "h.3.w": 1}  # Arabic-Indic three is a name, not an index
     assert dict(fold(arabic)) == {"h.3.w": 1, "h.\u0663.w": 1}
     assert fold({long_key: 1}) == [(long_key, 1)]
+
+
+def test_the_empty_key_folds_as_itself() -> None:
+    from ckptlint.core.keys import fold
+
+    assert fold({"": 2, "a.b": 1}) == [("", 2), ("a.b", 1)]

@@ -177,3 +177,11 @@ def test_a_lone_surrogate_cannot_be_written():
     sig = Signature(tensors={"w\ud800": TensorSpec("float32", (1,), "parameter")}, model="m")
     with pytest.raises(CkptlintError, match="lone surrogate"):
         dumps(sig)
+
+
+def test_the_root_modules_version_round_trips() -> None:
+    """A model whose own class has a `_version` (BatchNorm as the whole model) keeps it under
+    the empty key; it once came out as a nested dict, which is not TOML."""
+    spec = TensorSpec("float32", (4,), "parameter")
+    sig = Signature({"weight": spec, "sub.weight": spec}, versions={"": 2, "sub": 1})
+    assert loads(dumps(sig), "<test>").versions == {"": 2, "sub": 1}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from typing import Hashable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Hashable, Iterable, Iterator, Mapping, TypeVar
 
 V = TypeVar("V", bound=Hashable)
 
@@ -16,7 +16,8 @@ _RANGE = re.compile(r"^\{([0-9]+)\.\.([0-9]+)\}$")
 _MAX_INDEX_DIGITS = 18  # a layer index beyond 10**18 is a name (and int() stays cheap)
 _MAX_SORT_DIGITS = 1000
 _DOT = re.compile(r"\.(?=[^{}]*(?:\{|$))")  # a dot outside any `{a..b}` range
-_LEAF = ""  # a trie slot for a value stored at the node itself
+_LEAF: Any = object()  # a trie slot for a value stored at the node itself (a key of its own:
+# "" is a real segment, the root module's `_version` key)
 # Keys a folded pattern (or a whole signature) may stand for. A 7B model has ~300 keys and the
 # largest released checkpoints ~100k; a hand-written `{0..100000000}` must not exhaust memory.
 MAX_KEYS = 1_000_000
