@@ -7,6 +7,7 @@ Plain `ckptlint check` is answered by `ckptlint.run.replay` first; the per-model
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -217,3 +218,37 @@ def test_a_data_file_the_model_reads_is_an_input(project):
     project.write("cfg.json", '{"d": 12}')
     run = project.run("check")
     assert run.code == 1 and "CKL103" in run.out
+
+
+def test_a_sharded_checkpoint_folder_is_answered_from_the_cache(project):
+    """A clean result whose report carries a note (how the folder was read) is cached with
+    it: the next check builds nothing, imports no torch, and says the note again."""
+    import torch
+    from safetensors.torch import save_file
+
+    project.write("c.py", "from torch import nn\n\n\nclass C(nn.Module):\n"
+                          "    def __init__(self):\n        super().__init__()\n"
+                          "        self.a = nn.Linear(2, 2)\n        self.b = nn.Linear(2, 2)\n")
+    folder = project.root / "ckpt"
+    folder.mkdir()
+    state = {"a.weight": torch.zeros(2, 2), "a.bias": torch.zeros(2),
+             "b.weight": torch.zeros(2, 2), "b.bias": torch.zeros(2)}
+    save_file({k: v for k, v in state.items() if k.startswith("a.")}, folder / "m-1.safetensors")
+    save_file({k: v for k, v in state.items() if k.startswith("b.")}, folder / "m-2.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        k: "m-1.safetensors" if k.startswith("a.") else "m-2.safetensors" for k in state}}))
+    project.configure('name = "c"\ntarget = "c:C"\ncheckpoints = ["ckpt"]')
+    assert project.run("update").code == 0
+    code = textwrap.dedent('''
+        import sys
+        from ckptlint.commands.cli import main
+        code = main(["check", "--format", "json"])
+        print(code, sorted({m.split(".")[0] for m in sys.modules} & {"torch", "libcst"}))
+        ''')
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
+                           text=True, env=env) for _ in range(2)]
+    assert runs[0].stdout.splitlines()[-1] == "0 ['torch']", runs[0].stdout + runs[0].stderr
+    assert runs[1].stdout.splitlines()[-1] == "0 []", runs[1].stdout + runs[1].stderr
+    cold, warm = (json.loads("\n".join(r.stdout.splitlines()[:-1])) for r in runs)
+    assert warm["models"][0]["notes"] == cold["models"][0]["notes"] != []

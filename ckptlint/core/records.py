@@ -238,7 +238,7 @@ class BuildResult:
     error_location: Location | None = None
     notes: tuple[str, ...] = ()
     # notes of operations run on the CPU for want of a meta kernel (`build.cpu_fallback`):
-    # the signature is exact, so unlike `notes` they do not keep the result from the cache
+    # the signature is exact; unlike `notes`, a cache hit does not say them again
     fallbacks: tuple[str, ...] = ()
     sites: Mapping[str, Site] = field(default_factory=dict)
     modules: Mapping[str, ModuleInfo] = field(default_factory=dict)

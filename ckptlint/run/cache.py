@@ -97,9 +97,12 @@ class Cache:
                                                                  self._memo):
                 return None
             used = tuple((str(f), int(line)) for f, line in doc.get("used_suppressions", []))
+            notes = doc.get("notes", [])
+            if not all(isinstance(n, str) for n in notes):
+                return None
             return ModelReport(name=spec.name, signature_file=str(doc["signature_file"]),
                                old_parameters=doc["parameters"], new_parameters=doc["parameters"],
-                               verdict=Verdict.LOADS, used_suppressions=used)
+                               verdict=Verdict.LOADS, notes=tuple(notes), used_suppressions=used)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -129,7 +132,9 @@ class Cache:
         shards too), each re-validated by `lookup` and by the replay."""
         from ckptlint.core.inputs import merge
 
-        if report.findings or report.notes or any(r.signature is None for r in results):
+        # a clean report's notes (how a sharded folder or an adapter was read) come from the
+        # inputs the key covers: kept with it and said again on a hit, as a cold run says them
+        if report.findings or any(r.signature is None for r in results):
             return
         inputs = merge(r.inputs for r in results) if all(r.inputs for r in results) else None
         remote = dict(remote or {})
@@ -142,6 +147,7 @@ class Cache:
             inputs = {**inputs, "remote": {**inputs.get("remote", {}), **remote}}
         doc = {"key": key, "signature_file": report.signature_file,
                "parameters": report.new_parameters, "inputs": inputs,
+               "notes": list(report.notes),
                "used_suppressions": [list(u) for u in report.used_suppressions]}
         doc = seal(doc)
         if self._write(self._entry(spec), json.dumps(doc, indent=1, sort_keys=True) + "\n"):
