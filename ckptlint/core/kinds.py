@@ -27,12 +27,8 @@ class Outcome(enum.IntFlag):
     UNCHECKED = 2
 
 
-class Status(str, enum.Enum):
-    """A model's state after a run (JSON's `status`): what its findings' outcome bits say."""
-
-    CLEAN = "clean"
-    DRIFT = "drift"
-    ERROR = "error"  # something could not be checked
+class _Word(str, enum.Enum):
+    """An enum of words that prints and formats as its value, as the plain string it replaced."""
 
     def __str__(self) -> str:
         return self.value
@@ -41,7 +37,15 @@ class Status(str, enum.Enum):
         return format(self.value, spec)
 
 
-class Verdict(str, enum.Enum):
+class Status(_Word):
+    """A model's state after a run (JSON's `status`): what its findings' outcome bits say."""
+
+    CLEAN = "clean"
+    DRIFT = "drift"
+    ERROR = "error"  # something could not be checked
+
+
+class Verdict(_Word):
     """What loading a checkpoint into the code does; the value is what reports and JSON say."""
 
     LOADS = "loads"
@@ -49,13 +53,6 @@ class Verdict(str, enum.Enum):
     LOADS_NON_STRICT = "loads-non-strict"
     DOES_NOT_LOAD = "does-not-load"
     NEEDS_REAL_LOAD = "needs-real-load"
-
-    # the value wherever a verdict is printed or formatted, as a plain string would be
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
     @property
     def text(self) -> str:
