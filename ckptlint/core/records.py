@@ -6,7 +6,7 @@ Nothing here imports torch or libcst; every record is frozen and built once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ckptlint.core.kinds import Kind, Outcome, Severity, Status
 
@@ -260,8 +260,7 @@ class ModelReport:
     old_parameters: int | None = None
     new_parameters: int | None = None
     notes: tuple[str, ...] = ()
-    # what loading the checkpoint into the code does: "loads", "loads-non-strict",
-    # "does-not-load", "needs-real-load", or "" when it was not checked
+    # what loading the checkpoint into the code does (a `Verdict`), or "" when not checked
     verdict: str = ""
     verdict_note: str = ""
     # the `# ckptlint: ignore` comments (file, line) that silenced a finding of this model
@@ -269,16 +268,21 @@ class ModelReport:
 
     @property
     def outcome(self) -> Outcome:
-        bits = Outcome.CLEAN
-        for finding in self.findings:
-            bits |= finding.kind.outcome
-        return bits
+        return outcome_of(self.findings)
 
     @property
     def status(self) -> Status:
         if self.outcome & Outcome.UNCHECKED:
             return Status.ERROR
         return Status.DRIFT if self.outcome & Outcome.DRIFT else Status.CLEAN
+
+
+def outcome_of(findings: Iterable[Finding]) -> Outcome:
+    """The exit-code bits of some findings: each kind's outcome, OR-ed."""
+    bits = Outcome.CLEAN
+    for finding in findings:
+        bits |= finding.kind.outcome
+    return bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +306,4 @@ class Report:
 
     @property
     def outcome(self) -> Outcome:
-        bits = Outcome.CLEAN
-        for finding in self.findings:
-            bits |= finding.kind.outcome
-        return bits
+        return outcome_of(self.findings)
