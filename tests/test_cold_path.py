@@ -43,3 +43,41 @@ def test_inspect_in_a_project_fits_from_committed_signatures_without_torch(proje
     project.write("models.py", NET.replace("nn.Linear(width, 2)", "nn.Linear(width, 3)"))
     shown, loaded = _inspect(project, "x.safetensors", "--build")
     assert loaded and "net: does not load" in shown
+
+
+def _fresh(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True).stdout.strip()
+
+
+def test_torch_is_imported_with_the_collector_paused_and_its_objects_frozen():
+    """The assumption beside `import_torch`: what the import made is frozen, the collector is
+    back on afterwards, and what is made later (a model's cycles) is still collected."""
+    out = _fresh(
+        "import gc, weakref\n"
+        "from ckptlint.build.loadtorch import import_torch\n"
+        "torch = import_torch()\n"
+        "frozen = gc.get_freeze_count()\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node()\n"
+        "a.other, b.other = b, a\n"
+        "alive = weakref.ref(a)\n"
+        "del a, b\n"
+        "gc.collect()\n"
+        "print(gc.isenabled(), frozen > 100_000, alive() is None, import_torch() is torch)")
+    assert out == "True True True True"
+
+
+def test_a_paused_collector_stays_paused_after_torch_is_imported():
+    out = _fresh("import gc\ngc.disable()\n"
+                 "from ckptlint.build.loadtorch import import_torch\nimport_torch()\n"
+                 "print(gc.isenabled())")
+    assert out == "False"
+
+
+def test_the_garbage_torch_leaves_at_import_is_small():
+    """Freezing keeps the import's own garbage (cycles it dropped) until exit: measured, not
+    assumed, to be a few thousand small objects."""
+    out = _fresh("import gc, sys\ngc.disable()\nimport torch\ngc.set_debug(gc.DEBUG_SAVEALL)\n"
+                 "gc.collect()\nprint(sum(sys.getsizeof(o) for o in gc.garbage))")
+    assert int(out) < 8_000_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 import warnings
 from typing import Any
 
@@ -9,14 +11,35 @@ from ckptlint.core.errors import TorchMissingError
 
 
 def import_torch() -> Any:
+    """torch, imported once with the cyclic garbage collector out of its way.
+
+    `import torch` creates about a million objects, every one of which lives until the
+    process ends (modules, functions, op tables). The collector would walk them all at each
+    full collection: during the import (~0.1 s here) and again, over and over, while models
+    are built and reports made (~0.1 s each). So the collector is paused for the import and
+    what it created is then frozen (`gc.freeze`, made for this and for fork's copy-on-write):
+    frozen objects are never scanned, never freed, and behave otherwise exactly as before.
+    Assumption, tested in tests/test_build.py: nothing torch creates at import is garbage
+    that only the collector could free (the import holds on to what it makes); objects made
+    later, by models and by ckptlint, are collected as usual.
+    """
+    if sys.modules.get("torch") is not None:  # None there means "not importable"
+        return sys.modules["torch"]
     # torch warns on import when NumPy is absent ("Failed to initialize NumPy: No module named
     # 'numpy'"). ckptlint never converts a tensor to NumPy (it builds on meta and reads file
     # headers itself), so that one warning is noise to its users; every other warning shows.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Failed to initialize NumPy",
-                                category=UserWarning)
-        try:
-            import torch
-        except ImportError:
-            raise TorchMissingError() from None
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Failed to initialize NumPy",
+                                    category=UserWarning)
+            try:
+                import torch
+            except ImportError:
+                raise TorchMissingError() from None
+    finally:
+        if collecting:
+            gc.enable()
+    gc.freeze()
     return torch
