@@ -62,3 +62,70 @@ def test_symbolic_values_reach_the_real_module():
     with pytest.raises(AssertionError):
         standin.guard_or_false("x")
     assert standin.sym_eq((1, 2), (1, 2)) is True and standin.guard_or_true(False) is False
+
+
+INITS = ["nn.init.kaiming_uniform_(w, a=5 ** 0.5)", "nn.init.kaiming_normal_(w, mode='fan_out')",
+         "nn.init.xavier_uniform_(w)", "nn.init.xavier_normal_(w, gain=2.0)",
+         "nn.init.orthogonal_(w)", "nn.init.sparse_(w, 0.5)", "nn.init.normal_(w, std=0.02)",
+         "nn.init.uniform_(w, -1, 1)", "nn.init.trunc_normal_(w, std=0.02)",
+         "w.data.normal_(mean=0.0, std=0.02)", "w.uniform_(-0.1, 0.1)", "w.bernoulli_(0.5)"]
+# each raises on the CPU, so it must raise on meta too: the skip does not hide a broken model
+BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
+          "nn.init.kaiming_normal_(w, mode='fan_sideways')", "nn.init.xavier_uniform_(v)",
+          "nn.init.kaiming_uniform_(v)", "nn.init.orthogonal_(v)", "nn.init.sparse_(c, 0.1)",
+          "w.normal_(0.0, -1.0)", "nn.init.normal_(w, std=-1.0)"]
+
+INIT_SCRIPT = """
+import json, sys, torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from ckptlint.build.builder import on_meta
+
+class Seen(TorchFunctionMode):  # below the skip: it sees only what the skip let through
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, "__name__", ""))
+        return func(*args, **(kwargs or {}))
+
+FILLS = {"uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+         "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_", "bernoulli_"}
+out = []
+for code in json.loads(sys.argv[1]):
+    row = {}
+    for where in ("cpu", "meta"):
+        seen = Seen()
+        try:
+            with seen, (on_meta() if where == "meta" else torch.device("cpu")):
+                w, v, c = torch.empty(6, 4), torch.empty(4), torch.empty(2, 3, 4)
+                eval(code)
+            row[where] = ["ok", [list(w.shape), w.device.type]]
+        except Exception as exc:
+            row[where] = [type(exc).__name__, str(exc)]
+        row[where + "_filled"] = bool(seen.names & FILLS)
+    out.append(row)
+print(json.dumps(out))
+"""
+
+
+def _inits(codes: list[str]) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-c", INIT_SCRIPT, json.dumps(codes)],
+                          capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_meta_init_is_skipped_for_nn_init_functions_and_tensor_methods():
+    """`nn.init` functions hand the tensor over as a keyword: the skip must see it there."""
+    for code, row in zip(INITS, _inits(INITS)):
+        assert row["cpu"] == ["ok", [[6, 4], "cpu"]], code
+        assert row["meta"] == ["ok", [[6, 4], "meta"]], code
+        assert row["cpu_filled"] and not row["meta_filled"], code
+
+
+def test_an_init_torch_refuses_raises_on_meta_as_on_the_cpu():
+    for code, row in zip(BROKEN, _inits(BROKEN)):
+        assert row["cpu"][0] != "ok", code
+        # the same error (torch words a float std as "-1.0" on meta and "-1" on the CPU)
+        assert row["meta"][0] == row["cpu"][0], code
+        assert row["meta"][1].rstrip(".0") == row["cpu"][1].rstrip(".0"), code
