@@ -78,19 +78,18 @@ BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
 INIT_SCRIPT = """
 import json, sys, torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from ckptlint.build.builder import on_meta
 
-class Seen(TorchFunctionMode):  # below the skip: it sees only what the skip let through
+class Seen(TorchDispatchMode):  # the aten ops that ran: a skipped fill runs none
     def __init__(self):
         super().__init__()
         self.names = set()
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.names.add(getattr(func, "__name__", ""))
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
         return func(*args, **(kwargs or {}))
 
-FILLS = {"uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
-         "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_", "bernoulli_"}
+FILLS = {"uniform_", "normal_", "bernoulli_"}
 out = []
 for code in json.loads(sys.argv[1]):
     row = {}

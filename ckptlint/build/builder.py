@@ -18,7 +18,7 @@ from ckptlint.build.creation import describe_modules, recording
 from ckptlint.build.dryrun import dry_run_load, nonpersistent_buffers, signature_of
 from ckptlint.build.fallback import cpu_fallback
 from ckptlint.build.loadtorch import import_torch
-from ckptlint.build.standins import no_dynamo_import, no_sympy_import, skip_meta_init
+from ckptlint.build.standins import meta_device, no_dynamo_import, no_sympy_import
 from ckptlint.build.tracking import document, fresh_bytecode, project_files, tracking
 from ckptlint.config import entry_location
 from ckptlint.core.paths import is_project_file, relative
@@ -73,8 +73,7 @@ def instantiate(value: Any) -> Any:
 def on_meta(stand_ins: bool = True) -> Iterator[None]:
     """Everything a meta build needs: the meta device, no pointless init, and (unless asked
     not to) no dynamo or sympy import for what plain values answer."""
-    torch = import_torch()
-    with torch.device("meta"), skip_meta_init(), no_dynamo_import(), \
+    with meta_device(), no_dynamo_import(), \
             (no_sympy_import() if stand_ins else contextlib.nullcontext()):
         yield
 
@@ -230,7 +229,7 @@ def build(spec: ModelSpec, config: Config, reference: Signature | None = None) -
 
 def _built(spec: ModelSpec, config: Config, reference: Signature | None) -> BuildResult:
     try:
-        with recording(config.root) as recorder:
+        with recording(config.root, sys._getframe()) as recorder:
             module, notes, fallbacks = build_module(spec, config)
         signature = signature_of(module, spec.name, spec.target)
         load = dry_run_load(module, _unwrapped(reference, signature), signature) \

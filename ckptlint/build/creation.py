@@ -35,8 +35,11 @@ _VALUE_KEYWORDS = {"register_buffer": "tensor", "register_parameter": "param",
 class CreationRecorder:
     """Collects (module object, attribute name) -> Site while patched methods run."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, outside: Any = None):
         self.root = root
+        # the frame that started the build: it and its callers are ckptlint's (or a program
+        # calling ckptlint's API), never the model's, and are not walked for each site
+        self.outside = outside
         self._records: dict[int, tuple[Any, dict[str, Site]]] = {}
         # the first (module, name) each tensor or module object was noted under, kept alive so
         # that an id() is never reused mid-build: a second name for the same object is a tie
@@ -44,27 +47,46 @@ class CreationRecorder:
         self._stacks: dict[tuple, tuple] = {}  # identical stacks (one per repeated layer) shared
         self._project_file = lru_cache(maxsize=None)(self._is_project)
         # resolving a path costs syscalls; a build notes thousands of sites from a few files
-        self._relative = lru_cache(maxsize=None)(lambda filename: relative(filename, root))
+        self._relative = lru_cache(maxsize=None)(self._relative_to_root)
 
     def _is_project(self, filename: str) -> bool:
-        resolved = str(Path(filename).resolve())  # the worker imports ckptlint via a symlink
-        return not resolved.startswith(_OWN_PACKAGE) and is_project_file(resolved, self.root)
+        with untracked():  # resolving the path is ckptlint's own reading, not the model's
+            resolved = str(Path(filename).resolve())  # the worker imports ckptlint via a symlink
+            return not resolved.startswith(_OWN_PACKAGE) and is_project_file(resolved, self.root)
 
     def note(self, module: Any, name: str, value: Any = _NOTHING) -> None:
-        with untracked():
-            frames = self._project_frames(sys._getframe(2))
+        frames = self._project_frames(sys._getframe(2))
         if not frames:
             return
         stack = self._stacks.setdefault(frames[1:], frames[1:])
-        site = Site(frames[0][0], frames[0][1], self._via(module, name, value), stack)
+        key = id(module)  # (id() is an audited call: once per site, not once per use)
+        site = Site(frames[0][0], frames[0][1], self._via(key, name, value), stack)
         # keep the module alive so its id() cannot be reused by another object mid-build
-        self._records.setdefault(id(module), (module, {}))[1][name] = site
+        self._records.setdefault(key, (module, {}))[1][name] = site
+
+    def _relative_to_root(self, filename: str) -> str:
+        with untracked():
+            return relative(filename, self.root)
 
     def _project_frames(self, frame: Any) -> tuple[tuple[str, int], ...]:
         """(file, line) of the project frames on the stack, innermost first, repeats merged
-        (a list comprehension runs in a frame of its own on the same line)."""
+        (a list comprehension runs in a frame of its own on the same line).
+
+        A frame whose module (its globals' `__file__`) lies outside the project is passed
+        without reading its code object: reading `f_code` is an audited event, which costs a
+        call into the build's audit hook, and torch's frames are most of every stack. The
+        assumption: such a frame runs code of that module. Project source executed with an
+        installed module's globals would be missed (a location left out, never a verdict);
+        code generated into a project module (a dataclass `__init__`, whose file is
+        "<string>") is still told apart by its code's own file.
+        """
         found: list[tuple[str, int]] = []
-        while frame is not None and len(found) <= MAX_STACK:
+        outside = self.outside
+        while frame is not None and frame is not outside and len(found) <= MAX_STACK:
+            module_file = frame.f_globals.get("__file__")
+            if module_file.__class__ is str and not self._project_file(module_file):
+                frame = frame.f_back
+                continue
             filename = frame.f_code.co_filename
             if self._project_file(filename):
                 here = (self._relative(filename), frame.f_lineno)
@@ -73,13 +95,13 @@ class CreationRecorder:
             frame = frame.f_back
         return tuple(found)
 
-    def _via(self, module: Any, name: str, value: Any) -> str:
+    def _via(self, module_key: int, name: str, value: Any) -> str:
         if value is None:
             return EMPTIED
         if value is _NOTHING:
             return CREATED
-        owner = self._owners.setdefault(id(value), (value, id(module), name))
-        return CREATED if owner[1:] == (id(module), name) else TIED
+        owner = self._owners.setdefault(id(value), (value, module_key, name))
+        return CREATED if owner[1:] == (module_key, name) else TIED
 
     def sites(self, model: Any) -> dict[str, Site]:
         """Sites by module path and state-dict key, for every module reachable from `model`."""
@@ -91,20 +113,35 @@ class CreationRecorder:
 
 
 @contextlib.contextmanager
-def recording(root: str) -> Iterator[CreationRecorder]:
-    """Patch nn.Module's attribute and registration paths for the duration of a build."""
+def recording(root: str, outside: Any = None) -> Iterator[CreationRecorder]:
+    """Patch nn.Module's attribute and registration paths for the duration of a build.
+
+    `outside` is the frame building the model: the walk for each site stops there.
+    """
     from torch import Tensor, nn
 
-    recorder = CreationRecorder(root)
+    recorder = CreationRecorder(root, outside)
     originals = {name: getattr(nn.Module, name) for name in ("__setattr__", *_VALUE_KEYWORDS)}
+
+    # the (module, name) being set: `Module.__setattr__` of a Parameter calls
+    # `register_parameter` with the same two, whose site the setattr has just noted
+    setting: list[tuple[Any, str]] = []
 
     def setattr_(self: Any, name: str, value: Any) -> None:
         if value is None or isinstance(value, (nn.Module, Tensor)):
             recorder.note(self, name, value)
+            setting.append((self, name))
+            try:
+                originals["__setattr__"](self, name, value)
+            finally:
+                setting.pop()
+            return
         originals["__setattr__"](self, name, value)
 
     def registrar(original: Any, keyword: str) -> Any:
         def register(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+            if setting and setting[-1][0] is self and setting[-1][1] == name:
+                return original(self, name, *args, **kwargs)
             value = args[0] if args else kwargs.get(keyword, _NOTHING)
             recorder.note(self, name, value if value is None or isinstance(
                 value, (nn.Module, Tensor)) else _NOTHING)

@@ -42,6 +42,8 @@ def _aliases(groups: Any) -> dict[str, str]:
     """Each tied key -> the naturally first key of its group (independent of statement order)."""
     aliases: dict[str, str] = {}
     for group in groups:
+        if len(group) < 2:
+            continue
         first, *rest = natural_sorted(group)
         aliases.update(dict.fromkeys(rest, first))
     return aliases

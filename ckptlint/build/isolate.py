@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
 
+from ckptlint.core.collector import young_collections_only
 from ckptlint.core.paths import is_project_file, relative
 from ckptlint.core.records import BuildResult, Config, Location, ModelSpec, Signature
 
@@ -339,8 +340,11 @@ def _child_main(write_fd: int, trace: IO[bytes], indices: list[int],
         tracking.reset()
         for index in indices:
             channel.send({"start": index})
-            result = build(specs[index], config, references[index])
-            channel.send({"result": index, "doc": encode_result(result)})
+            with young_collections_only():  # the result lives until it is sent
+                result = build(specs[index], config, references[index])
+                doc = encode_result(result)
+            channel.send({"result": index, "doc": doc})
+            del result, doc
     except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
         import traceback
 

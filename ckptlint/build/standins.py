@@ -22,8 +22,8 @@ _RANDOM_METHODS = ("normal_", "uniform_", "bernoulli_", "random_", "exponential_
                    "log_normal_", "cauchy_")
 
 
-def skip_meta_init() -> Any:
-    """A torch-function mode in which random initialisation of a meta tensor returns it as is.
+def meta_device() -> Any:
+    """`torch.device("meta")` as a context, in which random init of a meta tensor is skipped.
 
     Filling a tensor that has no data changes nothing, but each fill runs torch's Python
     decomposition of the random op (about 40 µs: half of building an `nn.Linear` on meta, two
@@ -34,17 +34,25 @@ def skip_meta_init() -> Any:
     negative std): `_validated` asks torch's own helpers, and runs the real function whenever
     it cannot tell (tests/test_standins.py builds each case both ways).
 
+    It is torch's own device context (`torch.utils._device.DeviceContext`, what
+    `torch.device(...).__enter__` pushes) with the skip added, rather than a second
+    torch-function mode above it: every torch call of a build passes through each mode's
+    Python `__torch_function__`, so one mode instead of two saves a Python call per
+    operation. The device is set exactly as `torch.device("meta")` sets it, and a
+    `with torch.device(...)` in user code replaces it for its block, as it would the original.
     `nn.init` functions reach a torch-function mode with the tensor as the keyword `tensor`
     (they call `handle_torch_function(f, (tensor,), tensor=tensor, …)`); Tensor methods with
     it as the first argument.
     """
     torch = import_torch()
-    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import DeviceContext, _device_constructors
 
     skipped = {getattr(torch.nn.init, n): n for n in _INIT_FUNCTIONS if hasattr(torch.nn.init, n)}
     skipped.update({getattr(torch.Tensor, n): n for n in _RANDOM_METHODS})
+    constructors = _device_constructors()
+    meta = torch.device("meta")
 
-    class SkipMetaInit(TorchFunctionMode):
+    class MetaDevice(DeviceContext):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             kwargs = kwargs or {}
             name = skipped.get(func)
@@ -53,9 +61,11 @@ def skip_meta_init() -> Any:
                 if isinstance(tensor, torch.Tensor) and tensor.is_meta and \
                         _validated(torch, name, tensor, args[1:], kwargs):
                     return tensor
+            elif func in constructors and kwargs.get("device") is None:
+                kwargs["device"] = meta
             return func(*args, **kwargs)
 
-    return SkipMetaInit()
+    return MetaDevice(meta)
 
 
 def _validated(torch: Any, name: str, tensor: Any, args: tuple, kwargs: dict) -> bool:

@@ -1,15 +1,19 @@
 """The wire format between a parent and the processes that build for it: requests (models,
-config, references) and `BuildResult`s as JSON documents."""
+config, references) and `BuildResult`s as JSON documents.
+
+A signature crosses as a plain list of its tensors, not as signature-file text: folding and
+parsing 50,000 keys costs a second each way, and the file's checks are for files people edit.
+Every field of `Signature` is carried (tests/test_worker.py round-trips one with each set).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, Mapping, Sequence
 
-from ckptlint.core import sigfile
 from ckptlint.core.records import (BuildResult, Config, LoadReport, Location, ModelSpec, ModuleInfo,
-                                   Signature, Site)
+                                   Signature, Site, TensorSpec)
 
 
 def encode_request(specs: Sequence[ModelSpec], config: Config,
@@ -17,23 +21,29 @@ def encode_request(specs: Sequence[ModelSpec], config: Config,
     return json.dumps({
         "processes": processes,
         "config": {**asdict(config), "models": []},
-        "jobs": [{"spec": asdict(spec), "reference": sigfile.dumps(ref) if ref else None}
+        "jobs": [{"spec": asdict(spec), "reference": signature_doc(ref) if ref else None}
                  for spec, ref in zip(specs, references)],
     })
 
 
 def decode_request(doc: dict) -> tuple[list[ModelSpec], Config, list[Signature | None]]:
-    config = Config(**{**doc["config"], "pythonpath": tuple(doc["config"]["pythonpath"])})
-    specs = [ModelSpec(**job["spec"]) for job in doc["jobs"]]
-    refs = [sigfile.loads(job["reference"], "<reference>") if job["reference"] else None
+    specs = [_spec(job["spec"]) for job in doc["jobs"]]
+    config = Config(**{**doc["config"], "pythonpath": tuple(doc["config"]["pythonpath"]),
+                       "models": tuple(specs)})
+    refs = [signature_from(job["reference"]) if job["reference"] else None
             for job in doc["jobs"]]
     return specs, config, refs
+
+
+def _spec(doc: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(**{**doc, "checkpoints": tuple(doc["checkpoints"]),
+                        "ignore": {k: tuple(v) for k, v in doc["ignore"].items()}})
 
 
 def encode_result(result: BuildResult) -> dict[str, Any]:
     return {
         "model": result.model,
-        "signature": sigfile.dumps(result.signature) if result.signature else None,
+        "signature": signature_doc(result.signature) if result.signature else None,
         "load": asdict(result.load) if result.load else None,
         "error": result.error,
         "error_location": asdict(result.error_location) if result.error_location else None,
@@ -52,7 +62,7 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
     location = doc["error_location"]
     return BuildResult(
         model=doc["model"],
-        signature=sigfile.loads(doc["signature"], "<worker>") if doc["signature"] else None,
+        signature=signature_from(doc["signature"]) if doc["signature"] else None,
         load=LoadReport(**{k: tuple(v) for k, v in doc["load"].items()}) if doc["load"] else None,
         error=doc["error"],
         error_location=Location(**{k: v for k, v in location.items() if k != "source"})
@@ -66,6 +76,18 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
         nonpersistent=tuple(doc.get("nonpersistent", ())),
         inputs=doc.get("inputs"),
     )
+
+
+def signature_doc(sig: Signature) -> dict[str, Any]:
+    doc = {f.name: getattr(sig, f.name) for f in fields(Signature)}
+    doc.update(tensors=[[k, s.dtype, s.shape, s.role] for k, s in sig.tensors.items()],
+               versions=dict(sig.versions), aliases=dict(sig.aliases))
+    return doc
+
+
+def signature_from(doc: dict[str, Any]) -> Signature:
+    tensors = {k: TensorSpec(dtype, tuple(shape), role) for k, dtype, shape, role in doc["tensors"]}
+    return Signature(**{**doc, "tensors": tensors})
 
 
 def _sites_doc(sites: Mapping[str, Site]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
+from ckptlint.core.collector import young_collections_only
 from ckptlint.core.constants import VERSION as __version__
 from ckptlint.core.errors import CkptlintError, reason
 from ckptlint.run import replay
@@ -258,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = _run(argv)
+        with young_collections_only():  # what a command makes, it keeps until it ends
+            code = _run(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit (code 120)
         return code
     except BrokenPipeError:  # `ckptlint check | head`: the reader left before the report ended
