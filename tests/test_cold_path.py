@@ -81,3 +81,29 @@ def test_the_garbage_torch_leaves_at_import_is_small():
     out = _fresh("import gc, sys\ngc.disable()\nimport torch\ngc.set_debug(gc.DEBUG_SAVEALL)\n"
                  "gc.collect()\nprint(sum(sys.getsizeof(o) for o in gc.garbage))")
     assert int(out) < 8_000_000
+
+
+def test_pausing_full_collections_keeps_young_ones_and_restores_the_thresholds():
+    import gc
+    import weakref
+
+    from ckptlint.core.collector import young_collections_only
+
+    class Node:
+        pass
+
+    before = gc.get_threshold()
+    try:
+        with young_collections_only():
+            paused = gc.get_threshold()
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            alive = weakref.ref(a)
+            del a, b
+            gc.collect(0)  # a young collection, as allocations trigger
+            assert alive() is None
+            raise KeyError("out through an exception")
+    except KeyError:
+        pass
+    assert paused[:2] == before[:2] and paused[2] > 10 ** 6
+    assert gc.get_threshold() == before

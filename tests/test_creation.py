@@ -1,0 +1,76 @@
+"""Where the build saw each layer created: the innermost project line, the project lines that
+led to it, and nothing from outside the build (the program that asked for it)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from ckptlint.core.records import CREATED, TIED, Site
+
+MODELS = textwrap.dedent("""\
+    import torch
+    from torch import nn
+
+
+    def make(width):
+        return nn.Linear(width, 2)
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = make(4)
+            self.register_buffer("scale", torch.ones(2))
+            self.head = nn.Linear(2, 4)
+            self.head.weight = self.fc.weight if False else self.head.weight
+            self.out = nn.Linear(4, 2)
+            self.out.weight = self.fc.weight
+    """)
+
+DRIVER = textwrap.dedent("""\
+    import sys
+
+    from ckptlint.build.builder import on_meta
+    from ckptlint.build.creation import recording
+
+
+    def sites(root, outside):
+        import models
+        with recording(root, sys._getframe() if outside else None) as recorder:
+            with on_meta():
+                net = models.Net()
+        return recorder.sites(net)
+    """)
+
+
+@pytest.fixture()
+def driver(tmp_path, monkeypatch):
+    (tmp_path / "models.py").write_text(MODELS)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("models", "driver"):
+        sys.modules.pop(name, None)
+    import driver as module
+
+    yield lambda outside: module.sites(str(tmp_path), outside)
+    for name in ("models", "driver"):
+        sys.modules.pop(name, None)
+
+
+def test_sites_name_the_project_lines_and_stop_where_the_build_began(driver):
+    sites = driver(True)
+    assert sites["fc"] == Site("models.py", 12)
+    assert sites["fc.weight"] == Site("models.py", 6, CREATED, (("models.py", 12),))
+    assert sites["scale"] == Site("models.py", 13)
+    assert sites["out.weight"] == Site("models.py", 17, TIED)
+    assert sites["head.weight"].via == CREATED  # set again to itself: not a tie
+
+
+def test_without_the_build_frame_the_callers_lines_show(driver):
+    """The premise of the test above: the driver is a project file, so its frames would be
+    on every stack if the walk did not stop where the build began."""
+    sites = driver(False)
+    assert sites["fc"] == Site("models.py", 12, CREATED, (("driver.py", 11),))
