@@ -80,3 +80,110 @@ def test_the_shortcut_is_taken_only_where_nothing_can_intervene(monkeypatch):
     # plain modules skip torch's loader; BatchNorm's override, weight_norm's and the user's
     # hooks and extra state all run it
     assert sorted(calls) == sorted(type(m).__name__ for n, m in models.items() if n != "plain")
+
+
+# -- the linear loader: torch's loop, each child's share found by grouping once ----------------
+
+SEEN: list = []
+
+
+class Recorded(nn.Module):
+    """Every hook torch's loop can call, each noting what it saw, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.slot = None
+        self.inner = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+        self.register_module("empty", None)
+        self.register_load_state_dict_pre_hook(self._pre)
+        self.inner.register_load_state_dict_post_hook(self._post)
+
+    def _pre(self, module, state_dict, prefix, *args):
+        SEEN.append(("pre", prefix, sorted(state_dict)))
+        if prefix + "legacy.weight" in state_dict:
+            state_dict[prefix + "fc.weight"] = state_dict.pop(prefix + "legacy.weight")
+
+    def _post(self, module, incompatible):
+        SEEN.append(("post", list(incompatible.missing_keys), list(incompatible.unexpected_keys)))
+        if "inner.1.num_batches_tracked" in incompatible.missing_keys:
+            incompatible.missing_keys.remove("inner.1.num_batches_tracked")
+
+
+class OwnLoad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        SEEN.append(("own", prefix, sorted(state_dict)))
+        state_dict.pop(prefix + "gone", None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def _cases() -> dict[str, nn.Module]:
+    models = _models()
+    with on_meta():
+        models.update(recorded=Recorded(), own=nn.Sequential(OwnLoad(), OwnLoad()),
+                      blocks=nn.ModuleList([nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+                                            for _ in range(4)]))
+    return models
+
+
+def _variants(current) -> dict[str, object]:
+    keys = list(current.tensors)
+    spec = next(v for v in current.tensors.values() if v.dtype != "object")
+    return {
+        "same": current,
+        "renamed": replace(current, tensors={("legacy.weight" if k == "fc.weight" else
+                                              k.replace("0.", "zero.", 1)): v
+                                             for k, v in current.tensors.items()}),
+        "unexpected": replace(current, tensors={**current.tensors, "slot.w": spec,
+                                                "empty.x.y": spec, "nowhere.z": spec,
+                                                f"{keys[-1]}.deeper": spec, "0.gone": spec}),
+        "missing and wrong": replace(current, versions={}, tensors={
+            k: (replace(v, shape=(v.numel + 1,)) if i % 2 else v)
+            for i, (k, v) in enumerate(current.tensors.items()) if i % 3}),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+def test_the_linear_loader_gives_torch_s_verdict_and_calls_the_same_hooks(name, monkeypatch):
+    from ckptlint.build import dryrun
+
+    current = signature_of(_cases()[name])
+    reports = {}
+    for variant, old in _variants(current).items():
+        runs = []
+        for limit in (10 ** 12, 0):  # torch's own method, then the linear loop
+            monkeypatch.setattr(dryrun, "_QUADRATIC", limit)
+            SEEN.clear()
+            report = dry_run_load(_cases()[name], old)
+            runs.append((report, list(SEEN)))
+        assert runs[0] == runs[1], (name, variant)
+        reports[variant] = runs[0][0]
+    assert reports["same"] not in (reports["missing and wrong"], reports["unexpected"])
+
+
+def test_the_linear_loader_is_used_only_for_big_models_that_keep_torch_s_method(monkeypatch):
+    from ckptlint.build import dryrun
+
+    used = []
+    monkeypatch.setattr(dryrun, "_load_linearly", lambda model, state: used.append(model))
+
+    class OwnMethod(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(1, 1) for _ in range(40)])
+
+        def load_state_dict(self, state, *args, **kwargs):
+            return super().load_state_dict(state, *args, **kwargs)
+
+    with on_meta():
+        small = nn.Linear(2, 2)
+        big = nn.ModuleList([nn.Linear(1, 1) for _ in range(40)])
+        own = OwnMethod()
+    monkeypatch.setattr(dryrun, "_QUADRATIC", 1000)  # 80 keys x 41 modules is past it
+    for model in (small, big, own):
+        dryrun.load_state_dict(model, dryrun.meta_state_dict(signature_of(model)))
+    assert used == [big]
