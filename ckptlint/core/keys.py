@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from functools import lru_cache
 from typing import Any, Hashable, Iterable, Iterator, Mapping, TypeVar
 
 V = TypeVar("V", bound=Hashable)
@@ -49,10 +50,14 @@ def printable(text: str) -> str:
 
 def natural_key(key: str) -> tuple:
     """Sort key that puts `layers.2` before `layers.10` (digit runs compare as numbers)."""
-    return tuple(
-        tuple(_number(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(segment)))
-        for segment in key.split(".")
-    )
+    return tuple(map(_segment_key, key.split(".")))
+
+
+@lru_cache(maxsize=1 << 16)
+def _segment_key(segment: str) -> tuple:
+    # a state dict repeats a few segment names (`layers`, `weight`, `0`..`99`) across all its
+    # keys: each is split once, not once per key and sort
+    return tuple(_number(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(segment)))
 
 
 def _number(digits: str) -> float:
@@ -167,5 +172,9 @@ def parent(key: str) -> str:
 
 def ancestors(key: str) -> list[str]:
     """Every module prefix that owns `key`, innermost first, ending with the root ""."""
-    parts = key.split(".")
-    return [".".join(parts[:i]) for i in range(len(parts) - 1, -1, -1)]
+    found = []
+    while "." in key:
+        key = key.rpartition(".")[0]
+        found.append(key)
+    found.append("")
+    return found
