@@ -13,20 +13,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.readers import statedict, unpickler
+from ckptlint.readers import formats, statedict, unpickler
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    read_small)
-from ckptlint.readers.files import is_folder, lexists
+from ckptlint.readers.files import is_folder
 from ckptlint.readers.pickled import DType, Opaque, TensorRecord
 
-FORMAT = "torch-dcp"
-METADATA = ".metadata"
+FORMAT = formats.DCP
+METADATA = formats.DCP_METADATA
 _MODULE = "torch.distributed.checkpoint.metadata."
 
 
-def sniff(path: Path, head: bytes) -> bool:
-    # a `.metadata` of any kind makes a DCP folder: reading it refuses a FIFO with a sentence
-    return path.name == METADATA or (is_folder(path) and lexists(path / METADATA))
+sniff = formats.dcp
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:

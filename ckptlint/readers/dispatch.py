@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from ckptlint.core.errors import CheckpointError, CkptlintError
 from ckptlint.core.urls import RemotePath, location, scrub
-from ckptlint.readers import dcp, legacy, peft, safetensors, sharded, sigtoml, torchzip
+from ckptlint.readers import formats, peft
 from ckptlint.readers.base import CheckpointRead, Reader, read_head, unreadable
 from ckptlint.readers.files import children, file_kind
 
 T = TypeVar("T")
 
-# format name -> reader, in the order their sniffers are asked
-READERS: Mapping[str, Reader] = {
-    torchzip.FORMAT: torchzip,
-    legacy.FORMAT: legacy,
-    safetensors.FORMAT: safetensors,
-    dcp.FORMAT: dcp,
-    sharded.FORMAT: sharded,
-    sigtoml.FORMAT: sigtoml,
-}
+
+class _Readers(Mapping[str, Reader]):
+    """Format name -> its reader module, in the order their sniffers are asked; a module is
+    imported when it is first asked for (`formats` sniffs without them)."""
+
+    def __getitem__(self, name: str) -> Reader:
+        module, _ = formats.SNIFFERS[name]
+        return importlib.import_module(f"ckptlint.readers.{module}")  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(formats.SNIFFERS)
+
+    def __len__(self) -> int:
+        return len(formats.SNIFFERS)
+
+
+READERS: Mapping[str, Reader] = _Readers()
 # formats a shard of a sharded checkpoint may have (an index must not name another index)
-SHARD_FORMATS = (torchzip.FORMAT, legacy.FORMAT, safetensors.FORMAT)
+SHARD_FORMATS = (formats.TORCH_ZIP, formats.TORCH_LEGACY, formats.SAFETENSORS)
 # what a checkpoint folder is looked for, most specific first
 _FOLDER_FILES = ("model.safetensors.index.json", "model.safetensors",
                  "pytorch_model.bin.index.json", "pytorch_model.bin")
@@ -77,28 +86,28 @@ def read_shard(path: Path) -> CheckpointRead:
     return _read(path, None, SHARD_FORMATS)
 
 
-def _read(path: Path, state_dict_key: str | None, formats: tuple[str, ...]) -> CheckpointRead:
+def _read(path: Path, state_dict_key: str | None, allowed: tuple[str, ...]) -> CheckpointRead:
     try:
         kind = file_kind(path)  # before anything opens it: a FIFO or device is refused here
     except OSError as exc:
         raise unreadable(path, exc) from None
     if kind == "folder":
-        if dcp.FORMAT not in formats:
+        if formats.DCP not in allowed:
             raise CheckpointError(str(path), "is a folder, not a checkpoint file")
-        if dcp.sniff(path, b""):
-            return dcp.read(path, state_dict_key)
+        if formats.dcp(path, b""):
+            return READERS[formats.DCP].read(path, state_dict_key)
         inner = folder_checkpoint(path)
-        result = _read(inner, state_dict_key, formats)
+        result = _read(inner, state_dict_key, allowed)
         note = f"read {inner.name} in the folder" + (f"; {result.note}" if result.note else "")
         return CheckpointRead(result.signature, result.format, note, result.tied)
     head = _head(path)
-    for name in formats:
-        reader = READERS[name]
-        if reader.sniff(path, head):
-            if reader is sharded:
-                return sharded.read(path, state_dict_key, read_shard=read_shard)
+    for name in allowed:
+        if formats.SNIFFERS[name][1](path, head):
+            reader: Any = READERS[name]
+            if name == formats.SHARDED:
+                return reader.read(path, state_dict_key, read_shard=read_shard)
             return reader.read(path, state_dict_key)
-    raise CheckpointError(str(path), _unknown(head, formats))
+    raise CheckpointError(str(path), _unknown(head, allowed))
 
 
 def _head(path: Path) -> bytes:
@@ -134,11 +143,11 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _unknown(head: bytes, formats: tuple[str, ...]) -> str:
+def _unknown(head: bytes, allowed: tuple[str, ...]) -> str:
     for magic, what in _OTHER_FORMATS.items():
         if head.startswith(magic):
             return f"is {what}, not a checkpoint format ckptlint reads"
-    if formats == SHARD_FORMATS:
+    if allowed == SHARD_FORMATS:
         return "is not a safetensors or torch.save file, so it cannot be a shard"
     return ("is not a checkpoint ckptlint can read (safetensors, torch.save zip or legacy, "
             "torch.distributed.checkpoint, or a ckptlint signature file); it starts with "

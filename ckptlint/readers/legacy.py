@@ -10,45 +10,25 @@ from __future__ import annotations
 
 import os
 import struct
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Mapping
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.readers import statedict, unpickler
+from ckptlint.readers import formats, statedict, unpickler
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    read_head, unreadable)
 from ckptlint.readers.files import open_regular, size_of
 from ckptlint.readers.pickled import StorageRef
 
-FORMAT = "torch-legacy"
+FORMAT = formats.TORCH_LEGACY
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
-_MAGIC_PICKLE = b"\x80\x02\x8a\x0a" + MAGIC_NUMBER.to_bytes(10, "little")
-_TAR_MAGIC = b"ustar"
+_MAGIC_PICKLE = formats.MAGIC_PICKLE
 
 
-def sniff(path: Path, head: bytes) -> bool:
-    # torch pickles its magic number first, as a 10-byte LONG1, whatever the protocol
-    return head[:1] == b"\x80" and head[2:14] == _MAGIC_PICKLE[2:] or is_tar(head)
-
-
-def is_tar(head: bytes) -> bool:
-    """Whether torch.load would read the file as a pre-1.0 tar checkpoint.
-
-    It tries `tarfile` first on any file that is not a zip, and tarfile accepts any first
-    block that parses as a header (a valid checksum is enough, no `ustar` magic needed): a
-    legacy pickle stream can be crafted to be one, and torch would then unpickle the tar's
-    members instead of the stream ckptlint reads.
-    """
-    if head[257:262] == _TAR_MAGIC:
-        return True
-    try:
-        tarfile.TarInfo.frombuf(head[:tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
-    except (tarfile.HeaderError, ValueError, UnicodeError):
-        return False
-    return True
+sniff = formats.torch_legacy
+is_tar = formats.is_tar
 
 
 class _Bounded:

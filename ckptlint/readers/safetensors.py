@@ -18,20 +18,17 @@ from ckptlint.core.dtypes import ITEMSIZE, SAFETENSORS_DTYPES, shape_problem
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.keys import MAX_KEYS
 from ckptlint.core.records import Signature, TensorSpec
-from ckptlint.readers import statedict
+from ckptlint.readers import formats, statedict
 from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
 from ckptlint.readers.files import open_regular, size_of
 
-FORMAT = "safetensors"
+FORMAT = formats.SAFETENSORS
 METADATA = "__metadata__"
 _U64 = 2**64 - 1  # the Rust reader's shapes and offsets are `usize`
 _SURROGATES = range(0xD800, 0xE000)
 
 
-def sniff(path: Path, head: bytes) -> bool:
-    # the Rust reader skips JSON whitespace before the header's `{`
-    return len(head) >= 9 and head[8:].lstrip(b" \t\r\n")[:1] == b"{" \
-        and not head.startswith(b"PK")
+sniff = formats.safetensors
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:

@@ -14,16 +14,15 @@ from typing import Callable
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.core.urls import RemotePath
-from ckptlint.readers import statedict
+from ckptlint.readers import formats, statedict
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
 from ckptlint.readers.files import lexists
 
-FORMAT = "sharded"
+FORMAT = formats.SHARDED
 ShardReader = Callable[[Path], CheckpointRead]
 
 
-def sniff(path: Path, head: bytes) -> bool:
-    return path.name.endswith(".index.json") and head.lstrip()[:1] == b"{"
+sniff = formats.sharded
 
 
 def read(path: Path, state_dict_key: str | None = None, *,

@@ -7,15 +7,14 @@ from pathlib import Path
 from ckptlint.core import sigfile
 from ckptlint.core.errors import CheckpointError, NotRegularFile, SignatureFileError
 from ckptlint.core.records import Signature
+from ckptlint.readers import formats
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
 from ckptlint.readers.files import open_regular
 
-FORMAT = "signature"
-_STARTS = (b"# ckptlint signature", b"[signature]")
+FORMAT = formats.SIGNATURE
 
 
-def sniff(path: Path, head: bytes) -> bool:
-    return path.suffix == ".toml" or head.lstrip().startswith(_STARTS)
+sniff = formats.signature
 
 
 def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:

@@ -15,23 +15,20 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
 from ckptlint.core.errors import CheckpointError
-from ckptlint.readers import statedict, unpickler, zipdir
+from ckptlint.readers import formats, statedict, unpickler, zipdir
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    unreadable)
 from ckptlint.readers.files import open_regular
 from ckptlint.readers.pickled import StorageRef, Unpickled
 
-FORMAT = "torch-zip"
+FORMAT = formats.TORCH_ZIP
 # the file format versions torch 2.x reads (kMinSupportedFileFormatVersion..kMax...)
 MIN_VERSION, MAX_VERSION = 1, 10
 _SMALL_RECORD = 64  # version, byteorder, .storage_alignment: a few bytes each
 _BYTEORDERS = (b"little", b"big")  # torch byte-swaps "big" storages: shapes do not change
 
 
-def sniff(path: Path, head: bytes) -> bool:
-    # torch.load takes the zip path only for files starting with a local header; an empty
-    # archive is recognised here to be refused with a sentence
-    return head.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+sniff = formats.torch_zip
 
 
 @dataclass(frozen=True, slots=True)
