@@ -641,3 +641,51 @@ def test_an_ignore_comment_on_a_sibling_entry_does_not_silence_a_change_on_the_w
     blocks = line_of(text, "blocks=nn.ModuleList(")
     assert (finding["line"], finding["end_line"]) == (blocks, blocks)
     one_annotation_on(project, "model.py", blocks)
+
+
+# -- gaps: a large removal, a parameter directly on the model, SARIF of a grouped cause ------
+
+def test_a_whole_block_list_removed_from_a_multi_line_statement_is_one_finding_inside_it(project):
+    """minGPT-style: 39 keys vanish at once (3 blocks of 13), their entry deleted from the
+    statement that still creates the parent: one finding, inside that statement."""
+    nanogpt(project)
+    text = edit(project, "model.py",
+                "            h = nn.ModuleList([Block(config) for _ in range(config.n_layer)]),\n", "")
+    finding, = check_json(project)
+    assert finding["kind"] == "unexpected-key" and finding["key"] == "transformer.h.*"
+    assert len(finding["keys"]) == 39
+    start = line_of(text, "self.transformer = nn.ModuleDict(dict(")
+    end = line_of(text, "        ))")
+    assert finding["file"] == "model.py" and start <= finding["line"] <= end
+    (level, props, message), = annotations(project)
+    assert level == "error" and start <= int(props["line"]) <= end
+    assert "transformer.h" in message
+
+
+def test_a_parameter_directly_on_the_model_points_at_its_own_statement(project):
+    source = NANOGPT.replace(
+        "        self.lm_head = nn.Linear(", "        self.pos_scale = nn.Parameter(torch.ones("
+        "config.n_embd))\n        self.lm_head = nn.Linear(")
+    nanogpt(project, source)
+    text = edit(project, "model.py", "torch.ones(config.n_embd))",
+                "torch.ones(config.block_size, config.n_embd))")
+    finding, = check_json(project)
+    assert (finding["kind"], finding["key"]) == ("shape-mismatch", "pos_scale")
+    assert (finding["file"], finding["line"]) == ("model.py", line_of(text, "self.pos_scale ="))
+    one_annotation_on(project, "model.py", line_of(text, "self.pos_scale ="))
+
+
+def test_sarif_keeps_one_related_location_per_key_of_a_grouped_cause(project):
+    nanogpt(project)
+    text = edit(project, "model.py", "    bias: bool = True\n", "    bias: bool = False\n")
+    run = project.run("check", "--format", "sarif")
+    assert run.code == 1, run.err
+    result, = json.loads(run.out)["runs"][0]["results"]
+    where = result["locations"][0]["physicalLocation"]
+    assert (where["artifactLocation"]["uri"], where["region"]["startLine"]) == \
+        ("model.py", line_of(text, "bias: bool = False"))
+    related = result["relatedLocations"]
+    assert len(related) == 19  # one per key, each at the statement creating it
+    lines = {r["physicalLocation"]["region"]["startLine"] for r in related}
+    assert line_of(text, "self.c_attn = nn.Linear(") in lines
+    assert line_of(text, "self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None") in lines
