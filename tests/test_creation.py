@@ -74,3 +74,41 @@ def test_without_the_build_frame_the_callers_lines_show(driver):
     on every stack if the walk did not stop where the build began."""
     sites = driver(False)
     assert sites["fc"] == Site("models.py", 12, CREATED, (("driver.py", 11),))
+
+
+def test_a_build_s_recorder_and_model_are_freed_without_a_full_collection(driver, tmp_path):
+    """No cycle runs through the recorder: what it saw goes when the build's result does,
+    not at a full collection (paused while builds run)."""
+    import gc
+    import weakref
+
+    import models
+
+    from ckptlint.build.builder import on_meta
+    from ckptlint.build.creation import recording
+
+    gc.disable()
+    try:
+        with recording(str(tmp_path), sys._getframe()) as recorder:
+            with on_meta():
+                net = models.Net()
+        sites = recorder.sites(net)
+        gone = weakref.ref(recorder), weakref.ref(net)
+        del recorder, net
+        assert [ref() for ref in gone] == [None, None]
+        assert sites["fc"].line == 12
+    finally:
+        gc.enable()
+
+
+def test_a_child_forked_inside_a_pause_collects_fully_again():
+    import gc
+
+    from ckptlint.core.collector import resume_full_collections, young_collections_only
+
+    before = gc.get_threshold()
+    with young_collections_only():
+        with young_collections_only():
+            resume_full_collections()  # what a build child does first
+            assert gc.get_threshold() == before
+    assert gc.get_threshold() == before

@@ -73,7 +73,17 @@ INITS = ["nn.init.kaiming_uniform_(w, a=5 ** 0.5)", "nn.init.kaiming_normal_(w, 
 BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
           "nn.init.kaiming_normal_(w, mode='fan_sideways')", "nn.init.xavier_uniform_(v)",
           "nn.init.kaiming_uniform_(v)", "nn.init.orthogonal_(v)", "nn.init.sparse_(c, 0.1)",
-          "w.normal_(0.0, -1.0)", "nn.init.normal_(w, std=-1.0)"]
+          "w.normal_(0.0, -1.0)", "nn.init.normal_(w, std=-1.0)",
+          # not numbers: torch's argument parser refuses them
+          "nn.init.normal_(w, std=None)", "nn.init.normal_(w, mean=None)",
+          "nn.init.normal_(w, std='0.02')", "nn.init.uniform_(w, 'a', 1)", "w.normal_(0, None)",
+          # out of each op's range
+          "w.exponential_(-1)", "w.geometric_(2)", "w.log_normal_(0, -1)", "w.cauchy_(0, -1)"]
+# where torch's own meta kernels already differ from the CPU, a meta build with the skip
+# must answer as plain `torch.device("meta")` does
+AS_PLAIN_META = ["nn.init.normal_(w.long())", "nn.init.normal_(w, 0, torch.tensor(-1.0))",
+                 "w.bernoulli_(1.5)", "w.random_(5, 2)",
+                 "nn.init.trunc_normal_(w, std=None)", "w.random_()", "w.bernoulli_(0.3)"]
 
 INIT_SCRIPT = """
 import json, sys, torch
@@ -93,10 +103,11 @@ FILLS = {"uniform_", "normal_", "bernoulli_"}
 out = []
 for code in json.loads(sys.argv[1]):
     row = {}
-    for where in ("cpu", "meta"):
+    for where in ("cpu", "meta", "plain"):
         seen = Seen()
         try:
-            with seen, (on_meta() if where == "meta" else torch.device("cpu")):
+            with seen, (on_meta() if where == "meta" else torch.device(
+                    "cpu" if where == "cpu" else "meta")):
                 w, v, c = torch.empty(6, 4), torch.empty(4), torch.empty(2, 3, 4)
                 eval(code)
             row[where] = ["ok", [list(w.shape), w.device.type]]
@@ -128,3 +139,9 @@ def test_an_init_torch_refuses_raises_on_meta_as_on_the_cpu():
         # the same error (torch words a float std as "-1.0" on meta and "-1" on the CPU)
         assert row["meta"][0] == row["cpu"][0], code
         assert row["meta"][1].rstrip(".0") == row["cpu"][1].rstrip(".0"), code
+
+
+def test_where_meta_kernels_differ_from_the_cpu_the_skip_answers_as_plain_meta():
+    for code, row in zip(AS_PLAIN_META, _inits(AS_PLAIN_META)):
+        assert row["meta"][0] == row["plain"][0], code
+

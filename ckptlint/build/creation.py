@@ -12,6 +12,7 @@ assigned: a tensor already held elsewhere is a tie, None an emptied slot
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import sys
 from functools import lru_cache
@@ -45,14 +46,11 @@ class CreationRecorder:
         # that an id() is never reused mid-build: a second name for the same object is a tie
         self._owners: dict[int, tuple[Any, int, str]] = {}
         self._stacks: dict[tuple, tuple] = {}  # identical stacks (one per repeated layer) shared
-        self._project_file = lru_cache(maxsize=None)(self._is_project)
-        # resolving a path costs syscalls; a build notes thousands of sites from a few files
-        self._relative = lru_cache(maxsize=None)(self._relative_to_root)
-
-    def _is_project(self, filename: str) -> bool:
-        with untracked():  # resolving the path is ckptlint's own reading, not the model's
-            resolved = str(Path(filename).resolve())  # the worker imports ckptlint via a symlink
-            return not resolved.startswith(_OWN_PACKAGE) and is_project_file(resolved, self.root)
+        # resolving a path costs syscalls; a build notes thousands of sites from a few files.
+        # (The caches hold the root, not the recorder: a cycle through the recorder would keep
+        # the model it saw alive until a full collection.)
+        self._project_file = lru_cache(maxsize=None)(functools.partial(_is_project, root))
+        self._relative = lru_cache(maxsize=None)(functools.partial(_relative_to, root))
 
     def note(self, module: Any, name: str, value: Any = _NOTHING) -> None:
         frames = self._project_frames(sys._getframe(2))
@@ -63,10 +61,6 @@ class CreationRecorder:
         site = Site(frames[0][0], frames[0][1], self._via(key, name, value), stack)
         # keep the module alive so its id() cannot be reused by another object mid-build
         self._records.setdefault(key, (module, {}))[1][name] = site
-
-    def _relative_to_root(self, filename: str) -> str:
-        with untracked():
-            return relative(filename, self.root)
 
     def _project_frames(self, frame: Any) -> tuple[tuple[str, int], ...]:
         """(file, line) of the project frames on the stack, innermost first, repeats merged
@@ -110,6 +104,17 @@ class CreationRecorder:
             for name, site in self._records.get(id(module), (None, {}))[1].items():
                 found[f"{path}.{name}" if path else name] = site
         return found
+
+
+def _is_project(root: str, filename: str) -> bool:
+    with untracked():  # resolving the path is ckptlint's own reading, not the model's
+        resolved = str(Path(filename).resolve())  # the worker imports ckptlint via a symlink
+        return not resolved.startswith(_OWN_PACKAGE) and is_project_file(resolved, root)
+
+
+def _relative_to(root: str, filename: str) -> str:
+    with untracked():
+        return relative(filename, root)
 
 
 @contextlib.contextmanager

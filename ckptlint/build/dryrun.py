@@ -4,6 +4,7 @@ reference signature: the verdict, with the keys torch drops or a hook takes with
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -33,6 +34,10 @@ def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
     metadata = getattr(state, "_metadata", None) or {}
     versions = {prefix: meta["version"] for prefix, meta in metadata.items()
                 if isinstance(meta, dict) and meta.get("version") not in (None, 1)}
+    for prefix, version in versions.items():
+        if type(version) is not int:  # a signature file records whole numbers, as torch's own
+            raise ValueError(f"module `{prefix or '(the model)'}` has `_version = {version!r}`; "
+                             "a signature records only integer versions")
     return Signature(tensors=tensors, versions=versions, aliases=_aliases(owners.values()),
                      has_metadata=bool(metadata), model=name, target=target,
                      torch_version=torch.__version__.split("+")[0], source="code")
@@ -91,8 +96,10 @@ def dry_run_load(module: Any, sig: Signature, current: Signature | None = None) 
     errors: list[str] = []
     hook_errors: list[str] = []
     try:
+        state = meta_state_dict(sig)
+        linear = linearly_exact(module, len(state))  # before the watch wraps every module
         with watch.watching(module):
-            load_state_dict(module, meta_state_dict(sig))
+            load_state_dict(module, state, linear)
     except RuntimeError as exc:
         if str(exc).startswith(_TORCH_LOAD_ERROR):
             errors = _torch_errors(str(exc))
@@ -154,21 +161,52 @@ def load_state_dict(module: Any, state: Any, linear: bool | None = None) -> None
     torch's `load_state_dict` is a loop around each module's own `_load_from_state_dict`
     (the per-module checks, hooks, errors), `load_state_dict_post_hook`s and a final error.
     `_load_linearly` is that loop, with each module's share of the keys found by grouping its
-    parent's share once instead of filtering it once per child. It is used only when the
-    filtering would cost more than `_QUADRATIC` steps and the model does not override
-    `load_state_dict` itself; otherwise torch's own method runs. Assumption, tested in
-    tests/test_dry_run.py on the hook cases (BatchNorm v1, weight_norm, pre- and post-hooks,
-    extra state, None slots, renames, size mismatches): both give the same missing and
-    unexpected keys, the same errors in the same order, and call the same hooks.
+    parent's share once instead of filtering it once per child, which is the same only while
+    no code can change a parent's share between two of its children's turns. So it is used
+    only when `linearly_exact` says so (decide before wrapping anything), and otherwise
+    torch's own method runs. Assumption, tested in tests/test_dry_run.py on the hook cases
+    (BatchNorm v1, weight_norm, torch's own hooks, extra state, None slots, dotted child
+    names, renames, size mismatches): both give the same missing and unexpected keys, the
+    same errors in the same order, and call the same hooks.
     """
-    torch = import_torch()
     if linear is None:
-        linear = type(module).load_state_dict is torch.nn.Module.load_state_dict and \
-            len(state) * sum(1 for _ in module.modules()) > _QUADRATIC
+        linear = linearly_exact(module, len(state))
     if not linear:
         module.load_state_dict(state, strict=False, assign=True)
         return
     _load_linearly(module, state)
+
+
+def linearly_exact(module: Any, keys: int) -> bool:
+    """Whether the linear loop may stand in for torch's: the model is big enough for the
+    filtering to matter, loads through torch's own `load_state_dict` (not one set on the
+    class, the instance or patched into `nn.Module`), and only torch's own code ever holds a
+    module's share of the state dict: no module has a `_load_from_state_dict` or a load
+    pre-hook of its own, the only places user code receives the dict (and could keep it, to
+    change a parent's share after a child has loaded). Post-hooks see only the key lists."""
+    torch = import_torch()
+    method = type(module).load_state_dict
+    if getattr(method, "__qualname__", "") != "Module.load_state_dict" or \
+            not _torch_own(method) or "load_state_dict" in vars(module):
+        return False
+    modules = list(module.modules())
+    if keys * len(modules) <= _QUADRATIC:
+        return False
+    return not any(
+        "_load_from_state_dict" in vars(sub)
+        or not _torch_own(type(sub)._load_from_state_dict)
+        or not all(_torch_own(h) for h in sub._load_state_dict_pre_hooks.values())
+        for sub in modules)
+
+
+def _torch_own(function: Any) -> bool:
+    """Defined in torch itself (a hook wrapper, partial or bound method unwrapped)."""
+    function = getattr(function, "hook", function)  # torch's _WrappedHook
+    while isinstance(function, functools.partial):
+        function = function.func
+    function = getattr(function, "__func__", function)
+    where = getattr(function, "__module__", None) or ""
+    return where == "torch" or where.startswith("torch.")
 
 
 def _load_linearly(model: Any, state_dict: Any) -> None:
@@ -189,13 +227,21 @@ def _load_linearly(model: Any, state_dict: Any) -> None:
         local_metadata["assign_to_params_buffers"] = True
         module._load_from_state_dict(local, prefix, local_metadata, True, missing, unexpected,
                                      errors)
-        shares: dict[str, dict[str, Any]] = {}
-        start = len(prefix)
-        for key, value in local.items():  # after the hooks ran, as torch filters it then
-            head, dot, _ = key[start:].partition(".") if key.startswith(prefix) else ("", "", "")
-            if dot:
-                shares.setdefault(head, {})[key] = value
-        for name, child in module._modules.items():
+        children = module._modules
+        if any(not name or "." in name for name in children):
+            # a child named "" or "a.b" (setattr allows it) is not one segment: filter as
+            # torch does, for this module only
+            shares = {name: {k: v for k, v in local.items() if k.startswith(prefix + name + ".")}
+                      for name in children}
+        else:
+            shares = {}
+            start = len(prefix)
+            for key, value in local.items():  # after the hooks ran, as torch filters it then
+                head, dot, _ = key[start:].partition(".") if key.startswith(prefix) \
+                    else ("", "", "")
+                if dot:
+                    shares.setdefault(head, {})[key] = value
+        for name, child in children.items():
             if child is not None:
                 load(child, shares.get(name, {}), prefix + name + ".")
         incompatible = _IncompatibleKeys(missing, unexpected)

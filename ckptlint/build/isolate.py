@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
 
-from ckptlint.core.collector import young_collections_only
+from ckptlint.core.collector import resume_full_collections, young_collections_only
 from ckptlint.core.paths import is_project_file, relative
 from ckptlint.core.records import BuildResult, Config, Location, ModelSpec, Signature
 
@@ -327,6 +327,7 @@ def _child_main(write_fd: int, trace: IO[bytes], indices: list[int],
     code = 0
     try:
         gc.freeze()  # what torch's import made is never collected here: cheaper GC, less copying
+        resume_full_collections()  # the parent's pause is for its own objects, not the builds'
         os.dup2(2, 1)  # writes to file descriptor 1 (os.write, subprocesses) land on stderr
         channel = _Channel(write_fd)
         sys.stdout = sys.stderr = _Forwarded(channel)  # type: ignore[assignment]

@@ -30,9 +30,10 @@ def meta_device() -> Any:
     seconds for a model of 50,000 tensors). Tensors with data still initialise.
 
     torch's own argument checks still run, so a model that would fail to build still does
-    (`kaiming_uniform_(w, nonlinearity="gelu")`, `orthogonal_` of a vector, `normal_` with a
-    negative std): `_validated` asks torch's own helpers, and runs the real function whenever
-    it cannot tell (tests/test_standins.py builds each case both ways).
+    (`kaiming_uniform_(w, nonlinearity="gelu")`, `orthogonal_` of a vector, a negative or
+    None std): `_validated` vouches only for plain numbers in range and asks torch's own
+    helpers, and runs the real function whenever it cannot tell (tests/test_standins.py
+    builds each case both ways).
 
     It is torch's own device context (`torch.utils._device.DeviceContext`, what
     `torch.device(...).__enter__` pushes) with the skip added, rather than a second
@@ -47,8 +48,9 @@ def meta_device() -> Any:
     torch = import_torch()
     from torch.utils._device import DeviceContext, _device_constructors
 
-    skipped = {getattr(torch.nn.init, n): n for n in _INIT_FUNCTIONS if hasattr(torch.nn.init, n)}
-    skipped.update({getattr(torch.Tensor, n): n for n in _RANDOM_METHODS})
+    skipped = {getattr(torch.nn.init, n): f"init.{n}" for n in _INIT_FUNCTIONS
+               if hasattr(torch.nn.init, n)}
+    skipped.update({getattr(torch.Tensor, n): f"Tensor.{n}" for n in _RANDOM_METHODS})
     constructors = _device_constructors()
     meta = torch.device("meta")
 
@@ -68,28 +70,54 @@ def meta_device() -> Any:
     return MetaDevice(meta)
 
 
+# the parameters after the tensor, by position, of the Tensor methods whose fill is skipped
+_METHOD_PARAMS = {"normal_": ("mean", "std"), "uniform_": ("from", "to"), "bernoulli_": ("p",),
+                  "exponential_": ("lambd",), "geometric_": ("p",),
+                  "log_normal_": ("mean", "std"), "cauchy_": ("median", "sigma")}
+_NOT_NUMBERS = frozenset({"tensor", "mode", "nonlinearity", "generator"})
+
+
 def _validated(torch: Any, name: str, tensor: Any, args: tuple, kwargs: dict) -> bool:
-    """Whether torch would accept these arguments (so the fill may be skipped); False when it
-    would raise or when this cannot tell: the real function then runs and says so itself."""
+    """Whether torch would accept these arguments, so the fill may be skipped. It vouches only
+    for a floating-point tensor, plain int or float numbers, no generator and each op's own
+    range checks (and torch's helpers for kaiming and xavier); anything else (None, a string,
+    a tensor as a number, an integer tensor, a `random_`) runs the real call, which raises
+    whatever torch would raise. `name` is "init.<function>" or "Tensor.<method>"."""
+    kind, _, op = name.partition(".")
+    if tensor.numel() == 0 or not tensor.is_floating_point():
+        return False  # a no-op torch warns about, or a dtype it may refuse: let it run
+    if kind == "Tensor":
+        params = _METHOD_PARAMS.get(op)
+        if params is None or len(args) > len(params):
+            return False
+        values = {**dict(zip(params, args)), **kwargs}
+    else:
+        values = dict(kwargs)
+    if values.get("generator") is not None or not all(
+            type(v) in (int, float) for k, v in values.items() if k not in _NOT_NUMBERS):
+        return False
     init = torch.nn.init
-    if tensor.numel() == 0:
-        return False  # torch warns that the init is a no-op: let it
     try:
-        if name.startswith("kaiming_"):
-            init._calculate_correct_fan(tensor, kwargs.get("mode", "fan_in"))
-            init.calculate_gain(kwargs.get("nonlinearity", "leaky_relu"), kwargs.get("a", 0))
-        elif name.startswith("xavier_"):
+        if op.startswith("kaiming_"):
+            init._calculate_correct_fan(tensor, values.get("mode", "fan_in"))
+            init.calculate_gain(values.get("nonlinearity", "leaky_relu"), values.get("a", 0))
+        elif op.startswith("xavier_"):
             init._calculate_fan_in_and_fan_out(tensor)
-        elif name == "orthogonal_":
-            return tensor.dim() >= 2
-        elif name == "sparse_":
-            return tensor.dim() == 2
-        elif name == "normal_":  # nn.init.normal_ and Tensor.normal_(mean, std)
-            std = kwargs.get("std", args[1] if len(args) > 1 else 1.0)
-            return not isinstance(std, (int, float)) or std >= 0
     except Exception:  # noqa: BLE001 - torch's own check failed: the real call raises it
         return False
-    return True
+    checks = {
+        "orthogonal_": lambda: tensor.dim() >= 2,
+        "sparse_": lambda: tensor.dim() == 2,
+        "normal_": lambda: values.get("std", 1.0) >= 0,
+        "log_normal_": lambda: values.get("std", 2.0) > 0,
+        "uniform_": lambda: values.get("a", values.get("from", 0)) <= values.get(
+            "b", values.get("to", 1)),
+        "bernoulli_": lambda: 0 <= values.get("p", 0.5) <= 1,
+        "exponential_": lambda: values.get("lambd", 1.0) > 0,
+        "geometric_": lambda: 0 < values.get("p", 0.5) < 1,
+        "cauchy_": lambda: values.get("sigma", 1.0) > 0,
+    }
+    return checks.get(op, lambda: True)()
 
 
 class _DynamoStandIn(types.ModuleType):

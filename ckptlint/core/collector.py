@@ -20,13 +20,29 @@ import gc
 from typing import Iterator
 
 _NEVER = 1 << 30  # young collections between full ones: more than any build makes
+_OUTER: list[tuple[int, ...]] = []  # the thresholds before each pause still in force
 
 
 @contextlib.contextmanager
 def young_collections_only() -> Iterator[None]:
-    young, middle, oldest = gc.get_threshold()
-    gc.set_threshold(young, middle, _NEVER)
+    before = gc.get_threshold()
+    _OUTER.append(before)
+    gc.set_threshold(before[0], before[1], _NEVER)
     try:
         yield
     finally:
-        gc.set_threshold(young, middle, oldest)
+        if _OUTER:  # (emptied by `resume_full_collections` in a forked child)
+            _OUTER.pop()
+        gc.set_threshold(*before)
+
+
+def resume_full_collections() -> None:
+    """In a child forked inside a pause: collect fully again, as before the first pause.
+
+    A build child inherits its parent's paused thresholds; it pauses only while each build
+    runs, so what one model leaves behind (cycles holding its modules) is freed before the
+    next is built, instead of piling up until the child ends.
+    """
+    if _OUTER:
+        gc.set_threshold(*_OUTER[0])
+        _OUTER[:] = []
