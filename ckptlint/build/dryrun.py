@@ -184,7 +184,6 @@ def linearly_exact(module: Any, keys: int) -> bool:
     module's share of the state dict: no module has a `_load_from_state_dict` or a load
     pre-hook of its own, the only places user code receives the dict (and could keep it, to
     change a parent's share after a child has loaded). Post-hooks see only the key lists."""
-    torch = import_torch()
     method = type(module).load_state_dict
     if getattr(method, "__qualname__", "") != "Module.load_state_dict" or \
             not _torch_own(method) or "load_state_dict" in vars(module):
