@@ -267,3 +267,18 @@ def test_a_version_that_is_not_an_integer_is_refused_in_one_sentence(project):
     assert run.code == 2 and "Traceback" not in run.err
     assert "module `b` has `_version = 3.0`; a signature records only integer versions" in run.out
     assert not (project.root / "signatures" / "m.toml").exists()
+
+
+def test_a_dotted_child_name_is_left_to_torch_s_loader(project):
+    """`enc.proj` next to `enc`: torch's loader hands `enc.proj.*` to `enc` too, so even the
+    model's own state dict does not load strictly. The keys match the signature; only the
+    dry run can tell, so the shortcut must not skip it."""
+    project.write("m.py", "from torch import nn\n\n\nclass M(nn.Module):\n"
+                          "    def __init__(self):\n        super().__init__()\n"
+                          "        self.enc = nn.Linear(2, 2)\n"
+                          "        setattr(self, 'enc.proj', nn.Linear(2, 2))\n")
+    project.configure('name = "m"\ntarget = "m:M"')
+    assert project.run("update").code == 0
+    run = project.run("check", "--no-cache")
+    assert run.code == 1, run.out + run.err
+    assert "enc.proj" in run.out

@@ -143,7 +143,10 @@ def _verdict_is_known(module: Any, sig: Signature, current: Signature) -> bool:
         return False
     base = torch.nn.Module
     return not any(
-        type(sub)._load_from_state_dict is not base._load_from_state_dict
+        # a child named "a.b" or "" (setattr allows both) takes keys of its siblings in
+        # torch's filtering: only the loader itself can say what happens
+        any(not name or "." in name for name in sub._modules)
+        or type(sub)._load_from_state_dict is not base._load_from_state_dict
         or "_load_from_state_dict" in vars(sub)
         or getattr(type(sub), "set_extra_state", base.set_extra_state) is not base.set_extra_state
         or sub._load_state_dict_pre_hooks or sub._load_state_dict_post_hooks
