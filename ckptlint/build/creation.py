@@ -12,10 +12,9 @@ assigned: a tensor already held elsewhere is a tie, None an emptied slot
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import sys
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -49,8 +48,8 @@ class CreationRecorder:
         # resolving a path costs syscalls; a build notes thousands of sites from a few files.
         # (The caches hold the root, not the recorder: a cycle through the recorder would keep
         # the model it saw alive until a full collection.)
-        self._project_file = lru_cache(maxsize=None)(functools.partial(_is_project, root))
-        self._relative = lru_cache(maxsize=None)(functools.partial(_relative_to, root))
+        self._project_file = lru_cache(maxsize=None)(partial(_is_project, root))
+        self._relative = lru_cache(maxsize=None)(partial(_relative_to, root))
 
     def note(self, module: Any, name: str, value: Any = _NOTHING) -> None:
         frames = self._project_frames(sys._getframe(2))

@@ -143,9 +143,9 @@ def _verdict_is_known(module: Any, sig: Signature, current: Signature) -> bool:
         return False
     base = torch.nn.Module
     return not any(
-        # a child named "a.b" or "" (setattr allows both) takes keys of its siblings in
-        # torch's filtering: only the loader itself can say what happens
-        any(not name or "." in name for name in sub._modules)
+        # torch's filtering hands such a child's keys to its siblings too: only the loader
+        # itself can say what happens
+        _odd_child_names(sub)
         or type(sub)._load_from_state_dict is not base._load_from_state_dict
         or "_load_from_state_dict" in vars(sub)
         or getattr(type(sub), "set_extra_state", base.set_extra_state) is not base.set_extra_state
@@ -201,6 +201,11 @@ def linearly_exact(module: Any, keys: int) -> bool:
         for sub in modules)
 
 
+def _odd_child_names(module: Any) -> bool:
+    """A child named "" or "a.b" (setattr allows both): not one segment of a key."""
+    return any(not name or "." in name for name in module._modules)
+
+
 def _torch_own(function: Any) -> bool:
     """Defined in torch itself (a hook wrapper, partial or bound method unwrapped)."""
     function = getattr(function, "hook", function)  # torch's _WrappedHook
@@ -230,9 +235,7 @@ def _load_linearly(model: Any, state_dict: Any) -> None:
         module._load_from_state_dict(local, prefix, local_metadata, True, missing, unexpected,
                                      errors)
         children = module._modules
-        if any(not name or "." in name for name in children):
-            # a child named "" or "a.b" (setattr allows it) is not one segment: filter as
-            # torch does, for this module only
+        if _odd_child_names(module):  # filter as torch does, for this module only
             shares = {name: {k: v for k, v in local.items() if k.startswith(prefix + name + ".")}
                       for name in children}
         else:

@@ -8,7 +8,7 @@ import contextlib
 import importlib
 import sys
 import types
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ckptlint.build.loadtorch import import_torch
 
@@ -105,19 +105,22 @@ def _validated(torch: Any, name: str, tensor: Any, args: tuple, kwargs: dict) ->
             init._calculate_fan_in_and_fan_out(tensor)
     except Exception:  # noqa: BLE001 - torch's own check failed: the real call raises it
         return False
-    checks = {
-        "orthogonal_": lambda: tensor.dim() >= 2,
-        "sparse_": lambda: tensor.dim() == 2,
-        "normal_": lambda: values.get("std", 1.0) >= 0,
-        "log_normal_": lambda: values.get("std", 2.0) > 0,
-        "uniform_": lambda: values.get("a", values.get("from", 0)) <= values.get(
-            "b", values.get("to", 1)),
-        "bernoulli_": lambda: 0 <= values.get("p", 0.5) <= 1,
-        "exponential_": lambda: values.get("lambd", 1.0) > 0,
-        "geometric_": lambda: 0 < values.get("p", 0.5) < 1,
-        "cauchy_": lambda: values.get("sigma", 1.0) > 0,
-    }
-    return checks.get(op, lambda: True)()
+    in_range = _IN_RANGE.get(op)
+    return in_range is None or in_range(tensor, values)
+
+
+# each op's own range check on its (already plain-number) arguments, by its defaults
+_IN_RANGE: dict[str, Callable[[Any, dict], bool]] = {
+    "orthogonal_": lambda t, v: t.dim() >= 2,
+    "sparse_": lambda t, v: t.dim() == 2,
+    "normal_": lambda t, v: v.get("std", 1.0) >= 0,
+    "log_normal_": lambda t, v: v.get("std", 2.0) > 0,
+    "uniform_": lambda t, v: v.get("a", v.get("from", 0)) <= v.get("b", v.get("to", 1)),
+    "bernoulli_": lambda t, v: 0 <= v.get("p", 0.5) <= 1,
+    "exponential_": lambda t, v: v.get("lambd", 1.0) > 0,
+    "geometric_": lambda t, v: 0 < v.get("p", 0.5) < 1,
+    "cauchy_": lambda t, v: v.get("sigma", 1.0) > 0,
+}
 
 
 class _DynamoStandIn(types.ModuleType):

@@ -3,7 +3,7 @@ config, references) and `BuildResult`s as JSON documents.
 
 A signature crosses as a plain list of its tensors, not as signature-file text: folding and
 parsing 50,000 keys costs a second each way, and the file's checks are for files people edit.
-Every field of `Signature` is carried (tests/test_worker.py round-trips one with each set).
+Every field of `Signature` is carried (tests/test_wire.py round-trips one with each set).
 """
 
 from __future__ import annotations

@@ -213,13 +213,14 @@ def whole_subtrees(keys: set[str], own: Mapping[str, TensorSpec],
         for p in found:
             total[p] = total.get(p, 0) + 1
     hit: dict[str, int] = {}
+    of_key.update((key, prefixes(key)) for key in keys if key not in of_key)
     for key in keys:
-        for p in of_key.get(key) or prefixes(key):
+        for p in of_key[key]:
             hit[p] = hit.get(p, 0) + 1
     elsewhere = {p for key in other for p in prefixes(key)}
     grouped: dict[str, list[str]] = {}
     for key in keys:
-        outer = next((p for p in of_key.get(key) or prefixes(key)
+        outer = next((p for p in of_key[key]
                       if p not in elsewhere and hit[p] == total.get(p) and hit[p] >= 2), None)
         if outer is not None:
             grouped.setdefault(outer, []).append(key)

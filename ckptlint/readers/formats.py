@@ -12,8 +12,8 @@ from ckptlint.readers.files import is_folder, lexists
 TORCH_ZIP, TORCH_LEGACY, SAFETENSORS = "torch-zip", "torch-legacy", "safetensors"
 DCP, SHARDED, SIGNATURE = "torch-dcp", "sharded", "signature"
 DCP_METADATA = ".metadata"
-_TORCH_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
-MAGIC_PICKLE = b"\x80\x02\x8a\x0a" + _TORCH_MAGIC_NUMBER.to_bytes(10, "little")
+TORCH_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # the first object of a legacy torch.save pickle
+MAGIC_PICKLE = b"\x80\x02\x8a\x0a" + TORCH_MAGIC_NUMBER.to_bytes(10, "little")
 _TAR_MAGIC = b"ustar"
 _SIGNATURE_STARTS = (b"# ckptlint signature", b"[signature]")
 

@@ -22,9 +22,8 @@ from ckptlint.readers.files import open_regular, size_of
 from ckptlint.readers.pickled import StorageRef
 
 FORMAT = formats.TORCH_LEGACY
-MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+MAGIC_NUMBER = formats.TORCH_MAGIC_NUMBER
 PROTOCOL_VERSION = 1001
-_MAGIC_PICKLE = formats.MAGIC_PICKLE
 
 
 sniff = formats.torch_legacy
@@ -61,7 +60,8 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
             parsed = parse(handle, where, state_dict_key)
     except OSError as exc:
         raise unreadable(path, exc) from None
-    return CheckpointRead(statedict.signature(parsed.state, where, ties_recorded=True), FORMAT, parsed.note)
+    return CheckpointRead(statedict.signature(parsed.state, where, ties_recorded=True), FORMAT,
+                          parsed.note)
 
 
 @dataclass(frozen=True, slots=True)

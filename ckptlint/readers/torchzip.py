@@ -50,7 +50,8 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
             parsed = parse(handle, where, state_dict_key)
     except OSError as exc:
         raise unreadable(path, exc) from None
-    return CheckpointRead(statedict.signature(parsed.state, where, ties_recorded=True), FORMAT, parsed.note)
+    return CheckpointRead(statedict.signature(parsed.state, where, ties_recorded=True), FORMAT,
+                          parsed.note)
 
 
 def parse(handle: BinaryIO, where: str, state_dict_key: str | None = None) -> Parsed:
