@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -282,3 +284,70 @@ def test_a_dotted_child_name_is_left_to_torch_s_loader(project):
     run = project.run("check", "--no-cache")
     assert run.code == 1, run.out + run.err
     assert "enc.proj" in run.out
+
+
+_EXTRA = """\
+import torch
+from torch import nn
+
+
+class Quantized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+{methods}
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = Quantized()
+"""
+_GET_SET = """
+    def get_extra_state(self):
+        return {"scale": 0.5}
+
+    def set_extra_state(self, state):
+        if not isinstance(state, dict):  # as real modules do: it must be what get wrote
+            raise TypeError(f"extra state must be a dict, not {type(state).__name__}")
+        self.scale = state["scale"]
+"""
+
+
+def test_a_module_s_extra_state_is_present_in_its_signature_s_dry_run(project):
+    """A signature records `q._extra_state` as an object, without its value: the dry run
+    hands torch a stand-in for it (not skipping the key, which said 'missing' for a model
+    that just wrote its signature) and does not call the module's `set_extra_state` on it."""
+    project.write("m.py", _EXTRA.format(methods=_GET_SET))
+    project.configure('name = "m"\ntarget = "m:M"')
+    assert project.run("update").code == 0
+    assert '"q._extra_state" = "object[]"' in (project.root / "signatures/m.toml").read_text()
+    run = project.run("check", "--no-cache")
+    assert run.code == 0, run.out + run.err
+
+    # a checkpoint torch wrote loads; one saved without the entry does not load strictly
+    subprocess.run([sys.executable, "-c", "import torch, m; model = m.M(); "
+                    "torch.save(model.state_dict(), 'with.pt'); state = model.state_dict(); "
+                    "del state['q._extra_state']; torch.save(state, 'without.pt')"],
+                   cwd=project.root, check=True)
+    assert project.run("check", "--against", "with.pt", "m").code == 0
+    run = project.run("check", "--against", "without.pt", "m")
+    assert run.code == 1 and "CKL101" in run.out and "`q._extra_state`" in run.out
+
+    # code that stopped loading extra state: the committed entry is now unexpected
+    project.write("m.py", _EXTRA.format(methods=""))
+    run = project.run("check", "--no-cache")
+    assert run.code == 1 and "`q._extra_state`" in run.out, run.out
+
+
+def test_the_extra_state_stand_in_never_reaches_the_module_and_is_taken_back():
+    from ckptlint.build.dryrun import meta_state_dict
+
+    namespace: dict = {}
+    exec(_EXTRA.format(methods=_GET_SET), namespace)
+    model = namespace["M"]()
+    report = dry_run_load(model, signature_of(model))
+    assert report == type(report)(), report
+    assert "set_extra_state" not in vars(model.q) and not hasattr(model.q, "scale")
+    state = meta_state_dict(signature_of(model))
+    with pytest.raises(TypeError, match="extra state must be a dict"):  # torch's loader calls it
+        model.load_state_dict(state, assign=True)

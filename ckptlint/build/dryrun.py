@@ -9,12 +9,27 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 from ckptlint.build.loadtorch import import_torch
+from ckptlint.core.dtypes import OBJECT
 from ckptlint.core.keys import ancestors, natural_sorted
 from ckptlint.core.records import LoadReport, Signature, TensorSpec
 
 
 _SIZE_MISMATCH = "size mismatch for "
 _TORCH_LOAD_ERROR = "Error(s) in loading state_dict"
+
+
+class _ExtraState:
+    """What stands in, in a dry run, for an entry a module saves with `get_extra_state`.
+
+    A signature records that the entry exists, not its value, so torch's loader is given
+    this and the module's `set_extra_state` is not called with it (`_extra_state_kept`).
+    """
+
+    def __repr__(self) -> str:
+        return "<extra state: only its key is known>"
+
+
+_EXTRA_STATE = _ExtraState()
 
 
 def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
@@ -30,7 +45,7 @@ def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
                                       tuple(value.shape), role)
             owners.setdefault(id(value), []).append(key)
         else:
-            tensors[key] = TensorSpec("object", ())
+            tensors[key] = TensorSpec(OBJECT, ())
     metadata = getattr(state, "_metadata", None) or {}
     versions = {prefix: meta["version"] for prefix, meta in metadata.items()
                 if isinstance(meta, dict) and meta.get("version") not in (None, 1)}
@@ -63,6 +78,8 @@ def meta_state_dict(sig: Signature) -> Any:
         dtype = getattr(torch, spec.dtype, None)
         if isinstance(dtype, torch.dtype):
             state[key] = torch.empty(spec.shape, dtype=dtype, device="meta")
+        elif spec.dtype == OBJECT:  # present, as the checkpoint has it: torch asks only that
+            state[key] = _EXTRA_STATE
     for key, first in sig.aliases.items():
         if key in state and first in state:
             state[key] = state[first]
@@ -98,7 +115,7 @@ def dry_run_load(module: Any, sig: Signature, current: Signature | None = None) 
     try:
         state = meta_state_dict(sig)
         linear = linearly_exact(module, len(state))  # before the watch wraps every module
-        with watch.watching(module):
+        with watch.watching(module), _extra_state_kept(module):
             load_state_dict(module, state, linear)
     except RuntimeError as exc:
         if str(exc).startswith(_TORCH_LOAD_ERROR):
@@ -302,6 +319,33 @@ class _LoadWatch:
 
         watched.__wrapped__ = original  # type: ignore[attr-defined]
         return watched
+
+
+@contextlib.contextmanager
+def _extra_state_kept(model: Any) -> Iterator[None]:
+    """Each module that loads extra state takes the stand-in without a call to its own
+    `set_extra_state`, which would be handed a value it cannot read (and may raise on it).
+
+    torch decides missing and unexpected on the class (`type(m).set_extra_state` is not
+    `Module`'s) and then calls `self.set_extra_state(value)`, so an instance attribute
+    shadows the call and leaves the verdict to torch. Restored afterwards.
+    """
+    base = import_torch().nn.Module.set_extra_state
+    shadowed = [sub for sub in model.modules()
+                if getattr(type(sub), "set_extra_state", base) is not base
+                and "set_extra_state" not in vars(sub)]
+    for sub in shadowed:
+        object.__setattr__(sub, "set_extra_state", functools.partial(_set_extra_state, sub))
+    try:
+        yield
+    finally:
+        for sub in shadowed:
+            object.__delattr__(sub, "set_extra_state")
+
+
+def _set_extra_state(module: Any, state: Any) -> None:
+    if state is not _EXTRA_STATE:  # a real value (a load hook put it there): the module's own
+        type(module).set_extra_state(module, state)
 
 
 def _torch_errors(text: str) -> list[str]:
