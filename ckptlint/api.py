@@ -13,12 +13,12 @@ Models are built on the meta device (no weights allocated) and checked with torc
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ckptlint.compare.diff import compare
 from ckptlint.core.kinds import Kind, Verdict
+from ckptlint.core.record import replace
 from ckptlint.core.records import BuildResult, Finding, ModelSpec, Signature
 from ckptlint.run.report import restore_ties
 

@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import sys
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -22,6 +21,7 @@ from ckptlint.build.standins import meta_device, no_dynamo_import, no_sympy_impo
 from ckptlint.build.tracking import document, fresh_bytecode, project_files, tracking
 from ckptlint.config import entry_location
 from ckptlint.core.paths import is_project_file, relative
+from ckptlint.core.record import replace
 from ckptlint.core.records import BuildResult, Config, Location, ModelSpec, Signature
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -17,11 +16,12 @@ from typing import Sequence
 from ckptlint.core.constants import ENV_PYTHON, VENVS
 from ckptlint.core.environment import site_packages, torch_dists, venv_python
 from ckptlint.core.errors import CkptlintError
+from ckptlint.core.record import record
 from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
 
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Interpreter:
     python: str
     reason: str

@@ -9,9 +9,9 @@ Every field of `Signature` is carried (tests/test_wire.py round-trips one with e
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from typing import Any, Mapping, Sequence
 
+from ckptlint.core.record import asdict, field_names
 from ckptlint.core.records import (BuildResult, Config, LoadReport, Location, ModelSpec, ModuleInfo,
                                    Signature, Site, TensorSpec)
 
@@ -79,7 +79,7 @@ def decode_result(doc: dict[str, Any]) -> BuildResult:
 
 
 def signature_doc(sig: Signature) -> dict[str, Any]:
-    doc = {f.name: getattr(sig, f.name) for f in fields(Signature)}
+    doc = {name: getattr(sig, name) for name in field_names(Signature)}
     doc.update(tensors=[[k, s.dtype, s.shape, s.role] for k, s in sig.tensors.items()],
                versions=dict(sig.versions), aliases=dict(sig.aliases))
     return doc

@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from ckptlint.core.atomic import write_atomic
 from ckptlint.core.errors import CkptlintError
 from ckptlint.core.paths import display
+from ckptlint.core.record import record, replace
 from ckptlint.source.discover import Discovery, Proposal, discover
 
 if sys.version_info >= (3, 11):
@@ -33,7 +33,7 @@ SCREEN_LINES = 24
 _SHOWN_PARTS = 5  # parts named in the one line that summarises them
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Survey:
     """The candidates not yet in pyproject.toml, and what the search found besides."""
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
 from ckptlint.core.atomic import write_atomic
 from ckptlint.core.errors import CkptlintError, reason
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import Report
 from ckptlint.reporters import REPORTERS, RenderOptions, renderer
 from ckptlint.run.replay import use_color
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Sink:
     format: str
     path: str | None = None

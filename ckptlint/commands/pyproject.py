@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from ckptlint.core.errors import CkptlintError, ConfigError
 from ckptlint.core.paths import display
+from ckptlint.core.record import record
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -20,7 +20,7 @@ else:  # pragma: no cover
 _MODELS_HEADER = re.compile(r"^\s*\[\[\s*tool\s*\.\s*ckptlint\s*\.\s*models\s*\]\]", re.M)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidate:
     """A proposed `[[tool.ckptlint.models]]` entry. `kwargs` are (name, TOML literal) pairs;
     `missing` are required arguments nobody gave a value for yet."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from ckptlint.core.atomic import SCRATCH, write_atomic
 from ckptlint.core.errors import CkptlintError
 from ckptlint.core.keys import natural_sorted, printable
 from ckptlint.core.paths import inside, relative
+from ckptlint.core.record import record
 from ckptlint.core.records import BuildResult, Config, ModelSpec, Signature
 from ckptlint.core.urls import location
 from ckptlint.readers.sigtoml import read_signature
@@ -77,7 +77,7 @@ def _reference(config: Config, spec: ModelSpec, against: str | None) -> tuple[Si
 
 # -- --apply and --diff -------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class Fix:
     """What `--apply` (or `--diff`) did: the sentence to print, the edit, and whether it holds."""
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ckptlint.build import interpreter
 from ckptlint.config import find_pyproject, parse_config
 from ckptlint.core.inputs import digest
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import Config
 from ckptlint.run import cache
 
 
-@dataclass(frozen=True)
+@record
 class Setup:
     config: Config
     builder: object

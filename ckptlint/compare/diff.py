@@ -8,7 +8,6 @@ findings. No I/O, no printing, no torch.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Iterable, Iterator, Mapping
 
 from ckptlint.compare import prefix, renames
@@ -16,6 +15,7 @@ from ckptlint.compare.messages import fold_findings, key_finding
 from ckptlint.compare.ties import quoted_keys, tie_absent, tie_findings
 from ckptlint.core.keys import EVERY_KEY, ancestors, expand, fold, natural_sorted, segments
 from ckptlint.core.kinds import Kind
+from ckptlint.core.record import replace
 from ckptlint.core.records import Finding, LoadReport, Signature, TensorSpec
 from ckptlint.core.sigfile import format_spec
 

@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ckptlint.core.record import record
+
 
 # the first line of the hook's docstring: how `remap --apply` knows a function is its own
 MARKER = "Written by `ckptlint remap"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rules:
     """What the hook does to a key it does not expect: drop it (regex match), else rename it
     (regex rules applied in order, each at most once)."""

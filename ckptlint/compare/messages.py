@@ -3,11 +3,11 @@ layer index folded into one `layers.{0..11}.…` finding, in report order."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Iterable
 
 from ckptlint.core.keys import expand, fold, natural_key
 from ckptlint.core.kinds import Kind
+from ckptlint.core.record import replace
 from ckptlint.core.records import Finding, TensorSpec
 from ckptlint.core.sigfile import format_spec
 

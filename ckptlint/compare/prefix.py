@@ -6,9 +6,9 @@ at any depth). Pure: finds the one wrapper that explains a whole key set and re-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Mapping
 
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import Signature
 
 # most specific first: `base_model.model.` must win over `model.`
@@ -21,7 +21,7 @@ EXTRAS = {"module.": ("n_averaged",)}
 AVERAGED_MODEL = "torch.optim.swa_utils.AveragedModel"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Wrapper:
     """How the checkpoint's keys differ from the code's by a wrapper.
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from ckptlint.core.keys import ancestors, natural_key
+from ckptlint.core.record import field, record
 from ckptlint.core.records import TensorSpec
 
 Fingerprint = frozenset  # of (relative key, dtype, shape)
@@ -40,7 +40,7 @@ BY_TEXT = "statement"
 BY_ORDER = "order"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Evidence:
     """What the source says about module paths (keys without a trailing dot) of both sides.
 
@@ -55,7 +55,7 @@ class Evidence:
     new_places: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pairing:
     """Old prefix -> new prefix (a subtree's prefix ends with `.`), why each same-shaped pair
     was paired (absent: by structure alone), and the same-shaped groups weighed, as (old

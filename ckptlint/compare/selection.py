@@ -7,11 +7,11 @@ narrowed away: it is what keeps a run that checked nothing from reading as clean
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 from ckptlint.core.errors import CkptlintError
 from ckptlint.core.kinds import Kind, Outcome, Severity
+from ckptlint.core.record import replace
 from ckptlint.core.records import Finding, Report
 
 FAIL_ON = tuple(s.value for s in Severity)  # error, warning, note: most severe first

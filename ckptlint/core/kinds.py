@@ -8,7 +8,8 @@ One entry per kind is all a new kind needs: the diff's messages, the locator, th
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from ckptlint.core.record import record
 
 
 class Severity(str, enum.Enum):
@@ -82,7 +83,7 @@ WORST_FIRST = (Verdict.NEEDS_REAL_LOAD, Verdict.DOES_NOT_LOAD, Verdict.LOADS_NON
 _ACCEPT = "If the change is intended, run `{cmd} update NAME` and commit the new signature file."
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KindSpec:
     """Everything ckptlint says and decides about one kind of finding."""
 

@@ -5,10 +5,10 @@ Nothing here imports torch or libcst; every record is frozen and built once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ckptlint.core.kinds import Kind, Outcome, Severity, Status
+from ckptlint.core.record import field, record
 
 
 FORMAT_VERSION = 1
@@ -18,7 +18,7 @@ ADAPTER_SOURCE = "peft-adapter"
 DEFAULT_BUILD_TIMEOUT = 300.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TensorSpec:
     """One state-dict entry: dtype (torch's name, e.g. "float32"), shape, and what holds it.
 
@@ -38,7 +38,7 @@ class TensorSpec:
         return n
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Signature:
     """The state-dict signature of a model or checkpoint.
 
@@ -77,7 +77,7 @@ class Signature:
         return sum(spec.numel for key, spec in self.tensors.items() if key not in self.aliases)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Location:
     """A span in a file relative to the project root (`/` separators).
 
@@ -95,7 +95,7 @@ class Location:
     source: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Finding:
     """One coded problem with one model (or one signature file).
 
@@ -131,7 +131,7 @@ class Finding:
         return self.kind.severity
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModelSpec:
     """One `[[tool.ckptlint.models]]` entry, validated."""
 
@@ -147,7 +147,7 @@ class ModelSpec:
     state_dict_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Config:
     """The `[tool.ckptlint]` table of one project, validated."""
 
@@ -162,7 +162,7 @@ class Config:
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LoadReport:
     """What torch's own load_state_dict said when the committed signature was loaded on meta.
 
@@ -193,7 +193,7 @@ EMPTIED = "none"   # None: the slot is named, but holds nothing any more
 Frames = tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Site:
     """Where the build saw a submodule, parameter or buffer created: a project file and line.
 
@@ -208,7 +208,7 @@ class Site:
     stack: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModuleInfo:
     """A live submodule as plain data: its type name and the project classes in its MRO.
 
@@ -220,7 +220,7 @@ class ModuleInfo:
     classes: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BuildResult:
     """Everything the build step learned about one model, as plain data.
 
@@ -250,7 +250,7 @@ class BuildResult:
     inputs: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModelReport:
     """The outcome for one model: its findings and what a summary table needs."""
 
@@ -285,7 +285,7 @@ def outcome_of(findings: Iterable[Finding]) -> Outcome:
     return bits
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Report:
     """Everything one `check` (or `diff`) run found, in output order.
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from ckptlint.core.record import record
 
 # `scheme://` as fsspec's protocols spell it; a Windows path (`C:\x`) has no `//`
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -47,7 +48,7 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@record(order=True)
 class RemotePath:
     """A remote file or folder, with the few `Path` operations the readers use.
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Protocol
 
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.keys import natural_sorted
+from ckptlint.core.record import field, record, replace
 from ckptlint.core.records import Signature
 from ckptlint.readers.files import NotRegularFile, open_regular, size_of
 
@@ -24,7 +24,7 @@ MAX_TEXT_BYTES = 64 * 2**20  # index JSON and signature TOML files
 HEAD_BYTES = 512  # enough to recognise every format by its magic bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CheckpointRead:
     """The signature read from one checkpoint, which format it was, and how it was found.
 

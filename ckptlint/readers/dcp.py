@@ -8,11 +8,11 @@ back as inert placeholders from the restricted unpickler; the `.distcp` shards a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 from ckptlint.readers import formats, statedict, unpickler
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    read_small)
@@ -31,7 +31,7 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
     return parse(path, state_dict_key).read
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Parsed:
     """The folder read as `read` reads it, with what `readers.data` needs for the bytes: the
     `Metadata` fields, and the flattened key of each located tensor (by the record's id)."""

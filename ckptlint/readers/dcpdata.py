@@ -4,11 +4,11 @@ to tile it exactly, read from the `.distcp` files through windows."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 from ckptlint.readers import dcp, torchzip, zipdir
 from ckptlint.readers.base import CheckpointRead, unreadable
 from ckptlint.readers.files import is_folder, open_regular, size_of
@@ -16,7 +16,7 @@ from ckptlint.readers.pickled import TensorRecord
 from ckptlint.readers.tensorbytes import swap_width
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StoredBytes:
     """Where a storage's bytes lie: an open file, the offset of its byte 0, its length, and the
     zip member holding it (a CRC to check, or deflated data), if any."""
@@ -28,7 +28,7 @@ class StoredBytes:
     swap: int = 1  # a big-endian storage: the width of the words torch.load reverses
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TensorPlace:
     """One tensor: the view the pickle (or header) gives of its storage."""
 
@@ -36,7 +36,7 @@ class TensorPlace:
     storage: StoredBytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Chunk:
     """One piece of a DCP tensor: where it sits in the tensor, and the tensor it was saved as."""
 
@@ -44,7 +44,7 @@ class Chunk:
     tensor: TensorPlace
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Chunked:
     """A tensor a `torch.distributed.checkpoint` folder saved in pieces (one per rank)."""
 

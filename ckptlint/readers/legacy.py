@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Mapping
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 from ckptlint.readers import formats, statedict, unpickler
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    read_head, unreadable)
@@ -64,7 +64,7 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
                           parsed.note)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Parsed:
     """One legacy file read as `read` reads it: the located state dict, the note, where each
     storage's bytes start in the file, and the storages read through a view."""

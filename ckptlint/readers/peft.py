@@ -12,12 +12,12 @@ model's own checkpoint provides every other key.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.keys import natural_sorted
+from ckptlint.core.record import replace
 from ckptlint.core.records import ADAPTER_SOURCE, Signature, TensorSpec
 from ckptlint.readers.base import MAX_TEXT_BYTES, CheckpointRead, read_small
 from ckptlint.readers.files import is_file, is_folder

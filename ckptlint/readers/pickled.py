@@ -4,10 +4,10 @@ objects it may not build, and the errors that refuse a pickle."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from ckptlint.core.dtypes import ITEMSIZE
+from ckptlint.core.record import field, record
 
 
 class PickleRefused(Exception):
@@ -22,21 +22,21 @@ class PickleInvalid(Exception):
     """The pickle is corrupt, truncated, or not a shape ckptlint can read inertly."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DType:
     """A `torch.<dtype>` global, by its canonical name."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StorageType:
     """A `torch.<Name>Storage` class global; dtype None for `UntypedStorage` (bytes)."""
 
     dtype: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StorageRef:
     """A storage a tensor points into: torch.save's persistent id, never its bytes."""
 
@@ -50,7 +50,7 @@ class StorageRef:
         return self.numel if self.untyped else self.numel * ITEMSIZE[self.dtype]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TensorRecord:
     """What a tensor rebuilder would have built, as data: dtype, shape, and where it lives."""
 
@@ -107,7 +107,7 @@ class PickledDict(OrderedDict):
     metadata: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Known:
     """An allowlisted callable global, mapped to an inert function of this module."""
 
@@ -117,7 +117,7 @@ class Known:
     container: str = ""  # built by the unpickler itself, key by checked key ("dict", "set")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unpickled:
     """What one pickle holds, and every storage record it points to (key -> what it declares)."""
 

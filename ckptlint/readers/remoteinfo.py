@@ -4,11 +4,11 @@ errors a request ends in."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 from ckptlint.core.constants import ENV_REMOTE_TIMEOUT
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 
 T = TypeVar("T")
 BLOCK = 64 << 10  # the unit of fetching and caching: reads near one another share a request
@@ -50,7 +50,7 @@ class Status(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Info:
     """What one metadata request said about a URL."""
 

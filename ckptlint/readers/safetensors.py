@@ -10,13 +10,13 @@ region exactly (no gap, no overlap, no trailing bytes), each as long as its shap
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
 from ckptlint.core.dtypes import ITEMSIZE, SAFETENSORS_DTYPES, shape_problem
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.keys import MAX_KEYS
+from ckptlint.core.record import record
 from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.readers import formats, statedict
 from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
@@ -39,7 +39,7 @@ def read(path: Path, state_dict_key: str | None = None) -> CheckpointRead:
         raise unreadable(path, exc) from None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Parsed:
     """One file read as `read` reads it, and where each tensor's bytes lie in the file (key as
     `read` names it -> absolute byte range), for `readers.data`."""

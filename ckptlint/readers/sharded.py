@@ -7,11 +7,11 @@ by the reader its content calls for, and the index must agree with what the shar
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import replace
 from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.core.urls import RemotePath
 from ckptlint.readers import formats, statedict

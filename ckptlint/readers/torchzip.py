@@ -10,11 +10,11 @@ it declares, as torch requires, but its bytes are not read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 from ckptlint.readers import formats, statedict, unpickler, zipdir
 from ckptlint.readers.base import (MAX_PICKLE_BYTES, CheckpointRead, UnsafeCheckpointError,
                                    unreadable)
@@ -31,7 +31,7 @@ _BYTEORDERS = (b"little", b"big")  # torch byte-swaps "big" storages: shapes do 
 sniff = formats.torch_zip
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Parsed:
     """One archive read as `read` reads it: its members, the located state dict (key ->
     `TensorRecord` or other value), the note saying where it was, and the byte order of its

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Mapping
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 from ckptlint.readers.files import size_of
 from ckptlint.readers.ziplocal import (CENTRAL_SIZE, EOCD_SIZE, LOCATOR_SIZE, U16, U32,
                                        ZIP64_EOCD_SIZE, Member, read_at, shown_name, widened,
@@ -44,7 +44,7 @@ STORED, DEFLATED = 0, 8
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Archive:
     """The members, their common top folder (`archive/`), and miniz's case-blind lookup."""
 

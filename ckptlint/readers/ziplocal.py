@@ -4,10 +4,10 @@ two zip readers could see different members or bytes."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from ckptlint.core.errors import CheckpointError
+from ckptlint.core.record import record
 from ckptlint.readers.files import prefetch
 
 
@@ -30,7 +30,7 @@ _DESCRIPTOR_FLAG = 0x0008
 _LOCAL_EXTRA_GUESS = 128
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Member:
     """One file of the archive, as its central directory entry and local header agree on it."""
 

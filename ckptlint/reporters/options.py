@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ckptlint.core.record import record
 
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class RenderOptions:
     color: bool = False
     command: str = "ckptlint"

@@ -20,7 +20,6 @@ import json
 import os
 import stat
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -28,6 +27,7 @@ from ckptlint.core.atomic import write_atomic
 from ckptlint.core.constants import CACHE_DIRECTORY, CACHE_VERSION, VERSION as __version__
 from ckptlint.core.inputs import digest, load_json, seal, unsealed
 from ckptlint.core.kinds import Verdict
+from ckptlint.core.record import asdict
 from ckptlint.core.records import BuildResult, Config, ModelReport, ModelSpec
 from ckptlint.core.urls import RemotePath, has_secrets
 from ckptlint.run.replay import cache_enabled, verified

@@ -6,13 +6,13 @@ used, so a run answered from the cache stays a few imports long.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from ckptlint.config import signature_path
 from ckptlint.core.kinds import Kind
 from ckptlint.core.paths import display, relative
+from ckptlint.core.record import replace
 from ckptlint.core.records import (BuildResult, Config, Finding, Location, ModelReport, ModelSpec,
                                    Report)
 from ckptlint.core.urls import RemotePath, location

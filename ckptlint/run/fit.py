@@ -3,7 +3,6 @@ recorded from a checkpoint file instead of the code."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from ckptlint.config import signature_path
 from ckptlint.core.errors import CheckpointError
 from ckptlint.core.kinds import BEST_FIRST, Kind, Verdict
 from ckptlint.core.paths import relative
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import BuildResult, Config, Finding, ModelReport, ModelSpec, Signature
 from ckptlint.core.urls import RemotePath
 from ckptlint.run.plan import (Builder, Reference, build_per_model, committed_reference,
@@ -19,7 +19,7 @@ from ckptlint.run.plan import (Builder, Reference, build_per_model, committed_re
 from ckptlint.run.report import model_report
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UpdateResult:
     written: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
@@ -28,7 +28,7 @@ class UpdateResult:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Fit:
     """How well a checkpoint fits one registered model; lower `rank` is better."""
 

@@ -11,13 +11,13 @@ class, `convert` writes a checkpoint with the keys it produces. Builds go throug
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from ckptlint.compare import diff, prefix
 from ckptlint.compare.mapping import MARKER, Rules
 from ckptlint.core.errors import CkptlintError
 from ckptlint.core.keys import expand, natural_sorted, segments
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import BuildResult, LoadReport, ModelSpec, Signature
 
 _RANGE = re.compile(r"^\{(\d+)\.\.(\d+)\}$")
@@ -33,7 +33,7 @@ PEFT_SEGMENTS = frozenset({
 Build = Callable[[Sequence["Signature | None"]], list[BuildResult]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Remap:
     """The rules, the hook that applies them, what it does to the checkpoint's keys, the code's
     signature, and torch's verdict on the re-keyed checkpoint."""

@@ -10,7 +10,6 @@ is staged (`atomic.staged`) and kept only when `verify` says it loads strictly.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping
 
@@ -19,6 +18,7 @@ from ckptlint.core.constants import VERSION as __version__
 from ckptlint.core.dtypes import ITEMSIZE, OBJECT, SAFETENSORS_DTYPES
 from ckptlint.core.errors import CheckpointError, CkptlintError
 from ckptlint.core.keys import natural_key, natural_sorted
+from ckptlint.core.record import record
 from ckptlint.core.records import Signature
 from ckptlint.readers.data import TensorData
 from ckptlint.run.hook import Remap
@@ -36,7 +36,7 @@ class NotProvenError(CkptlintError):
         super().__init__(f"{out}: not written: {reason}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Converted:
     """What `convert` wrote: the file, its tensors and bytes, and how the keys were found."""
 

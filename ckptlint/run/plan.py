@@ -4,7 +4,6 @@ says), and their builds through the run's builder, handed back per model, keyed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -13,6 +12,7 @@ from ckptlint.core.atomic import SCRATCH, write_atomic
 from ckptlint.core.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.core.kinds import Kind
 from ckptlint.core.paths import inside, relative
+from ckptlint.core.record import field, record, replace
 from ckptlint.core.records import BuildResult, Config, Finding, Location, ModelSpec, Signature
 from ckptlint.core.urls import RemotePath, location
 from ckptlint.run.cache import DIRECTORY
@@ -64,7 +64,7 @@ def default_builder(specs: Sequence[ModelSpec], config: Config,
     return in_process(specs, config, references)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reference:
     """A state dict the model must keep loading: its committed signature or a checkpoint file.
 

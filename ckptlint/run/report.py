@@ -3,13 +3,13 @@ at their source statements, suppressions applied, torch's verdict per checkpoint
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from ckptlint.config import entry_location
 from ckptlint.core.kinds import Kind, Verdict
 from ckptlint.core.paths import relative
+from ckptlint.core.record import replace
 from ckptlint.core.records import BuildResult, Config, Finding, ModelReport, ModelSpec, Signature
 from ckptlint.run.plan import Reference
 

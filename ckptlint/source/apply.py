@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import ast
 import difflib
-from dataclasses import dataclass
 from typing import Callable
 
 import libcst as cst
 
 from ckptlint.compare.mapping import MARKER, Rules
 from ckptlint.core.errors import CkptlintError
+from ckptlint.core.record import record
 
 _REGISTER = ("_register_load_state_dict_pre_hook", "register_load_state_dict_pre_hook")
 _COMMENT = "# checkpoints saved before the refactor load through this hook (ckptlint remap)"
@@ -30,7 +30,7 @@ class ApplyError(CkptlintError):
         super().__init__(f"{file}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Edit:
     """One file before and after the edit."""
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from ckptlint.core.kinds import Kind, Severity
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import BuildResult, Finding, Frames, Location, ModelSpec
 from ckptlint.core.sigfile import format_spec
 from ckptlint.source.changes import Hunk
@@ -59,7 +59,7 @@ _SAID = {
 _MAX_FRAMES_ASKED = 64  # functions searched for names per finding: the first frames decide
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Cause:
     """Where the findings of a group come from, and how that is known (the location's note)."""
 
@@ -67,7 +67,7 @@ class Cause:
     changed: bool  # an edit (known from git), not just the statement creating the keys
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Region:
     """A change not yet explaining anything: a hunk of a model file, or the kwargs line."""
 

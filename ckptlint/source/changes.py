@@ -10,17 +10,17 @@ point at the creating statements instead. No libcst and no torch here: only line
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ckptlint.core.record import field, record
 from ckptlint.source import history
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _COMMENT = re.compile(r"""#[^'"]*$""")  # a trailing comment without quotes after the `#`
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hunk:
     """`old_count` lines at `old_start` in the commit became `new_count` lines at `new_start`
     in the work tree. As in `git diff -U0`, a count of 0 puts the change just after that line.
@@ -48,7 +48,7 @@ class Hunk:
         return self.old_count > 0 and self.old_start <= line < self.old_start + self.old_count
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Changes:
     """The non-empty changes of a model's files since `commit`, by file (relative path)."""
 

@@ -11,10 +11,10 @@ import ast
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ckptlint.core.record import record
 from ckptlint.source.classgraph import Key, Project
 from ckptlint.source.resolve import (Def, Found, Param, Source, arguments, dotted, find_method,
                                      own_params)
@@ -29,7 +29,7 @@ _FACTORY = re.compile(r"^(build|create)_\w+$")
 _NESTED_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Proposal:
     """A class or factory that builds an nn.Module. `params` is None when its `__init__` comes
     from code that could not be read. `configs` maps required arguments to the config dataclass
@@ -50,7 +50,7 @@ class Proposal:
         return tuple(p.name for p in self.params or () if p.required)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Discovery:
     """Every proposal in file order, and the classes left out because a base could not be
     followed to torch.nn.Module (`target (Base)`)."""
@@ -69,7 +69,7 @@ class Discovery:
 # -- roles: main models, parts, wrappers -----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Roles:
     """Who uses whom. A class that another class builds, takes as a default, or keeps from an
     argument annotated with it is a part of it; so is a base of parts, a subclass of a part

@@ -8,7 +8,6 @@ code outside the project is never annotated. Imported, and libcst with it, only 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +15,7 @@ from ckptlint.config import entry_location
 from ckptlint.core.keys import EVERY_KEY, ancestors, first_key, parent
 from ckptlint.core.kinds import Kind
 from ckptlint.core.paths import relative
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import (EMPTIED, TIED, BuildResult, Config, Finding, Frames, Location,
                                    ModelSpec, Signature, Site)
 from ckptlint.source.advice import advice
@@ -28,7 +28,7 @@ _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "Param
 _MAX_SOURCE_LINES = 12
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Found:
     """A located statement and the project frames that led to it (for `ckptlint.source.causes`)."""
 

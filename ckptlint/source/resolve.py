@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import ast
 import builtins
-from dataclasses import dataclass
 from typing import Iterator, Union
 
+from ckptlint.core.record import record
 from ckptlint.source.parsed import Finder, Source
 
 # where the class hierarchy ends: torch's own Module (as `torch.nn.Module` or its home)
@@ -32,7 +32,7 @@ def _is_torch_nn(module: str) -> bool:
     return module in ("torch", "torch.nn") or module.startswith("torch.nn.")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Param:
     """A constructor or factory argument; `required` when it has no default and is not
     `*args`/`**kwargs`."""
@@ -44,7 +44,7 @@ class Param:
 # -- parsed files ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Def:
     """A class or function of a parsed file; `node` is None for a torch.nn name taken on trust
     because torch's sources were not found."""
@@ -62,7 +62,7 @@ class Def:
         return f"{self.module}:{self.qualname}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModuleRef:
     name: str
 

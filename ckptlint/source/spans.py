@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 import libcst as cst
 from libcst.metadata import CodeRange
 
+from ckptlint.core.record import record
 from ckptlint.core.records import Location
 
 
@@ -20,7 +20,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 Index = Union[int, str, Sequence[Union[int, str]]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Span:
     """A region of one file: 1-based line and column, `end_column` exclusive.
 
@@ -49,7 +49,7 @@ class Via(str, enum.Enum):
     REGISTRY = "registry"  # self._modules["x"] = …
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Creation:
     """The statement creating an attribute inside one class.
 
@@ -66,7 +66,7 @@ class Creation:
     others: tuple[Span, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hit:
     """A statement that may create an attribute: `name` is the literal name, or the expression
     computing it."""
@@ -77,7 +77,7 @@ class Hit:
     value: cst.BaseExpression | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Parsed:
     """One parsed file and what every query needs from it, computed in one pass."""
 

@@ -8,12 +8,12 @@ is reported (CKL205) so stale suppressions do not pile up.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ckptlint.compare.messages import describe, fold_findings
 from ckptlint.core.kinds import Kind
+from ckptlint.core.record import record, replace
 from ckptlint.core.records import Finding, Location
 from ckptlint.source import directives
 
@@ -61,7 +61,7 @@ def unused_patterns(model: str, patterns: Iterable[str], where: Location) -> lis
                     help="remove it: the drift it silenced is gone") for p in patterns]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Comment:
     """A `# ckptlint: ignore[...]` comment: its codes ({"*"} for all) and whether it stands on a
     line of its own (then it covers the statement below it)."""
