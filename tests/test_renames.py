@@ -155,3 +155,33 @@ def test_expand_pairs_maps_every_key_below_a_subtree():
     assert renames.expand_pairs(pairs, keys) == {
         "blocks.0.fc.bias": "blocks.0.up.bias", "blocks.0.fc.weight": "blocks.0.up.weight",
         "scale": "scales"}
+
+
+KV = TensorSpec("float32", (2, 8), "parameter")  # grouped-query attention: k/v are smaller
+
+
+@pytest.mark.parametrize(("old_names", "new_names"), [
+    (("q_proj", "k_proj", "v_proj", "o_proj"), ("wq", "wk", "wv", "wo")),  # HF -> Meta Llama
+    (("wq", "wk", "wv", "wo"), ("q_proj", "k_proj", "v_proj", "o_proj")),  # and back
+    (("to_q", "to_k", "to_v", "to_out"), ("wq", "wk", "wv", "wout")),
+])
+def test_names_equal_once_a_side_s_shared_letters_are_set_aside_pair(old_names, new_names):
+    shapes = {"q": SQ, "k": KV, "v": KV, "o": SQ}
+    old = sig(2, {name: shapes[name.replace("to_", "").lstrip("w")[0]] for name in old_names})
+    new = sig(2, {name: shapes[name.replace("to_", "").lstrip("w")[0]] for name in new_names})
+    found = pairs_of(old, new)
+    assert {o: n for o, (n, _) in found.items()} == {
+        f"layers.{i}.attn.{a}.": f"layers.{i}.attn.{b}."
+        for i in range(2) for a, b in zip(old_names, new_names)}
+    assert found["layers.0.attn." + old_names[0] + "."][1] == \
+        f"paired by name: `{old_names[0]}` ~ `{new_names[0]}`"
+
+
+@pytest.mark.parametrize(("old_names", "new_names"), [
+    (("w", "w2"), ("q", "k")),             # a core would be empty: no evidence
+    (("gate_proj", "up_proj"), ("w1", "w3")),   # cores `gate`/`up` and `1`/`3` share nothing
+    (("wq", "wk"), ("k_proj", "kq_proj")),  # `q`/`k` against `k`/`kq`: `k` would be claimed twice
+])
+def test_shared_letters_give_no_pair_the_names_do_not_make_unique(old_names, new_names):
+    found = pairs_of(sig(1, dict.fromkeys(old_names, SQ)), sig(1, dict.fromkeys(new_names, SQ)))
+    assert found == {}

@@ -240,15 +240,42 @@ def _mutual(olds: list[str], news: list[str], fits) -> dict[str, str]:
 
 def _by_names(olds: list[str], news: list[str], depth: int) -> dict[str, str]:
     """Pairs whose differing names share a token once the tokens every member of a side
-    shares are set aside (`to` of to_q/to_k, `proj` of q_proj/k_proj)."""
-    old_tokens = _distinct([_tokens(o, depth) for o in olds])
-    new_tokens = _distinct([_tokens(n, depth) for n in news])
+    shares are set aside (`to` of to_q/to_k, `proj` of q_proj/k_proj), or whose names are
+    the same once the letters every member of a side starts or ends with are (`w` of
+    wq/wk/wv: `q_proj` ~ `wq`)."""
+    old_tokens = [t | c for t, c in zip(_distinct([_tokens(o, depth) for o in olds]),
+                                       _cores(olds, depth))]
+    new_tokens = [t | c for t, c in zip(_distinct([_tokens(n, depth) for n in news]),
+                                       _cores(news, depth))]
     return _mutual(olds, news, lambda o, n: _related(old_tokens[olds.index(o)],
                                                      new_tokens[news.index(n)]))
 
 
 def _tokens(prefix: str, depth: int) -> set[str]:
     return {t.lower() for seg in _segments(prefix)[depth:] for t in _TOKEN.findall(seg)}
+
+
+def _cores(prefixes: list[str], depth: int) -> list[set[str]]:
+    """Each name without the characters all of them start and end with, as one token: `q`
+    of `wq` among wq/wk/wv, `q` of `q_proj` among q_proj/k_proj. Nothing for a lone name,
+    or when a core would be empty or not unique (`w` and `w2` leave `` and `2`)."""
+    names = [".".join(_segments(p)[depth:]).lower() for p in prefixes]
+    if len(names) < 2:
+        return [set() for _ in names]
+    start = len(_common_start(names))
+    end = len(_common_start([n[::-1] for n in names]))
+    cores = [n[start:len(n) - end] if start + end < len(n) else "" for n in names]
+    if "" in cores or len(set(cores)) < len(cores):
+        return [set() for _ in names]
+    return [{c.strip("._")} for c in cores]
+
+
+def _common_start(names: list[str]) -> str:
+    first, last = min(names), max(names)
+    size = 0
+    while size < len(first) and first[size] == last[size]:
+        size += 1
+    return first[:size]
 
 
 def _distinct(sets: list[set[str]]) -> list[set[str]]:
