@@ -428,3 +428,26 @@ def test_a_cached_remote_folder_is_revalidated_without_reading_it(project, s3, t
     client.upload_file(str(tmp_path / "dcp" / ".metadata"), "release", "flat/.metadata")
     third = project.run("check", "--color", "never")  # a new version of .metadata: read again
     assert (third.code, _built(third)) == (0, {"Flat"})
+
+
+def test_a_local_index_naming_a_url_stays_local(tmp_path: Path, server: RangeServer) -> None:
+    """The assumption that lets a local file's reading skip the remote recorder (and the
+    remote reader's import): a shard named by a URL in a local index is a local path, which
+    does not exist, and no request is made."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    url = server.url("small.safetensors")
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"w": url}}))
+    before = server.total_requests
+    probe = ("import sys\nfrom pathlib import Path\n"
+             "from ckptlint.core.errors import CheckpointError\n"
+             "from ckptlint.readers import read_checkpoint\n"
+             "try:\n    read_checkpoint(Path(sys.argv[1]))\n"
+             "except CheckpointError as exc:\n    print('refused:', exc)\n"
+             "print('ckptlint.readers.remote' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(folder)], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("refused:") and str(folder) in out[0], out
+    assert out[-1] == "False"
+    assert server.total_requests == before

@@ -18,7 +18,6 @@ from ckptlint.core.keys import fold, printable
 from ckptlint.core.records import Signature
 from ckptlint.core.urls import RemotePath, location
 from ckptlint.readers import CheckpointRead, read_checkpoint
-from ckptlint.reporters.json import spec_dict
 from ckptlint.run import fit
 
 
@@ -59,6 +58,8 @@ def _fits(args: argparse.Namespace, path: Path | RemotePath) -> list[fit.Fit] | 
 
 
 def _document(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> dict:
+    from ckptlint.reporters.json import spec_dict
+
     sig = read.signature
     return {
         "file": name, "format": read.format, "note": read.note or None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -27,6 +26,12 @@ SCRATCH = "tmp"  # the folder of the project's cache folder that holds temp file
 STALE_SECONDS = 3600
 _IGNORE_ALL = "# created by ckptlint: temporary files, never committed\n*\n"
 _NEW_FILE_MODE = 0o644  # mkstemp makes 0600; a committed file must stay readable
+
+
+def _mkstemp(**where: str | Path) -> tuple[int, str]:
+    import tempfile  # (and random, hashlib's sha512): loaded only by a run that writes
+
+    return tempfile.mkstemp(**where)  # type: ignore[call-overload]
 
 
 def write_atomic(path: Path, text: str, scratch: Path | None = None) -> bool:
@@ -66,7 +71,7 @@ def _mode_if_changed(path: Path, data: bytes) -> int | None:
 
 def _put(path: Path, folder: Path, data: bytes, mode: int) -> None:
     """Write `data` to a temp file in `folder`, flush it to disk, rename it onto `path`."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=SUFFIX)
+    fd, name = _mkstemp(dir=folder, prefix=f".{path.name}.", suffix=SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -167,7 +172,7 @@ def staged(path: Path, scratch: Path | None = None) -> Iterator[Staged]:
         folder = _usable_scratch(scratch)
         if folder is not None and os.stat(folder).st_dev != os.stat(path.parent).st_dev:
             folder = None
-        fd, name = tempfile.mkstemp(dir=folder or path.parent, prefix=f".{path.name}.",
+        fd, name = _mkstemp(dir=folder or path.parent, prefix=f".{path.name}.",
                                     suffix=SUFFIX)
     except OSError as exc:
         raise WriteError(display(path), exc) from exc

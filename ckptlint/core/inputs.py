@@ -19,7 +19,6 @@ fsspec is imported only when a document has remote inputs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -41,6 +40,12 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 Memo = dict  # path -> digest, shared by every check of one run
 # URLs -> what each server says identifies the version it serves now (None: no answer)
 Identities = Callable[[list], Mapping[str, Any]]
+
+
+def _sha256(data: bytes = b"") -> Any:
+    import hashlib  # loading OpenSSL takes 3 ms: a run that hashes nothing (inspect) skips it
+
+    return hashlib.sha256(data)
 
 
 def _fingerprint(info: os.stat_result) -> str:
@@ -110,7 +115,7 @@ def seal(doc: Mapping[str, Any]) -> dict[str, Any]:
     value of the wrong type, an input deleted from it) is never mistaken for a good one."""
     body = {k: v for k, v in doc.items() if k != "seal"}
     text = json.dumps(body, sort_keys=True, ensure_ascii=True)
-    return {**body, "seal": hashlib.sha256(text.encode()).hexdigest()}
+    return {**body, "seal": _sha256(text.encode()).hexdigest()}
 
 
 def unsealed(doc: Any) -> dict[str, Any] | None:
@@ -141,7 +146,7 @@ def digest(path: str) -> str | None:
             return None
         if info.st_size > CONTENT_LIMIT and not _racy(info):
             return _fingerprint(info)
-        sha = hashlib.sha256()
+        sha = _sha256()
         while chunk := os.read(fd, 1 << 20):
             sha.update(chunk)
         return sha.hexdigest()
@@ -164,7 +169,7 @@ def _folder(path: str) -> str | None:
             entries.append((os.path.relpath(full, path), _fingerprint(info)))
             if len(entries) > FOLDER_FILES_LIMIT:
                 return None
-    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+    return _sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 def kind(path: str) -> str:
@@ -188,13 +193,13 @@ def listing(path: str, mode: str) -> str | None:
         return None
     if mode == "import":
         names = [n for n in names if n.partition(".")[0].isidentifier() and n != "__pycache__"]
-    return f"{mode}:" + hashlib.sha256("\0".join(sorted(names)).encode()).hexdigest()
+    return f"{mode}:" + _sha256("\0".join(sorted(names)).encode()).hexdigest()
 
 
 def environment_digest(environ: Mapping[str, str] | None = None) -> str:
     """The whole environment, for a build that iterated over os.environ."""
     items = sorted(dict(os.environ if environ is None else environ).items())
-    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+    return _sha256(json.dumps(items).encode()).hexdigest()
 
 
 def absolute(path: str, root: str) -> str:

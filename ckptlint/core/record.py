@@ -17,6 +17,7 @@ side and compares them.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 _MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "MISSING"})()
@@ -104,8 +105,8 @@ class _DataclassFields:
         return made
 
 
-_GENERATED = ("__init__", "__eq__", "__hash__")
-_ORDER = (("__lt__", "<"), ("__le__", "<="), ("__gt__", ">"), ("__ge__", ">="))
+_ORDER = (("__lt__", operator.lt), ("__le__", operator.le), ("__gt__", operator.gt),
+          ("__ge__", operator.ge))
 
 
 def _repr(self: Any) -> str:
@@ -134,6 +135,40 @@ def _setstate(self: Any, state: list) -> None:
 # the same for every record: they read the fields from `__match_args__`
 _SHARED = {"__repr__": _repr, "__setattr__": _refuse_assignment, "__delattr__": _refuse_deletion,
            "__getstate__": _getstate, "__setstate__": _setstate}
+
+
+def _key(names: list[str]) -> Callable[[Any], tuple]:
+    """The tuple of a record's compared fields, which `==`, the hash and the order use."""
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    if names:
+        get = operator.attrgetter(names[0])
+        return lambda record: (get(record),)
+    return lambda record: ()
+
+
+def _comparisons(key: Callable[[Any], tuple], order: bool) -> dict[str, Any]:
+    def __eq__(self: Any, other: Any) -> Any:
+        if other.__class__ is self.__class__:
+            return key(self) == key(other)
+        return NotImplemented
+
+    def __hash__(self: Any) -> int:
+        return hash(key(self))
+
+    made = {"__eq__": __eq__, "__hash__": __hash__}
+    for name, compare in _ORDER if order else ():
+        made[name] = _ordering(key, compare)
+    return made
+
+
+def _ordering(key: Callable[[Any], tuple], compare: Callable[[Any, Any], bool]) -> Any:
+    def ordered(self: Any, other: Any) -> Any:
+        if other.__class__ is self.__class__:
+            return compare(key(self), key(other))
+        return NotImplemented
+
+    return ordered
 
 
 def _make(cls: type, order: bool) -> type:
@@ -169,8 +204,8 @@ def _make(cls: type, order: bool) -> type:
 
 def _methods(qualname: str, names: tuple[str, ...], specs: dict[str, _Field],
              order: bool, keep: dict) -> dict[str, Any]:
-    """The methods that name each field (fast to call), compiled in one `exec`, and the
-    shared ones."""
+    """`__init__`, which names each field (fast to call), compiled; the comparisons, over
+    `operator.attrgetter` of the fields; and the methods every record shares."""
     env: dict[str, Any] = {"_setattr": object.__setattr__, "_MISSING": _MISSING}
     params, body, seen_default = [], [], False
     for name in names:
@@ -191,26 +226,11 @@ def _methods(qualname: str, names: tuple[str, ...], specs: dict[str, _Field],
             env[f"_default_{name}"] = spec.default
             params.append(f"{name}=_default_{name}")
             body.append(f"_setattr(self, {name!r}, {name})")
-    compared = [n for n in names if specs[n].compare]
-    fields = "".join(f"self.{n}," for n in compared)
-    others = "".join(f"other.{n}," for n in compared)
-    source = [
-        f"def __init__(self, {', '.join(params)}):",
-        *(f"    {line}" for line in body or ["pass"]),
-        "def __eq__(self, other):",
-        "    if other.__class__ is self.__class__:",
-        f"        return ({fields}) == ({others})",
-        "    return NotImplemented",
-        "def __hash__(self):",
-        f"    return hash(({fields}))",
-    ]
-    for method, op in _ORDER if order else ():
-        source += [f"def {method}(self, other):",
-                   "    if other.__class__ is self.__class__:",
-                   f"        return ({fields}) {op} ({others})",
-                   "    return NotImplemented"]
+    source = [f"def __init__(self, {', '.join(params)}):",
+              *(f"    {line}" for line in body or ["pass"])]
     exec("\n".join(source), env)  # noqa: S102 -- source built above from field names only
-    made = {name: env[name] for name in _GENERATED + tuple(m for m, _ in _ORDER if order)}
+    made = {"__init__": env["__init__"],
+            **_comparisons(_key([n for n in names if specs[n].compare]), order)}
     for name, function in made.items():
         function.__qualname__ = f"{qualname}.{name}"
     made.update(_SHARED)

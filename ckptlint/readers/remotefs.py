@@ -5,7 +5,6 @@ checked against the request)."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import time
 from typing import Any, Callable, TypeVar
@@ -25,7 +24,7 @@ def identity_of(raw: dict) -> str | None:
     if not fields:
         return None
     text = json.dumps([raw.get("size"), fields])
-    return "remote:" + hashlib.sha256(text.encode()).hexdigest()
+    return "remote:" + _sha256(text.encode())
 
 
 def listing_identity(entries: list[dict]) -> str | None:
@@ -34,7 +33,13 @@ def listing_identity(entries: list[dict]) -> str | None:
     rows = sorted((base_name(str(e["name"])), str(e.get("type")),
                    identity_of(e) or str(e.get("size")))
                   for e in entries)
-    return "remote-folder:" + hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    return "remote-folder:" + _sha256(json.dumps(rows).encode())
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib  # OpenSSL loads only once a remote file is asked about
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def base_name(name: str) -> str:

@@ -18,7 +18,7 @@ from ckptlint.core.errors import CheckpointError
 from ckptlint.core.keys import MAX_KEYS
 from ckptlint.core.record import record
 from ckptlint.core.records import Signature, TensorSpec
-from ckptlint.readers import formats, statedict
+from ckptlint.readers import formats
 from ckptlint.readers.base import MAX_HEADER_BYTES, CheckpointRead, unreadable
 from ckptlint.readers.files import open_regular, size_of
 
@@ -63,6 +63,8 @@ def parse(handle: BinaryIO, where: str, state_dict_key: str | None = None) -> Pa
     tied = _tied(metadata, tensors)
     note = ""
     if state_dict_key:
+        from ckptlint.readers import statedict  # (and the pickle records): only when asked
+
         tensors = statedict.under(tensors, state_dict_key, where)
         tied = statedict.under_tied(tied, state_dict_key)
         spans = statedict.under(spans, state_dict_key, where)

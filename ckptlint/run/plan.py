@@ -4,18 +4,19 @@ says), and their builds through the run's builder, handed back per model, keyed 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 from ckptlint.config import entry_location, signature_path
 from ckptlint.core.atomic import SCRATCH, write_atomic
+from ckptlint.core.constants import CACHE_DIRECTORY
 from ckptlint.core.errors import CheckpointError, CkptlintError, SignatureFileError
 from ckptlint.core.kinds import Kind
 from ckptlint.core.paths import inside, relative
 from ckptlint.core.record import field, record, replace
 from ckptlint.core.records import BuildResult, Config, Finding, Location, ModelSpec, Signature
 from ckptlint.core.urls import RemotePath, location
-from ckptlint.run.cache import DIRECTORY
 
 
 # builds models and returns plain data; in-process by default, swappable for a worker pool
@@ -53,7 +54,7 @@ def select(config: Config, names: Sequence[str]) -> tuple[ModelSpec, ...]:
 def write_signature(config: Config, path: Path, text: str) -> bool:
     """Atomically, with the temp file in the cache folder (ignored by git, inside the project),
     so a killed run leaves nothing `git add signatures/` would stage."""
-    scratch = Path(config.root) / DIRECTORY / SCRATCH
+    scratch = Path(config.root) / CACHE_DIRECTORY / SCRATCH
     return write_atomic(path, text, scratch if inside(scratch, config.root) else None)
 
 
@@ -120,9 +121,10 @@ def references(config: Config, spec: ModelSpec,
 
 def without_entry_prefix(spec: ModelSpec, reference: Reference) -> Reference:
     """The reference with the entry's `strip_prefix` taken off its keys."""
-    from ckptlint.compare import prefix
     if not (spec.strip_prefix and reference.signature):
         return reference
+    from ckptlint.compare import prefix
+
     return replace(reference, signature=prefix.strip(reference.signature, spec.strip_prefix))
 
 
@@ -130,10 +132,10 @@ def read_reference(config: Config, spec: ModelSpec, path: Path | RemotePath,
                    committed: bool) -> Reference:
     """Read a checkpoint (or signature) file the model must load; unreadable (also: a network
     failure on a URL) is a finding."""
-    from ckptlint.readers import read_checkpoint, remote
+    from ckptlint.readers import read_checkpoint
 
     label = relative(path, config.root)
-    with remote.recording() as used:
+    with _remote_reads(path) as used:
         try:
             read = read_checkpoint(path, spec.state_dict_key)
         except CheckpointError as exc:
@@ -149,6 +151,21 @@ def read_reference(config: Config, spec: ModelSpec, path: Path | RemotePath,
     # code ties it too (`restore_ties`), exactly as loading it would fill it
     return Reference(label, path, read.signature, notes=notes, committed=committed,
                      declared_ties=tuple(read.tied), remote=dict(used))
+
+
+def _remote_reads(path: Path | RemotePath) -> ContextManager[dict[str, str | None]]:
+    """`remote.recording()`: what each remote file the reading used was, for the cache.
+
+    A reading that starts from a local path stays local: every path a reader opens is derived
+    from the one it was given (`parent / name`), and only readers/files.py turns a `RemotePath`
+    into requests. So a local file records nothing, and only a URL loads the remote reader.
+    tests/test_remote.py tries a local index naming a URL as its shard.
+    """
+    if not isinstance(path, RemotePath):
+        return contextlib.nullcontext({})
+    from ckptlint.readers import remote
+
+    return remote.recording()
 
 
 def listed_keys(keys: Sequence[str], limit: int = 3) -> str:
