@@ -287,8 +287,8 @@ class _Channel:
 
     def send(self, message: dict) -> None:
         body = json.dumps(message).encode("utf-8", "surrogatepass")
-        data = _FRAME.pack(len(body)) + body
-        while data:
+        data = memoryview(_FRAME.pack(len(body)) + body)
+        while data:  # a pipe takes 64 KiB at a time: a view, not a copy of the rest each time
             data = data[os.write(self.fd, data):]
 
 
@@ -343,9 +343,8 @@ def _child_main(write_fd: int, trace: IO[bytes], indices: list[int],
             channel.send({"start": index})
             with young_collections_only():  # the result lives until it is sent
                 result = build(specs[index], config, references[index])
-                doc = encode_result(result)
-            channel.send({"result": index, "doc": doc})
-            del result, doc
+                channel.send({"result": index, "doc": encode_result(result)})
+                del result
     except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
         import traceback
 
