@@ -7,6 +7,7 @@ behaviour ckptlint or a user of its records relies on is compared between the tw
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pickle
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def test_a_record_is_a_frozen_slotted_dataclass(kind):
     theirs, ours = _both(_BODIES[kind])
     assert ours.__match_args__ == theirs.__match_args__ == field_names(ours)
     assert ours.__slots__ == theirs.__slots__
+    assert str(inspect.signature(ours)) == str(inspect.signature(theirs))
     for args in _VALUES[kind]:
         a, b = theirs(*args), ours(*args)
         assert repr(b).replace(ours.__qualname__, "X") == repr(a).replace(theirs.__qualname__, "X")

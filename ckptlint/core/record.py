@@ -21,6 +21,8 @@ import operator
 from typing import Any, Callable
 
 _MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "MISSING"})()
+# the default `__init__` shows for a field with a default_factory, as in dataclasses
+_FACTORY: Any = type("_Factory", (), {"__repr__": lambda self: "<factory>"})()
 
 
 class FrozenInstanceError(AttributeError):
@@ -28,12 +30,13 @@ class FrozenInstanceError(AttributeError):
 
 
 class _Field:
-    __slots__ = ("default", "default_factory", "compare", "repr")
+    __slots__ = ("default", "default_factory", "compare", "repr", "annotation")
 
     def __init__(self, default: Any = _MISSING, default_factory: Any = _MISSING,
                  compare: bool = True, repr: bool = True) -> None:
         self.default, self.default_factory = default, default_factory
         self.compare, self.repr = compare, repr
+        self.annotation: Any = None  # the class's annotation, set when the record is made
 
 
 def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] = _MISSING,
@@ -184,6 +187,7 @@ def _make(cls: type, order: bool) -> type:
         if spec.default is not _MISSING and type(spec.default).__hash__ is None:
             raise ValueError(f"mutable default {type(spec.default).__name__} for field {name} "
                              "is not allowed: use default_factory")
+        spec.annotation = annotation
         specs[name] = (annotation, spec)
     for name in ("__setattr__", "__delattr__") + tuple(n for n, _ in _ORDER if order):
         if name in namespace:
@@ -193,6 +197,7 @@ def _make(cls: type, order: bool) -> type:
     names = tuple(specs)
     namespace.update(_methods(cls.__qualname__, names, {n: s for n, (_, s) in specs.items()},
                               order, keep=namespace))
+
     namespace["__slots__"] = names
     namespace["__match_args__"] = names
     namespace["__record_fields__"] = specs
@@ -206,7 +211,7 @@ def _methods(qualname: str, names: tuple[str, ...], specs: dict[str, _Field],
              order: bool, keep: dict) -> dict[str, Any]:
     """`__init__`, which names each field (fast to call), compiled; the comparisons, over
     `operator.attrgetter` of the fields; and the methods every record shares."""
-    env: dict[str, Any] = {"_setattr": object.__setattr__, "_MISSING": _MISSING}
+    env: dict[str, Any] = {"_setattr": object.__setattr__, "_FACTORY": _FACTORY}
     params, body, seen_default = [], [], False
     for name in names:
         spec = specs[name]
@@ -218,8 +223,8 @@ def _methods(qualname: str, names: tuple[str, ...], specs: dict[str, _Field],
         elif spec.default_factory is not _MISSING:
             seen_default = True
             env[f"_factory_{name}"] = spec.default_factory
-            params.append(f"{name}=_MISSING")
-            body.append(f"_setattr(self, {name!r}, _factory_{name}() if {name} is _MISSING "
+            params.append(f"{name}=_FACTORY")
+            body.append(f"_setattr(self, {name!r}, _factory_{name}() if {name} is _FACTORY "
                         f"else {name})")
         else:
             seen_default = True
@@ -229,6 +234,8 @@ def _methods(qualname: str, names: tuple[str, ...], specs: dict[str, _Field],
     source = [f"def __init__(self, {', '.join(params)}):",
               *(f"    {line}" for line in body or ["pass"])]
     exec("\n".join(source), env)  # noqa: S102 -- source built above from field names only
+    env["__init__"].__annotations__ = {  # what help() and inspect.signature show
+        **{name: specs[name].annotation for name in names}, "return": None}
     made = {"__init__": env["__init__"],
             **_comparisons(_key([n for n in names if specs[n].compare]), order)}
     for name, function in made.items():
