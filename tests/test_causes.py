@@ -689,3 +689,18 @@ def test_sarif_keeps_one_related_location_per_key_of_a_grouped_cause(project):
     lines = {r["physicalLocation"]["region"]["startLine"] for r in related}
     assert line_of(text, "self.c_attn = nn.Linear(") in lines
     assert line_of(text, "self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None") in lines
+
+
+def test_llama_attention_renamed_to_meta_s_names_pairs_by_name(project):
+    """HF's q_proj/k_proj/v_proj/o_proj as Meta's wq/wk/wv/wo, no history to tell the order:
+    with the shared `_proj` and `w` set aside, the names themselves say q ~ q, k ~ k."""
+    path = hf_project(project, "llama", "from transformers import LlamaConfig\nfrom hf.modeling_"
+                      "llama import LlamaModel", f"LlamaModel(LlamaConfig({TINY}, vocab_size=99,"
+                      " num_key_value_heads=2))")
+    for a in "qkvo":
+        edit(project, path, f"self.{a}_proj", f"self.w{a}", count=99)
+    found = renames_of(check_json(project))
+    assert {old: new for old, (new, _) in found.items()} == {
+        f"layers.{i}.self_attn.{a}_proj.weight": f"layers.{i}.self_attn.w{a}.weight"
+        for i in range(2) for a in "qkvo"}
+    assert found["layers.0.self_attn.q_proj.weight"][1] == "paired by name: `q_proj` ~ `wq`"
