@@ -704,3 +704,19 @@ def test_llama_attention_renamed_to_meta_s_names_pairs_by_name(project):
         f"layers.{i}.self_attn.{a}_proj.weight": f"layers.{i}.self_attn.w{a}.weight"
         for i in range(2) for a in "qkvo"}
     assert found["layers.0.self_attn.q_proj.weight"][1] == "paired by name: `q_proj` ~ `wq`"
+
+
+def test_llama_norms_renamed_to_meta_s_names_are_not_paired_on_a_shared_word(project):
+    """Meta calls the norm before attention `attention_norm` and the one after it `ffn_norm`;
+    HF calls the one after it `post_attention_layernorm`. Sharing `attention` is no evidence
+    (it would pair the wrong two, same shape, which loads and is silently wrong)."""
+    path = hf_project(project, "llama", "from transformers import LlamaConfig\nfrom hf.modeling_"
+                      "llama import LlamaModel", f"LlamaModel(LlamaConfig({TINY}, vocab_size=99,"
+                      " num_key_value_heads=2))")
+    edit(project, path, "self.input_layernorm", "self.attention_norm", count=99)
+    edit(project, path, "self.post_attention_layernorm", "self.ffn_norm", count=99)
+    findings = check_json(project)
+    assert renames_of(findings) == {}
+    kinds = {(f["kind"], f["key"]) for f in explained(findings)}
+    assert ("unexpected-key", "layers.{0..1}.post_attention_layernorm.weight") in kinds
+    assert ("missing-key", "layers.{0..1}.attention_norm.weight") in kinds

@@ -185,3 +185,26 @@ def test_names_equal_once_a_side_s_shared_letters_are_set_aside_pair(old_names, 
 def test_shared_letters_give_no_pair_the_names_do_not_make_unique(old_names, new_names):
     found = pairs_of(sig(1, dict.fromkeys(old_names, SQ)), sig(1, dict.fromkeys(new_names, SQ)))
     assert found == {}
+
+
+NORM = TensorSpec("float32", (8,), "parameter")
+
+
+def _llama_layer(norms: tuple[str, str], attention: str, names: str) -> Signature:
+    return Signature({f"layers.{i}.{key}.weight": spec for i in range(2) for key, spec in (
+        *((norm, NORM) for norm in norms),
+        *((attention + "." + names.format(a), SQ) for a in "qkvo"))})
+
+
+def test_meta_and_hf_llama_layers_pair_what_the_names_say_and_not_the_norms():
+    """Meta's attention_norm is HF's input_layernorm, ffn_norm is post_attention_layernorm:
+    the shared `attention` of attention_norm and post_attention_layernorm is a trap."""
+    meta = _llama_layer(("attention_norm", "ffn_norm"), "attention", "w{}")
+    hf = _llama_layer(("input_layernorm", "post_attention_layernorm"), "self_attn", "{}_proj")
+    for old, new in ((meta, hf), (hf, meta)):
+        found = {o: n for o, (n, _) in pairs_of(old, new).items()}
+        assert not any("norm" in o for o in found), found
+        assert len(found) == 8 and all(
+            o.rstrip(".").rpartition(".")[2].replace("_proj", "").lstrip("w") ==
+            n.rstrip(".").rpartition(".")[2].replace("_proj", "").lstrip("w")
+            for o, n in found.items()), found

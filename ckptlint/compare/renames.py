@@ -239,35 +239,45 @@ def _mutual(olds: list[str], news: list[str], fits) -> dict[str, str]:
 
 
 def _by_names(olds: list[str], news: list[str], depth: int) -> dict[str, str]:
-    """Pairs whose differing names share a token once the tokens every member of a side
-    shares are set aside (`to` of to_q/to_k, `proj` of q_proj/k_proj), or whose names are
-    the same once the letters every member of a side starts or ends with are (`w` of
-    wq/wk/wv: `q_proj` ~ `wq`)."""
-    old_tokens = [t | c for t, c in zip(_distinct([_tokens(o, depth) for o in olds]),
-                                       _cores(olds, depth))]
-    new_tokens = [t | c for t, c in zip(_distinct([_tokens(n, depth) for n in news]),
-                                       _cores(news, depth))]
-    return _mutual(olds, news, lambda o, n: _related(old_tokens[olds.index(o)],
-                                                     new_tokens[news.index(n)]))
+    """Pairs whose differing names say the same: their tokens match one for one once the
+    tokens every member of a side shares are set aside (`to` of to_q/to_k, `proj` of
+    q_proj/k_proj), or the names are equal once the letters every member of a side starts
+    or ends with are (`w` of wq/wk/wv: `q_proj` ~ `wq`).
+
+    A token in common is not enough: `attention_norm` (the norm before attention) shares
+    `attention` with `post_attention_layernorm` (the one after it), which is Meta's
+    `ffn_norm`; a name with a token the other does not explain is no evidence.
+    """
+    old_tokens = _distinct([_tokens(o, depth) for o in olds])
+    new_tokens = _distinct([_tokens(n, depth) for n in news])
+    old_cores, new_cores = _cores(olds, depth), _cores(news, depth)
+
+    def fits(old: str, new: str) -> bool:
+        i, j = olds.index(old), news.index(new)
+        return _same(old_tokens[i], new_tokens[j]) or \
+            (old_cores[i] is not None and old_cores[i] == new_cores[j])
+
+    return _mutual(olds, news, fits)
 
 
 def _tokens(prefix: str, depth: int) -> set[str]:
     return {t.lower() for seg in _segments(prefix)[depth:] for t in _TOKEN.findall(seg)}
 
 
-def _cores(prefixes: list[str], depth: int) -> list[set[str]]:
-    """Each name without the characters all of them start and end with, as one token: `q`
-    of `wq` among wq/wk/wv, `q` of `q_proj` among q_proj/k_proj. Nothing for a lone name,
-    or when a core would be empty or not unique (`w` and `w2` leave `` and `2`)."""
+def _cores(prefixes: list[str], depth: int) -> list[str | None]:
+    """Each name without the characters all of them start and end with: `q` of `wq` among
+    wq/wk/wv, `q` of `q_proj` among q_proj/k_proj. None for a lone name, or when a core
+    would be empty or not unique (`w` and `w2` leave `` and `2`)."""
     names = [".".join(_segments(p)[depth:]).lower() for p in prefixes]
     if len(names) < 2:
-        return [set() for _ in names]
+        return [None for _ in names]
     start = len(_common_start(names))
     end = len(_common_start([n[::-1] for n in names]))
     cores = [n[start:len(n) - end] if start + end < len(n) else "" for n in names]
+    cores = [c.strip("._") for c in cores]
     if "" in cores or len(set(cores)) < len(cores):
-        return [set() for _ in names]
-    return [{c.strip("._")} for c in cores]
+        return [None for _ in names]
+    return cores
 
 
 def _common_start(names: list[str]) -> str:
@@ -283,12 +293,18 @@ def _distinct(sets: list[set[str]]) -> list[set[str]]:
     return [s - shared for s in sets]
 
 
-def _related(a: set[str], b: set[str]) -> bool:
-    """A token in common, or a one-letter abbreviation of a word (`q` ~ `query`, `o` ~ `out`)."""
-    if a & b:
+def _same(a: set[str], b: set[str]) -> bool:
+    """Every token of each name matched by one of the other's: equal, or a one-letter
+    abbreviation of a word (`q` ~ `query`, `o` ~ `out`)."""
+    return bool(a and b) and all(any(_alike(x, y) for y in b) for x in a) and \
+        all(any(_alike(y, x) for x in a) for y in b)
+
+
+def _alike(x: str, y: str) -> bool:
+    if x == y:
         return True
-    return any(len(x) == 1 and x.isalpha() and y.isalpha() and len(y) > 1 and y[0] == x
-               for p, q in ((a, b), (b, a)) for x in p for y in q)
+    short, long = (x, y) if len(x) < len(y) else (y, x)
+    return len(short) == 1 and short.isalpha() and long.isalpha() and long[0] == short
 
 
 def _text(texts: Mapping[str, str], prefix: str) -> str | None:
