@@ -208,3 +208,49 @@ def test_meta_and_hf_llama_layers_pair_what_the_names_say_and_not_the_norms():
             o.rstrip(".").rpartition(".")[2].replace("_proj", "").lstrip("w") ==
             n.rstrip(".").rpartition(".")[2].replace("_proj", "").lstrip("w")
             for o, n in found.items()), found
+
+
+def _spec(*shape: int) -> TensorSpec:
+    return TensorSpec("float32", shape, "parameter")
+
+
+CONV = _spec(8, 8, 3, 3)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    # LDM's VAE `mid.block_1`/`block_2` are diffusers' `mid_block.resnets.0`/`1`: the `1`s
+    # are not the same layer
+    ({"mid.block_1.conv.weight": CONV, "mid.block_2.conv.weight": CONV},
+     {"mid.resnets.0.conv.weight": CONV, "mid.resnets.1.conv.weight": CONV}),
+    ({f"h.0.ln_{i}.{p}": _spec(8) for i in (1, 2) for p in ("weight", "bias")},
+     {f"h.0.norms.{i}.{p}": _spec(8) for i in (0, 1) for p in ("weight", "bias")}),
+    # LDM's decoder `up.i` is diffusers' `up_blocks.{n-1-i}`: index 0 is not index 0
+    ({"up.0.block.weight": _spec(4, 4, 3, 3), "up.0.upsample.weight": CONV,
+      "up.1.block.weight": _spec(2, 2, 3, 3), "up.1.upsample.weight": CONV},
+     {"up_blocks.1.resnets.weight": _spec(4, 4, 3, 3), "up_blocks.1.upsamplers.0.weight": CONV,
+      "up_blocks.0.resnets.weight": _spec(2, 2, 3, 3), "up_blocks.0.upsamplers.0.weight": CONV}),
+    # four layers became three: which one went is not in the numbers
+    ({f"transformer.h.{i}.{m}.weight": SQ for i in range(4) for m in ("attn", "mlp")},
+     {f"model.layers.{i}.{m}.weight": SQ for i in range(3) for m in ("attn", "mlp")}),
+    # post-norm to pre-norm: the norm after attention is not the one before it
+    ({f"layers.0.norm_post_{n}.weight": _spec(8) for n in ("attn", "ffn")},
+     {f"layers.0.norm_pre_{n}.weight": _spec(8) for n in ("attn", "ffn")}),
+])
+def test_numbers_that_disagree_and_opposite_words_are_no_evidence(old, new):
+    """Each of these used to be claimed (wrongly, with shapes that load): a number in
+    common between sides that number differently, or names the same but for pre/post."""
+    found = pairs_of(Signature(old), Signature(new))
+    wrong = {o: n for o, (n, _) in found.items()
+             if not (o.startswith("up.0.block") and n.startswith("up_blocks.1.")
+                     or o.startswith("up.1.block") and n.startswith("up_blocks.0."))}
+    assert wrong == {}, found
+
+
+def test_numbers_count_where_both_sides_number_alike():
+    old = {f"transformer.h.{i}.{m}.weight": SQ for i in range(3) for m in ("attn", "mlp")}
+    new = {f"model.layers.{i}.{m}.weight": SQ for i in range(3) for m in ("attn", "mlp")}
+    found = {o: n for o, (n, _) in pairs_of(Signature(old), Signature(new)).items()}
+    assert found == {"transformer.h.": "model.layers."}  # the list as a whole, in order
+    found = pairs_of(sig(1, {"norm1": SQ, "norm2": SQ}), sig(1, {"ln_1": SQ, "ln_2": SQ}))
+    assert {o: n for o, (n, _) in found.items()} == {
+        "layers.0.attn.norm1.": "layers.0.attn.ln_1.", "layers.0.attn.norm2.": "layers.0.attn.ln_2."}

@@ -246,28 +246,55 @@ def _by_names(olds: list[str], news: list[str], depth: int) -> dict[str, str]:
 
     A token in common is not enough: `attention_norm` (the norm before attention) shares
     `attention` with `post_attention_layernorm` (the one after it), which is Meta's
-    `ffn_norm`; a name with a token the other does not explain is no evidence.
+    `ffn_norm`; a name with a token the other does not explain is no evidence. Nor is a
+    number, unless both sides number alike (`block_1`/`block_2` are `resnets.0`/`resnets.1`,
+    and `up.0` may be `up_blocks.1`), nor a pair of names of opposite places (`pre`/`post`).
     """
-    old_tokens = _distinct([_tokens(o, depth) for o in olds])
-    new_tokens = _distinct([_tokens(n, depth) for n in news])
-    old_cores, new_cores = _cores(olds, depth), _cores(news, depth)
+    numbered = _numbered_alike(olds, news, depth)
+    old_tokens = _distinct([_tokens(o, depth, numbered) for o in olds])
+    new_tokens = _distinct([_tokens(n, depth, numbered) for n in news])
+    old_cores, new_cores = _cores(olds, depth, numbered), _cores(news, depth, numbered)
 
     def fits(old: str, new: str) -> bool:
         i, j = olds.index(old), news.index(new)
+        if _opposed(_tokens(old, depth, True), _tokens(new, depth, True)):
+            return False
         return _same(old_tokens[i], new_tokens[j]) or \
             (old_cores[i] is not None and old_cores[i] == new_cores[j])
 
     return _mutual(olds, news, fits)
 
 
-def _tokens(prefix: str, depth: int) -> set[str]:
-    return {t.lower() for seg in _segments(prefix)[depth:] for t in _TOKEN.findall(seg)}
+# words naming opposite places: a name with one of them never pairs with one with the other
+_OPPOSITES = {frozenset(pair) for pair in (
+    ("pre", "post"), ("in", "out"), ("input", "output"), ("encoder", "decoder"),
+    ("enc", "dec"), ("self", "cross"), ("up", "down"), ("first", "last"), ("before", "after"),
+    ("src", "tgt"), ("source", "target"), ("left", "right"), ("top", "bottom"))}
 
 
-def _cores(prefixes: list[str], depth: int) -> list[str | None]:
+def _opposed(a: set[str], b: set[str]) -> bool:
+    return any(frozenset((x, y)) in _OPPOSITES for x in a - b for y in b - a)
+
+
+def _numbered_alike(olds: list[str], news: list[str], depth: int) -> bool:
+    """Whether the numbers in the names may count: every name on both sides holds as many,
+    and the two sides use the same numbers."""
+    numbers = [[t for seg in _segments(p)[depth:] for t in _TOKEN.findall(seg) if t.isdigit()]
+               for p in olds + news]
+    return len({len(n) for n in numbers}) == 1 and \
+        {tuple(n) for n in numbers[:len(olds)]} == {tuple(n) for n in numbers[len(olds):]}
+
+
+def _tokens(prefix: str, depth: int, numbers: bool = True) -> set[str]:
+    return {t.lower() for seg in _segments(prefix)[depth:] for t in _TOKEN.findall(seg)
+            if numbers or not t.isdigit()}
+
+
+def _cores(prefixes: list[str], depth: int, numbers: bool = True) -> list[str | None]:
     """Each name without the characters all of them start and end with: `q` of `wq` among
     wq/wk/wv, `q` of `q_proj` among q_proj/k_proj. None for a lone name, or when a core
-    would be empty or not unique (`w` and `w2` leave `` and `2`)."""
+    would be empty or not unique (`w` and `w2` leave `` and `2`), or holds a number that
+    may not count."""
     names = [".".join(_segments(p)[depth:]).lower() for p in prefixes]
     if len(names) < 2:
         return [None for _ in names]
@@ -275,7 +302,8 @@ def _cores(prefixes: list[str], depth: int) -> list[str | None]:
     end = len(_common_start([n[::-1] for n in names]))
     cores = [n[start:len(n) - end] if start + end < len(n) else "" for n in names]
     cores = [c.strip("._") for c in cores]
-    if "" in cores or len(set(cores)) < len(cores):
+    if "" in cores or len(set(cores)) < len(cores) or \
+            not numbers and any(ch.isdigit() for c in cores for ch in c):
         return [None for _ in names]
     return cores
 
