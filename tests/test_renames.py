@@ -253,4 +253,5 @@ def test_numbers_count_where_both_sides_number_alike():
     assert found == {"transformer.h.": "model.layers."}  # the list as a whole, in order
     found = pairs_of(sig(1, {"norm1": SQ, "norm2": SQ}), sig(1, {"ln_1": SQ, "ln_2": SQ}))
     assert {o: n for o, (n, _) in found.items()} == {
-        "layers.0.attn.norm1.": "layers.0.attn.ln_1.", "layers.0.attn.norm2.": "layers.0.attn.ln_2."}
+        "layers.0.attn.norm1.": "layers.0.attn.ln_1.",
+        "layers.0.attn.norm2.": "layers.0.attn.ln_2."}
