@@ -3,6 +3,7 @@ imports no torch; `--build` asks for the code as it is now."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -43,6 +44,34 @@ def test_inspect_in_a_project_fits_from_committed_signatures_without_torch(proje
     project.write("models.py", NET.replace("nn.Linear(width, 2)", "nn.Linear(width, 3)"))
     shown, loaded = _inspect(project, "x.safetensors", "--build")
     assert loaded and "net: does not load" in shown
+
+
+# what `inspect FILE` in a project has no use for: each was on its path once, and each is
+# loaded by the runs that do use it (a URL, a write, the cache, a pickle, a failure)
+_NOT_FOR_INSPECT = ("torch", "dataclasses", "inspect", "hashlib", "tempfile", "traceback",
+                    "libcst", "ckptlint.run.cache",
+                    "ckptlint.readers.remote", "ckptlint.readers.pickled",
+                    "ckptlint.reporters.json", "ckptlint.compare.selection")
+
+
+def test_inspect_of_a_safetensors_file_loads_only_what_it_uses(project):
+    """The modules loaded by `python -m ckptlint inspect x.safetensors` in a project, read
+    from `-X importtime` with bytecode caching on (as users run it)."""
+    project.write("models.py", NET)
+    project.configure('name = "net"\ntarget = "models:Net"')
+    assert project.run("update").code == 0
+    save_file({"fc.weight": torch.zeros(2, 4), "fc.bias": torch.zeros(2)},
+              str(project.root / "x.safetensors"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for _ in range(2):  # the second run reads the bytecode the first one wrote
+        run = subprocess.run([sys.executable, "-X", "importtime", "-m", "ckptlint", "inspect",
+                              "x.safetensors"], cwd=project.root, capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert run.returncode == 0 and "net: loads strictly" in run.stdout, run.stdout + run.stderr
+    loaded = {line.rpartition("|")[2].strip() for line in run.stderr.splitlines()
+              if line.startswith("import time:")}
+    assert "ckptlint.run.fit" in loaded  # the fit comparison itself did run
+    assert sorted(set(_NOT_FOR_INSPECT) & loaded) == []
 
 
 def _fresh(code: str) -> str:
