@@ -42,8 +42,10 @@ Memo = dict  # path -> digest, shared by every check of one run
 Identities = Callable[[list], Mapping[str, Any]]
 
 
-def _sha256(data: bytes = b"") -> Any:
-    import hashlib  # loading OpenSSL takes 3 ms: a run that hashes nothing (inspect) skips it
+def sha256(data: bytes = b"") -> Any:
+    """`hashlib.sha256`, imported on first use: loading OpenSSL takes 3 ms, and a run that
+    hashes nothing (`inspect` of a local file) skips it."""
+    import hashlib
 
     return hashlib.sha256(data)
 
@@ -115,7 +117,7 @@ def seal(doc: Mapping[str, Any]) -> dict[str, Any]:
     value of the wrong type, an input deleted from it) is never mistaken for a good one."""
     body = {k: v for k, v in doc.items() if k != "seal"}
     text = json.dumps(body, sort_keys=True, ensure_ascii=True)
-    return {**body, "seal": _sha256(text.encode()).hexdigest()}
+    return {**body, "seal": sha256(text.encode()).hexdigest()}
 
 
 def unsealed(doc: Any) -> dict[str, Any] | None:
@@ -146,7 +148,7 @@ def digest(path: str) -> str | None:
             return None
         if info.st_size > CONTENT_LIMIT and not _racy(info):
             return _fingerprint(info)
-        sha = _sha256()
+        sha = sha256()
         while chunk := os.read(fd, 1 << 20):
             sha.update(chunk)
         return sha.hexdigest()
@@ -169,7 +171,7 @@ def _folder(path: str) -> str | None:
             entries.append((os.path.relpath(full, path), _fingerprint(info)))
             if len(entries) > FOLDER_FILES_LIMIT:
                 return None
-    return _sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+    return sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 def kind(path: str) -> str:
@@ -193,13 +195,13 @@ def listing(path: str, mode: str) -> str | None:
         return None
     if mode == "import":
         names = [n for n in names if n.partition(".")[0].isidentifier() and n != "__pycache__"]
-    return f"{mode}:" + _sha256("\0".join(sorted(names)).encode()).hexdigest()
+    return f"{mode}:" + sha256("\0".join(sorted(names)).encode()).hexdigest()
 
 
 def environment_digest(environ: Mapping[str, str] | None = None) -> str:
     """The whole environment, for a build that iterated over os.environ."""
     items = sorted(dict(os.environ if environ is None else environ).items())
-    return _sha256(json.dumps(items).encode()).hexdigest()
+    return sha256(json.dumps(items).encode()).hexdigest()
 
 
 def absolute(path: str, root: str) -> str:

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any, Callable, TypeVar
 
+from ckptlint.core.inputs import sha256
 from ckptlint.core.urls import RemotePath, scrub
 from ckptlint.readers.remoteinfo import (ATTEMPTS, BACKOFF, FOLDER_LIMIT, HTTP_SCHEMES,
                                          RETRIED_STATUS, VERSION_FIELDS, Info, Refused, RemoteError,
@@ -24,7 +25,7 @@ def identity_of(raw: dict) -> str | None:
     if not fields:
         return None
     text = json.dumps([raw.get("size"), fields])
-    return "remote:" + _sha256(text.encode())
+    return "remote:" + sha256(text.encode()).hexdigest()
 
 
 def listing_identity(entries: list[dict]) -> str | None:
@@ -33,13 +34,7 @@ def listing_identity(entries: list[dict]) -> str | None:
     rows = sorted((base_name(str(e["name"])), str(e.get("type")),
                    identity_of(e) or str(e.get("size")))
                   for e in entries)
-    return "remote-folder:" + _sha256(json.dumps(rows).encode())
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib  # OpenSSL loads only once a remote file is asked about
-
-    return hashlib.sha256(data).hexdigest()
+    return "remote-folder:" + sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def base_name(name: str) -> str:
