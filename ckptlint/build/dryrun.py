@@ -165,7 +165,7 @@ def _verdict_is_known(module: Any, sig: Signature, current: Signature) -> bool:
         _odd_child_names(sub)
         or type(sub)._load_from_state_dict is not base._load_from_state_dict
         or "_load_from_state_dict" in vars(sub)
-        or getattr(type(sub), "set_extra_state", base.set_extra_state) is not base.set_extra_state
+        or _loads_extra_state(sub)
         or sub._load_state_dict_pre_hooks or sub._load_state_dict_post_hooks
         for sub in module.modules())
 
@@ -330,10 +330,8 @@ def _extra_state_kept(model: Any) -> Iterator[None]:
     `Module`'s) and then calls `self.set_extra_state(value)`, so an instance attribute
     shadows the call and leaves the verdict to torch. Restored afterwards.
     """
-    base = import_torch().nn.Module.set_extra_state
     shadowed = [sub for sub in model.modules()
-                if getattr(type(sub), "set_extra_state", base) is not base
-                and "set_extra_state" not in vars(sub)]
+                if _loads_extra_state(sub) and "set_extra_state" not in vars(sub)]
     for sub in shadowed:
         object.__setattr__(sub, "set_extra_state", functools.partial(_set_extra_state, sub))
     try:
@@ -341,6 +339,12 @@ def _extra_state_kept(model: Any) -> Iterator[None]:
     finally:
         for sub in shadowed:
             object.__delattr__(sub, "set_extra_state")
+
+
+def _loads_extra_state(module: Any) -> bool:
+    """torch's own test, on the class: whether loading hands the module its `_extra_state`."""
+    base = import_torch().nn.Module.set_extra_state
+    return getattr(type(module), "set_extra_state", base) is not base
 
 
 def _set_extra_state(module: Any, state: Any) -> None:
