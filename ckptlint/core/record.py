@@ -98,12 +98,12 @@ class _DataclassFields:
         import dataclasses
 
         made = {}
-        for name, (annotation, spec) in owner.__record_fields__.items():
+        for name, spec in owner.__record_fields__.items():
             kwargs = {k: v for k, v in (("default", spec.default),
                                         ("default_factory", spec.default_factory))
                       if v is not _MISSING}
             made[name] = f = dataclasses.field(**kwargs, compare=spec.compare, repr=spec.repr)
-            f.name, f.type, f._field_type = name, annotation, dataclasses._FIELD
+            f.name, f.type, f._field_type = name, spec.annotation, dataclasses._FIELD
         type.__setattr__(owner, self.name, made)  # the plain dict from now on
         return made
 
@@ -114,7 +114,7 @@ _ORDER = (("__lt__", operator.lt), ("__le__", operator.le), ("__gt__", operator.
 
 def _repr(self: Any) -> str:
     shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__
-                      if self.__record_fields__[name][1].repr)
+                      if self.__record_fields__[name].repr)
     return f"{type(self).__qualname__}({shown})"
 
 
@@ -177,7 +177,7 @@ def _ordering(key: Callable[[Any], tuple], compare: Callable[[Any, Any], bool]) 
 def _make(cls: type, order: bool) -> type:
     namespace = dict(cls.__dict__)
     annotations = namespace.get("__annotations__", {})
-    specs: dict[str, tuple[Any, _Field]] = {}
+    specs: dict[str, _Field] = {}
     for name, annotation in annotations.items():
         if "ClassVar" in str(annotation):
             continue
@@ -188,15 +188,14 @@ def _make(cls: type, order: bool) -> type:
             raise ValueError(f"mutable default {type(spec.default).__name__} for field {name} "
                              "is not allowed: use default_factory")
         spec.annotation = annotation
-        specs[name] = (annotation, spec)
+        specs[name] = spec
     for name in ("__setattr__", "__delattr__") + tuple(n for n, _ in _ORDER if order):
         if name in namespace:
             raise TypeError(f"cannot overwrite attribute {name} in class {cls.__name__}")
     if namespace.get("__hash__", _MISSING) is None and "__eq__" in namespace:
         del namespace["__hash__"]  # Python's None for a class with its own __eq__: made here
     names = tuple(specs)
-    namespace.update(_methods(cls.__qualname__, names, {n: s for n, (_, s) in specs.items()},
-                              order, keep=namespace))
+    namespace.update(_methods(cls.__qualname__, names, specs, order, keep=namespace))
 
     namespace["__slots__"] = names
     namespace["__match_args__"] = names
