@@ -25,13 +25,15 @@ def by_names(olds: list[str], news: list[str], depth: int) -> dict[str, str]:
     and `up.0` may be `up_blocks.1`), nor a pair of names of opposite places (`pre`/`post`).
     """
     numbered = _numbered_alike(olds, news, depth)
+    old_words = [_tokens(o, depth) for o in olds]
+    new_words = [_tokens(n, depth) for n in news]
     old_tokens = _distinct([_tokens(o, depth, numbered) for o in olds])
     new_tokens = _distinct([_tokens(n, depth, numbered) for n in news])
     old_cores, new_cores = _cores(olds, depth, numbered), _cores(news, depth, numbered)
 
     def fits(old: str, new: str) -> bool:
         i, j = olds.index(old), news.index(new)
-        if _opposed(_tokens(old, depth, True), _tokens(new, depth, True)):
+        if _opposed(old_words[i], new_words[j]):
             return False
         return _same(old_tokens[i], new_tokens[j]) or \
             (old_cores[i] is not None and old_cores[i] == new_cores[j])
