@@ -29,31 +29,33 @@ PY = sys.executable
 
 
 def _time_command(argv: list[str], cwd: Path, runs: int = 5, env: dict | None = None) -> float:
-    # as users run it: with bytecode caching on (these machines set PYTHONDONTWRITEBYTECODE,
-    # which makes every run compile every module again), after one run that writes the caches
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    environ.update(env or {})
-    subprocess.run(argv, cwd=cwd, check=False, capture_output=True, env=environ)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, check=False, capture_output=True, env=environ)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _medians([argv], cwd, runs, env)[0]
 
 
 def _time_pair(argv: list[str], floor: list[str], cwd: Path, runs: int = 11) -> tuple[float, float]:
     """Medians of `argv` and of its floor, run alternately: a ratio of two fast commands
     measured minutes apart says more about the machine's noise than about either."""
+    ours, base = _medians([argv, floor], cwd, runs)
+    return ours, base
+
+
+def _medians(commands: list[list[str]], cwd: Path, runs: int, env: dict | None = None) -> list:
+    """Each command's median wall time over `runs` rounds, the commands taking turns.
+
+    As users run them: with bytecode caching on (these machines set PYTHONDONTWRITEBYTECODE,
+    which makes every run compile every module again), after a first round that writes the
+    caches and is not counted.
+    """
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    times: tuple[list[float], list[float]] = ([], [])
+    environ.update(env or {})
+    times: list[list[float]] = [[] for _ in commands]
     for i in range(runs + 1):
-        for which, command in enumerate((argv, floor)):
+        for which, command in enumerate(commands):
             start = time.perf_counter()
             subprocess.run(command, cwd=cwd, check=False, capture_output=True, env=environ)
-            if i:  # the first round writes the bytecode caches
+            if i:
                 times[which].append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(t) for t in times]
 
 
 def _child(code: str, cwd: Path = REPO) -> dict:
