@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
+import threading
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +46,7 @@ class CreationRecorder:
         # that an id() is never reused mid-build: a second name for the same object is a tie
         self._owners: dict[int, tuple[Any, int, str]] = {}
         self._stacks: dict[tuple, tuple] = {}  # identical stacks (one per repeated layer) shared
+        self._chain = _Chain()
         # resolving a path costs syscalls; a build notes thousands of sites from a few files.
         # (The caches hold the root, not the recorder: a cycle through the recorder would keep
         # the model it saw alive until a full collection.)
@@ -63,7 +65,8 @@ class CreationRecorder:
 
     def _project_frames(self, frame: Any) -> tuple[tuple[str, int], ...]:
         """(file, line) of the project frames on the stack, innermost first, repeats merged
-        (a list comprehension runs in a frame of its own on the same line).
+        (a list comprehension runs in a frame of its own on the same line), at most
+        `MAX_STACK + 1`.
 
         A frame whose module (its globals' `__file__`) lies outside the project is passed
         without reading its code object: reading `f_code` is an audited event, which costs a
@@ -72,21 +75,40 @@ class CreationRecorder:
         installed module's globals would be missed (a location left out, never a verdict);
         code generated into a project module (a dataclass `__init__`, whose file is
         "<string>") is still told apart by its code's own file.
+
+        The walk stops at the first frame it met on the previous walk that is a plain function
+        (`_Chain`): what lies outside such a frame cannot have changed since.
         """
-        found: list[tuple[str, int]] = []
-        outside = self.outside
-        while frame is not None and frame is not outside and len(found) <= MAX_STACK:
-            module_file = frame.f_globals.get("__file__")
-            if module_file.__class__ is str and not self._project_file(module_file):
-                frame = frame.f_back
-                continue
-            filename = frame.f_code.co_filename
-            if self._project_file(filename):
-                here = (self._relative(filename), frame.f_lineno)
-                if not found or found[-1] != here:
-                    found.append(here)
+        chain = self._chain if threading.get_ident() == self._chain.thread else _Chain()
+        walked: list[tuple[Any, tuple[str, int] | None]] = []
+        outside, distinct, last = self.outside, 0, None
+        while frame is not None and frame is not outside:
+            if chain.reusable(frame):
+                break
+            entry = self._entry(frame)
+            walked.append((frame, entry))
+            if entry is not None and entry != last:
+                distinct, last = distinct + 1, entry
+                if distinct > MAX_STACK:  # cut short: what lies outside is not known
+                    chain.forget()
+                    found: tuple[tuple[str, int], ...] = ()
+                    for _, entry in reversed(walked):
+                        found = _prepended(entry, found)
+                    return found
             frame = frame.f_back
-        return tuple(found)
+        else:
+            frame = None
+        return chain.extend(frame, walked)
+
+    def _entry(self, frame: Any) -> tuple[str, int] | None:
+        """(file, line) of a project frame, else None."""
+        module_file = frame.f_globals.get("__file__")
+        if module_file.__class__ is str and not self._project_file(module_file):
+            return None
+        filename = frame.f_code.co_filename
+        if not self._project_file(filename):
+            return None
+        return self._relative(filename), frame.f_lineno
 
     def _via(self, module_key: int, name: str, value: Any) -> str:
         if value is None:
@@ -103,6 +125,70 @@ class CreationRecorder:
             for name, site in self._records.get(id(module), (None, {}))[1].items():
                 found[f"{path}.{name}" if path else name] = site
         return found
+
+
+class _Chain:
+    """The frames of the last walk, outermost first, each with the project entries outside it,
+    so that the next walk stops where the stacks meet.
+
+    The assumption: a frame of a plain function (not a generator or coroutine) that is on the
+    stack at two walks stayed on it in between, suspended in the same call, so the frames
+    outside it are the same objects at the same lines. Only its own line may have moved on,
+    and it is read afresh. A generator's frame is resumed from wherever `next` is called, so
+    the walk never stops at one. The chain holds its frames, so an identity check cannot
+    meet a new frame at a reused address; the build's end clears it. Walks on other threads
+    do not use it (tests/test_creation.py builds each case with and without it).
+    """
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.frames: list[Any] = []
+        # frame -> [position in frames, project file or None, entries outside, plain or None]
+        self.links: dict[Any, list] = {}
+
+    def reusable(self, frame: Any) -> bool:
+        link = self.links.get(frame)
+        if link is None:
+            return False
+        if link[3] is None:  # read once per frame: `f_code` is an audited event
+            link[3] = not frame.f_code.co_flags & _RESUMABLE
+        return link[3]
+
+    def extend(self, met: Any, walked: list[tuple[Any, tuple[str, int] | None]]
+               ) -> tuple[tuple[str, int], ...]:
+        """The entries from the innermost walked frame outwards, after a walk that met the
+        chain at frame `met` (None: it reached the outside); the walked frames join it."""
+        if met is None:
+            self.forget()
+            outside: tuple[tuple[str, int], ...] = ()
+        else:
+            position, file, outside, _ = self.links[met]
+            for gone in self.frames[position + 1:]:
+                del self.links[gone]
+            del self.frames[position + 1:]
+            if file is not None:
+                outside = _prepended((file, met.f_lineno), outside)
+        for frame, entry in reversed(walked):
+            self.links[frame] = [len(self.frames), entry and entry[0], outside, None]
+            self.frames.append(frame)
+            outside = _prepended(entry, outside)
+        return outside
+
+    def forget(self) -> None:
+        self.frames.clear()
+        self.links.clear()
+
+
+# code flags of frames that can be suspended and resumed from another caller
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _prepended(entry: tuple[str, int] | None,
+               outside: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """A frame's entry before those outside it: repeats merged, at most `MAX_STACK + 1`."""
+    if entry is None or (outside and outside[0] == entry):
+        return outside
+    return ((entry,) + outside)[:MAX_STACK + 1]
 
 
 def _is_project(root: str, filename: str) -> bool:
@@ -161,6 +247,7 @@ def recording(root: str, outside: Any = None) -> Iterator[CreationRecorder]:
     finally:
         for name, function in originals.items():
             setattr(nn.Module, name, function)
+        recorder._chain.forget()  # the frames it holds, and through them the build's locals
 
 
 def describe_modules(model: Any, root: str) -> dict[str, ModuleInfo]:
