@@ -78,7 +78,16 @@ BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
           "nn.init.normal_(w, std=None)", "nn.init.normal_(w, mean=None)",
           "nn.init.normal_(w, std='0.02')", "nn.init.uniform_(w, 'a', 1)", "w.normal_(0, None)",
           # out of each op's range
-          "w.exponential_(-1)", "w.geometric_(2)", "w.log_normal_(0, -1)", "w.cauchy_(0, -1)"]
+          "w.exponential_(-1)", "w.geometric_(2)", "w.log_normal_(0, -1)", "w.cauchy_(0, -1)",
+          # calls Python itself refuses, and shapes the shape helpers refuse
+          "nn.init.kaiming_uniform_(w, foo=1)", "nn.init.uniform_(w, -1, 1, None, 5)",
+          "nn.init.uniform_(w, -1, a=0)", "nn.init.sparse_(w)", "nn.init.normal_(tensor=w, x=1)",
+          "nn.init._calculate_fan_in_and_fan_out(v)", "nn.init.ones_(w, 1)",
+          "nn.init.kaiming_normal_(c, mode='fan_out', nonlinearity='leaky_relu', a='x')"]
+# filled with constants or only read: the same answer on meta as on the CPU
+CONSTANT = ["nn.init.ones_(w)", "nn.init.zeros_(tensor=v)", "nn.init._calculate_fan_in_and_fan_out(c)",
+            "nn.init.kaiming_uniform_(c, mode='fan_out')", "nn.init.xavier_normal_(c)",
+            "nn.init.normal_(w, 0, 1, None)", "nn.init.trunc_normal_(w, 0.0, 1.0, -1, 1)"]
 # where torch's own meta kernels already differ from the CPU, a meta build with the skip
 # must answer as plain `torch.device("meta")` does
 AS_PLAIN_META = ["nn.init.normal_(w.long())", "nn.init.normal_(w, 0, torch.tensor(-1.0))",
@@ -86,10 +95,15 @@ AS_PLAIN_META = ["nn.init.normal_(w.long())", "nn.init.normal_(w, 0, torch.tenso
                  "nn.init.trunc_normal_(w, std=None)", "w.random_()", "w.bernoulli_(0.3)"]
 
 INIT_SCRIPT = """
-import json, sys, torch
+import contextlib, json, sys, torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from ckptlint.build.builder import on_meta
+
+class Passing(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
 
 class Seen(TorchDispatchMode):  # the aten ops that ran: a skipped fill runs none
     def __init__(self):
@@ -103,14 +117,18 @@ FILLS = {"uniform_", "normal_", "bernoulli_"}
 out = []
 for code in json.loads(sys.argv[1]):
     row = {}
-    for where in ("cpu", "meta", "plain"):
+    for where in ("cpu", "meta", "plain", "through_mode"):
         seen = Seen()
         try:
-            with seen, (on_meta() if where == "meta" else torch.device(
+            with seen, (on_meta() if where in ("meta", "through_mode") else torch.device(
                     "cpu" if where == "cpu" else "meta")):
-                w, v, c = torch.empty(6, 4), torch.empty(4), torch.empty(2, 3, 4)
-                eval(code)
-            row[where] = ["ok", [list(w.shape), w.device.type]]
+                # a second mode on top: `nn.init` reaches ckptlint's mode the long way round
+                with (Passing() if where == "through_mode" else contextlib.nullcontext()):
+                    row["direct"] = hasattr(nn.init.kaiming_uniform_, "_meta_direct_of")
+                    w, v, c = torch.empty(6, 4), torch.empty(4), torch.empty(2, 3, 4)
+                    answer = eval(code)
+            row[where] = ["ok", [list(w.shape), w.device.type],
+                          answer if isinstance(answer, tuple) else None]
         except Exception as exc:
             row[where] = [type(exc).__name__, str(exc)]
         row[where + "_filled"] = bool(seen.names & FILLS)
@@ -128,8 +146,8 @@ def _inits(codes: list[str]) -> list[dict]:
 def test_meta_init_is_skipped_for_nn_init_functions_and_tensor_methods():
     """`nn.init` functions hand the tensor over as a keyword: the skip must see it there."""
     for code, row in zip(INITS, _inits(INITS)):
-        assert row["cpu"] == ["ok", [[6, 4], "cpu"]], code
-        assert row["meta"] == ["ok", [[6, 4], "meta"]], code
+        assert row["cpu"][:2] == ["ok", [[6, 4], "cpu"]], code
+        assert row["meta"][:2] == ["ok", [[6, 4], "meta"]], code
         assert row["cpu_filled"] and not row["meta_filled"], code
 
 
@@ -144,4 +162,33 @@ def test_an_init_torch_refuses_raises_on_meta_as_on_the_cpu():
 def test_where_meta_kernels_differ_from_the_cpu_the_skip_answers_as_plain_meta():
     for code, row in zip(AS_PLAIN_META, _inits(AS_PLAIN_META)):
         assert row["meta"][0] == row["plain"][0], code
+
+
+def test_nn_init_answered_directly_answers_as_through_the_mode():
+    """With ckptlint's mode alone on the stack `nn.init` skips the trip through it: each case
+    must answer exactly as with another mode on top, where every call goes the long way."""
+    codes = INITS + BROKEN + AS_PLAIN_META + CONSTANT
+    for code, row in zip(codes, _inits(codes)):
+        assert row["direct"], code
+        assert row["meta"] == row["through_mode"], code
+        assert row["meta_filled"] == row["through_mode_filled"], code
+    for code, row in zip(CONSTANT, _inits(CONSTANT)):
+        assert row["meta"][0] == row["cpu"][0] == "ok", code
+        assert row["meta"][2] == row["cpu"][2], code
+
+
+def test_nn_init_is_put_back_after_a_build_unless_the_model_replaced_it():
+    script = """if True:
+        import torch
+        from torch import nn
+        from ckptlint.build.builder import on_meta
+        real, mine = nn.init.uniform_, lambda tensor, *a, **k: tensor
+        with on_meta():
+            inside = nn.init.uniform_
+            nn.init.normal_ = mine
+        print(nn.init.uniform_ is real, inside is not real, nn.init.normal_ is mine)
+        """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=300)
+    assert proc.stdout.split() == ["True", "True", "True"]
 

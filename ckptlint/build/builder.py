@@ -17,7 +17,8 @@ from ckptlint.build.creation import describe_modules, recording
 from ckptlint.build.dryrun import dry_run_load, nonpersistent_buffers, signature_of
 from ckptlint.build.fallback import cpu_fallback
 from ckptlint.build.loadtorch import import_torch
-from ckptlint.build.standins import meta_device, no_dynamo_import, no_sympy_import
+from ckptlint.build.metadevice import meta_device
+from ckptlint.build.standins import no_dynamo_import, no_sympy_import
 from ckptlint.build.tracking import document, fresh_bytecode, project_files, tracking
 from ckptlint.config import entry_location
 from ckptlint.core.paths import is_project_file, relative
