@@ -48,6 +48,16 @@ def test_every_field_of_a_build_result_crosses():
     assert decode_result(json.loads(json.dumps(encode_result(result)))) == result
 
 
+def test_values_that_share_a_row_on_the_wire_are_equal_in_every_field():
+    """Equal per-key values cross once: a field `==` ignored would be lost for all but one."""
+    for record in (TensorSpec, Site, ModuleInfo):
+        assert all(f.compare for f in dataclasses.fields(record)), record
+    sig = Signature(tensors={f"l.{i}.{n}": TensorSpec("float32", (i % 2 + 1,), "parameter")
+                             for i in range(4) for n in ("weight", "bias")})
+    doc = json.loads(json.dumps(signature_doc(sig)))
+    assert len(doc["tensors"][1]) == 2 and signature_from(doc) == sig
+
+
 def test_a_request_carries_its_references():
     sent = [ModelSpec("m", "pkg.mod:Net", kwargs={"width": 3}), ModelSpec("n", "pkg.mod:Net")]
     config = Config(root="/p", pyproject="/p/pyproject.toml", models=tuple(sent))
