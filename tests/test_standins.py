@@ -83,7 +83,12 @@ BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
           "nn.init.kaiming_uniform_(w, foo=1)", "nn.init.uniform_(w, -1, 1, None, 5)",
           "nn.init.uniform_(w, -1, a=0)", "nn.init.sparse_(w)", "nn.init.normal_(tensor=w, x=1)",
           "nn.init._calculate_fan_in_and_fan_out(v)", "nn.init.ones_(w, 1)",
-          "nn.init.kaiming_normal_(c, mode='fan_out', nonlinearity='leaky_relu', a='x')"]
+          "nn.init.kaiming_normal_(c, mode='fan_out', nonlinearity='leaky_relu', a='x')",
+          # a skip remembered from the first call must not answer the second
+          "[nn.init.kaiming_uniform_(w, a=1), nn.init.kaiming_uniform_(w, a=True)]",
+          "[nn.init.normal_(w, std=1), nn.init.normal_(w, std=-1)]",
+          "[nn.init.xavier_uniform_(w), nn.init.xavier_uniform_(v)]",
+          "[nn.init.normal_(w, 0, 1), nn.init.normal_(w, 0, None)]"]
 # filled with constants or only read: the same answer on meta as on the CPU
 CONSTANT = ["nn.init.ones_(w)", "nn.init.zeros_(tensor=v)", "nn.init._calculate_fan_in_and_fan_out(c)",
             "nn.init.kaiming_uniform_(c, mode='fan_out')", "nn.init.xavier_normal_(c)",
@@ -92,7 +97,9 @@ CONSTANT = ["nn.init.ones_(w)", "nn.init.zeros_(tensor=v)", "nn.init._calculate_
 # must answer as plain `torch.device("meta")` does
 AS_PLAIN_META = ["nn.init.normal_(w.long())", "nn.init.normal_(w, 0, torch.tensor(-1.0))",
                  "w.bernoulli_(1.5)", "w.random_(5, 2)",
-                 "nn.init.trunc_normal_(w, std=None)", "w.random_()", "w.bernoulli_(0.3)"]
+                 "nn.init.trunc_normal_(w, std=None)", "w.random_()", "w.bernoulli_(0.3)",
+                 # torch's meta kernel does not check from <= to (the CPU refuses it)
+                 "[nn.init.uniform_(w, 0, 1), nn.init.uniform_(w, 1, 0)]"]
 
 INIT_SCRIPT = """
 import contextlib, json, sys, torch

@@ -104,6 +104,11 @@ def _direct(torch: Any, name: str, original: Any, mode: Any) -> Any:
     mode. A call Python would refuse (an unknown keyword, too many arguments), another mode on
     top, or a tensor subclass takes the real path (tests/test_standins.py runs every case
     with and without these).
+
+    A skip once vouched for is remembered by the call's exact arguments and their types (so
+    `a=True`, which torch refuses, is never taken for `a=1`) with the tensor's dtype and shape,
+    all that `_validated` reads. Only a skip is remembered, so a remembered answer never hides
+    an error; layers repeated a thousand times ask the same question a thousand times.
     """
     code = original.__code__
     names = code.co_varnames[:code.co_argcount]
@@ -113,6 +118,7 @@ def _direct(torch: Any, name: str, original: Any, mode: Any) -> Any:
     disabled = torch._C.DisableTorchFunction
     depth, mode_at = torch._C._len_torch_function_stack, torch._C._get_function_stack_at
     skip = f"init.{name}" if name in _INIT_FUNCTIONS else None
+    vouched: set[tuple] = set()
 
     def direct(*args: Any, **kwargs: Any) -> Any:
         tensor = args[0] if args else kwargs.get("tensor")
@@ -120,11 +126,24 @@ def _direct(torch: Any, name: str, original: Any, mode: Any) -> Any:
             with disabled():
                 if skip is None:
                     return original(*args, **kwargs)
-                values = _bound(names, defaults, args, kwargs)
-                if values is not None and tensor.is_meta and \
-                        _validated(torch, skip, tensor, (), values):
+                if tensor.is_meta and skipped(tensor, args, kwargs):
                     return tensor
         return original(*args, **kwargs)
+
+    def skipped(tensor: Any, args: tuple, kwargs: dict[str, Any]) -> bool:
+        call: tuple | None = (tensor.dtype, tensor.shape, args[1:], tuple(map(type, args[1:])),
+                              tuple(kwargs.items()), tuple(map(type, kwargs.values())))
+        try:
+            if call in vouched:
+                return True
+        except TypeError:  # an unhashable argument: asked every time
+            call = None
+        values = _bound(names, defaults, args, kwargs)
+        if values is None or not _validated(torch, skip, tensor, (), values):
+            return False
+        if call is not None:
+            vouched.add(call)
+        return True
 
     direct.__name__, direct.__qualname__, direct.__doc__ = name, name, original.__doc__
     direct._meta_direct_of = original  # type: ignore[attr-defined]
