@@ -37,13 +37,20 @@ def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
     torch = import_torch()
     state = module.state_dict(keep_vars=True)
     tensors: dict[str, TensorSpec] = {}
-    owners: dict[int, list[str]] = {}
+    specs: dict[tuple, TensorSpec] = {}  # one record per distinct spec: layers repeat them
+    owners: dict[int, str] = {}  # each tensor's first key
+    ties: dict[str, list[str]] = {}  # first key -> every key holding that tensor
     for key, value in state.items():
         if isinstance(value, torch.Tensor):
             role = "parameter" if isinstance(value, torch.nn.Parameter) else "buffer"
-            tensors[key] = TensorSpec(str(value.dtype).removeprefix("torch."),
-                                      tuple(value.shape), role)
-            owners.setdefault(id(value), []).append(key)
+            seen = (value.dtype, tuple(value.shape), role)
+            spec = specs.get(seen)
+            if spec is None:
+                spec = specs[seen] = TensorSpec(str(seen[0]).removeprefix("torch."), seen[1], role)
+            tensors[key] = spec
+            first = owners.setdefault(id(value), key)
+            if first != key:
+                ties.setdefault(first, [first]).append(key)
         else:
             tensors[key] = TensorSpec(OBJECT, ())
     metadata = getattr(state, "_metadata", None) or {}
@@ -53,7 +60,7 @@ def signature_of(module: Any, name: str = "", target: str = "") -> Signature:
         if type(version) is not int:  # a signature file records whole numbers, as torch's own
             raise ValueError(f"module `{prefix or '(the model)'}` has `_version = {version!r}`; "
                              "a signature records only integer versions")
-    return Signature(tensors=tensors, versions=versions, aliases=_aliases(owners.values()),
+    return Signature(tensors=tensors, versions=versions, aliases=_aliases(ties.values()),
                      has_metadata=bool(metadata), model=name, target=target,
                      torch_version=torch.__version__.split("+")[0], source="code")
 
