@@ -55,6 +55,25 @@ def _raw(model: str, old: Signature, new: Signature, load: LoadReport | None,
     yield from rest
 
 
+def _respecified(old: Mapping[str, TensorSpec], new: Mapping[str, TensorSpec]) -> list[str]:
+    """Keys of both whose specs differ in dtype or role but not in shape. Specs are compared
+    once per pair of spec objects: a signature shares one object among the keys with that
+    spec, and 50,000 record comparisons cost a tenth of a second."""
+    same: dict[tuple[int, int], bool] = {}
+    found = []
+    for key, spec in new.items():
+        was = old.get(key)
+        if was is None:
+            continue
+        pair = (id(was), id(spec))
+        answer = same.get(pair)
+        if answer is None:
+            answer = same[pair] = was.shape != spec.shape or was == spec
+        if not answer:
+            found.append(key)
+    return found
+
+
 def _unwrapped(model: str, old: Signature, new: Signature, load: LoadReport | None,
                nonpersistent: frozenset[str], restored: frozenset[str],
                evidence: renames.Evidence | None = None) -> Iterator[Finding]:
@@ -64,8 +83,7 @@ def _unwrapped(model: str, old: Signature, new: Signature, load: LoadReport | No
     else:
         yield from _keys(model, old, new, load, nonpersistent, evidence)
     # only keys whose specs differ need ordering: a clean 50,000-key model sorts nothing
-    common = natural_sorted(k for k in new_t if k in old_t and old_t[k].shape == new_t[k].shape
-                            and old_t[k] != new_t[k])
+    common = natural_sorted(_respecified(old_t, new_t))
     if not old.partial:  # an adapter's dtypes are not the base's: merging casts them
         yield from _dtypes(model, old, new, common)
     for key in common:

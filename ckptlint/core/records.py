@@ -74,7 +74,11 @@ class Signature:
         that differed between the code and a checkpoint of it would report a change that
         is not one.
         """
-        return sum(spec.numel for key, spec in self.tensors.items() if key not in self.aliases)
+        counted: dict[int, list] = {}  # per spec object: keys repeat a few specs thousands of times
+        for key, spec in self.tensors.items():
+            if key not in self.aliases:
+                counted.setdefault(id(spec), [spec, 0])[1] += 1
+        return sum(spec.numel * n for spec, n in counted.values())
 
 
 @record
