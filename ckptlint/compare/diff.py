@@ -221,9 +221,8 @@ def whole_subtrees(keys: set[str], own: Mapping[str, TensorSpec],
     side has nothing under: the outermost such prefix for each key."""
     if not keys:
         return {}
-    def prefixes(key: str) -> list[str]:
-        parts = key.split(".")
-        return [".".join(parts[:i]) for i in range(1, len(parts))]
+    def prefixes(key: str) -> list[str]:  # outermost first
+        return ancestors(key)[-2::-1]
 
     total: dict[str, int] = {}
     of_key = {key: prefixes(key) for key in own}

@@ -92,14 +92,22 @@ class _Side:
     def __init__(self, subtrees: Mapping[str, Fingerprint]):
         self.subtrees = subtrees
         self.buckets: dict[tuple, set[str]] = defaultdict(set)
-        self.below: dict[str, list[str]] = defaultdict(list)  # module prefix -> its subtrees
+        self._below: dict[str, list[str]] | None = None  # module prefix -> its subtrees
         self.covered: set[str] = set()
         for prefix, fp in subtrees.items():
             segs = segments(prefix)
             for depth in range(len(segs) + 1):
                 self.buckets[(fp, tuple(segs[:depth]))].add(prefix)
-            for owner in ancestors(prefix.rstrip("."))[:-1]:
-                self.below[owner + "."].append(prefix)
+
+    @property
+    def below(self) -> dict[str, list[str]]:
+        """Made on the first pair taken: 25,000 removed keys that pair with nothing need none."""
+        if self._below is None:
+            self._below = defaultdict(list)
+            for prefix in self.subtrees:
+                for owner in ancestors(prefix.rstrip("."))[:-1]:
+                    self._below[owner + "."].append(prefix)
+        return self._below
 
     def best(self, prefix: str, fp: Fingerprint) -> tuple[int, set[str]]:
         """The deepest ancestry level at which uncovered subtrees shaped `fp` share `prefix`'s
@@ -145,7 +153,8 @@ class _Pairer:
         fp = self.old.subtrees[prefix]
         depth, candidates = self.new.best(prefix, fp)
         if len(candidates) > 1:
-            self._group(prefix, fp, depth)
+            if (fp, tuple(segments(prefix)[:depth])) not in self.tried:  # (one look per group)
+                self._group(prefix, fp, depth)
             return
         if not candidates:
             return
@@ -276,7 +285,8 @@ def _subtrees(keys: Mapping[str, TensorSpec], everything: Iterable[str]) -> dict
 
 
 def _depth(prefix: str) -> int:
-    return len(prefix.rstrip(".").split("."))
+    """Segments of a key (`a.b`) or a module prefix (`a.b.`): 2 each."""
+    return prefix.count(".") + (not prefix.endswith("."))
 
 
 def _similar(old: str, new: str) -> bool:
@@ -290,6 +300,8 @@ def _similar(old: str, new: str) -> bool:
 def expand_pairs(pairs: Mapping[str, str], old_keys: Iterable[str]) -> dict[str, str]:
     """Every old key a pair moves -> its new key, in natural order."""
     mapping: dict[str, str] = {}
+    if not pairs:
+        return mapping
     for key in sorted(old_keys, key=natural_key):
         if key in pairs:
             mapping[key] = pairs[key]
