@@ -179,8 +179,8 @@ class _Pairer:
         if (fp, base) in self.tried:
             return
         self.tried.add((fp, base))
-        olds = sorted(self.old.buckets.get((fp, base), ()), key=natural_key)
-        news = sorted(self.new.buckets.get((fp, base), ()), key=natural_key)
+        olds = self.old.buckets.get((fp, base), set())
+        news = self.new.buckets.get((fp, base), set())
         if all(any(a + "." in self.weighed for a in ancestors(o.rstrip("."))[:-1])
                for o in olds):
             return
@@ -190,6 +190,8 @@ class _Pairer:
                 self.new.best(o, fp)[0] != depth for o in olds) or any(
                 self.old.best(n, fp)[0] != depth for n in news):
             return
+        # sorted only now: a group of 25,000 removed keys is refused above, unsorted
+        olds, news = sorted(olds, key=natural_key), sorted(news, key=natural_key)
         self.groups.append((tuple(o.rstrip(".") for o in olds),
                             tuple(n.rstrip(".") for n in news)))
         for old, (new, reason) in resolve(olds, news, depth, self.evidence).items():
