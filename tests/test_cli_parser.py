@@ -51,3 +51,26 @@ def test_help_and_usage_errors_read_as_from_the_whole_parser(argv):
     assert _outcome(_parser(argv), argv) == whole
     if "--help" in argv:
         assert whole[1].startswith("usage: ckptlint")
+
+
+@pytest.mark.parametrize("columns", [None, "57", "", "x", "-3", "0", "200"])
+def test_help_is_as_wide_as_shutil_would_make_it(columns, monkeypatch):
+    import shutil
+
+    from ckptlint.commands.arguments import _columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _columns() == shutil.get_terminal_size().columns
+    # and argparse's own default formatter lays the help out the same
+    import argparse
+
+    ours = _parser(["check"])._subparsers._group_actions[0].choices["check"]
+    theirs = argparse.ArgumentParser(prog=ours.prog, description=ours.description,
+                                     epilog=ours.epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for action in ours._actions[1:]:
+        theirs._add_action(action)
+    assert ours.format_help() == theirs.format_help()

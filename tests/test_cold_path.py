@@ -48,7 +48,7 @@ def test_inspect_in_a_project_fits_from_committed_signatures_without_torch(proje
 
 # what `inspect FILE` in a project has no use for: each was on its path once, and each is
 # loaded by the runs that do use it (a URL, a write, the cache, a pickle, a failure)
-_NOT_FOR_INSPECT = ("torch", "dataclasses", "inspect", "hashlib", "tempfile", "traceback",
+_NOT_FOR_INSPECT = ("torch", "dataclasses", "inspect", "hashlib", "tempfile", "traceback", "shutil",
                     "libcst", "ckptlint.run.cache",
                     "ckptlint.readers.remote", "ckptlint.readers.pickled",
                     "ckptlint.reporters.json", "ckptlint.compare.selection")

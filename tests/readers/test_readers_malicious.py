@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import pickle
 import struct
@@ -181,6 +182,69 @@ def test_legacy_stream_that_is_also_a_tar_archive(tmp_path: Path) -> None:
                                                  "weights_only=False)\nexcept Exception: pass"],
                           capture_output=True, timeout=120)
     assert proc.returncode == 0 and marker.exists()  # torch ran the tar member's pickle
+
+
+def _tarfile_accepts(block: bytes) -> bool:
+    """torch.load's own test: tarfile reads the first block as a header."""
+    import tarfile
+
+    if block[257:262] == b"ustar":
+        return True
+    try:
+        tarfile.TarInfo.frombuf(block[:512], tarfile.ENCODING, "surrogateescape")
+    except (tarfile.HeaderError, ValueError, UnicodeError):
+        return False
+    return True
+
+
+def _spellings(value: int) -> list[bytes]:
+    """Ways to write a checksum that `int(text, 8)` (after tarfile's NUL cut) accepts, or not."""
+    digits = b"%o" % value
+    spaced = b"_".join(bytes([d]) for d in digits)
+    return [b"%06o\0 " % value, b" %o " % value, b"+%o" % value, b"0o%o" % value,
+            b"0O%o" % value, b"\t%o\n" % value, b"\x1c" + digits, spaced, b"-" + digits,
+            digits + b"\0junk", b"\x80" + value.to_bytes(7, "big", signed=True),
+            b"\xff" + (-value).to_bytes(7, "big", signed=True), b"%o8" % value,
+            b"0x" + digits, b":" + digits, digits.replace(b"1", b"\xd9\xa1")]
+
+
+def test_a_block_is_taken_for_tar_exactly_when_tarfile_takes_it():
+    """The check that skips importing tarfile must never say "not tar" where tarfile says
+    "tar": a polyglot would then be read as the pickle torch does not run."""
+    import random
+    import tarfile
+
+    from ckptlint.readers import formats
+
+    rng = random.Random(7)
+    blocks = []
+    for name in (b"storages", b"x" * 99, b""):
+        base = _tar_header(b"", name, 5)
+        value = tarfile.calc_chksums(base)[0]
+        for field in _spellings(value) + _spellings(tarfile.calc_chksums(base)[1]):
+            blocks.append(base[:148] + (field + b"\0" * 8)[:8] + base[156:])
+    for i in range(3000):  # random names on a valid header, then random blocks
+        block = bytearray(_tar_header(rng.randbytes(100), b"", 0) if i % 2 else
+                          rng.randbytes(512))
+        block[257:262] = b"xxxxx"
+        value = tarfile.calc_chksums(bytes(block))[rng.randrange(2)]
+        field = rng.choice(_spellings(value) + [rng.randbytes(8)])
+        block[148:156] = (field + b"\0" * 8)[:8]
+        blocks.append(bytes(block))
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        info = tarfile.TarInfo("storages")
+        info.size = 3
+        blocks.append(info.tobuf(fmt, tarfile.ENCODING, "surrogateescape")[:512])
+    blocks += [b[:n] for b in blocks[:40] for n in (0, 100, 262, 511)]  # short files
+    accepted = [b for b in blocks if _tarfile_accepts(b)]
+    assert len(accepted) > 100 and len(accepted) < len(blocks)  # both answers are tried
+    assert [formats.is_tar(b) for b in blocks] == [_tarfile_accepts(b) for b in blocks]
+    # and a safetensors header never needs tarfile at all
+    header = json.dumps({f"layers.{i}.weight": {"dtype": "F32", "shape": [2, 2],
+                                                "data_offsets": [16 * i, 16 * i + 16]}
+                         for i in range(4)})
+    head = len(header).to_bytes(8, "little") + header.encode() + bytes(256)
+    assert len(head) >= 512 and not formats._checksum_may_parse(head[148:156])
 
 
 @pytest.mark.parametrize("global_name", [
