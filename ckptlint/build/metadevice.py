@@ -4,6 +4,7 @@ assumption is stated beside its shortcut). Part of the build step: imports torch
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Callable, Iterator
 
 from ckptlint.build.loadtorch import import_torch
@@ -40,21 +41,44 @@ def meta_device() -> Iterator[None]:
     (they call `handle_torch_function(f, (tensor,), tensor=tensor, …)`); Tensor methods with
     it as the first argument.
 
-    `nn.init`'s own functions are also answered directly while the build runs (`_direct`):
-    the trip through the mode (torch's Python `handle_torch_function`, then the mode's Python
-    `__torch_function__` for each `dim()` and `size()` inside) cost more than the rest of
-    building an `nn.Linear`.
+    `nn.init._calculate_fan_in_and_fan_out` (torch's private helper, which `reset_parameters`
+    of Linear and Conv call beside their init) runs with torch functions disabled: it only reads
+    shapes, and through the mode each `dim()` and `size()` in it cost a Python call. The public
+    `nn.init` functions are left as they are: they are compared by identity (transformers'
+    sets of init functions, user modes), pickled, and imported by name during a build.
+
+    A skip once vouched for is remembered by the call's exact arguments and their types (so
+    `a=True`, which torch refuses, is never taken for `a=1`) with the tensor's dtype and shape,
+    all that `_validated` reads, and whether grad mode is on. Only a skip is remembered, so a
+    remembered answer never hides an error.
     """
     torch = import_torch()
     from torch.utils._device import DeviceContext, _device_constructors
 
-    init = torch.nn.init
-    originals = {n: _original(getattr(init, n)) for n in (*_INIT_FUNCTIONS, *_PASSED_THROUGH)
-                 if hasattr(init, n)}
-    skipped = {originals[n]: f"init.{n}" for n in _INIT_FUNCTIONS if n in originals}
+    skipped = {getattr(torch.nn.init, n): f"init.{n}" for n in _INIT_FUNCTIONS
+               if hasattr(torch.nn.init, n)}
     skipped.update({getattr(torch.Tensor, n): f"Tensor.{n}" for n in _RANDOM_METHODS})
     constructors = _device_constructors()
     meta = torch.device("meta")
+    plain = (torch.Tensor, torch.nn.Parameter)
+    vouched: set[tuple] = set()
+
+    def skip(name: str, tensor: Any, args: tuple, kwargs: dict) -> bool:
+        if type(tensor) not in plain or not tensor.is_meta:
+            return False  # a subclass's own __torch_function__ has its say on the real path
+        call: tuple | None = (name, tensor.dtype, tensor.shape, torch.is_grad_enabled(), args,
+                              tuple(map(type, args)), tuple(kwargs.items()),
+                              tuple(map(type, kwargs.values())))
+        try:
+            if call in vouched:
+                return True
+        except Exception:  # noqa: BLE001 - an argument that cannot be hashed: asked each time
+            call = None
+        if not _validated(torch, name, tensor, args[1:] if args else (), kwargs):
+            return False
+        if call is not None:
+            vouched.add(call)
+        return True
 
     class MetaDevice(DeviceContext):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
@@ -62,108 +86,57 @@ def meta_device() -> Iterator[None]:
             name = skipped.get(func)
             if name is not None:
                 tensor = args[0] if args else kwargs.get("tensor")
-                if isinstance(tensor, torch.Tensor) and tensor.is_meta and \
-                        _validated(torch, name, tensor, args[1:], kwargs):
+                if skip(name, tensor, args, kwargs):
                     return tensor
             elif func in constructors and kwargs.get("device") is None:
                 kwargs["device"] = meta
             return func(*args, **kwargs)
 
     mode = MetaDevice(meta)
-    direct = {n: _direct(torch, n, f, mode) for n, f in originals.items()}
-    # the real function hands the module's current global (the direct one) to the mode
-    skipped.update({direct[n]: f"init.{n}" for n in _INIT_FUNCTIONS if n in direct})
+    init = torch.nn.init
+    fan = getattr(init, _FAN, None)
+    direct = _shapes_only(torch, fan, mode) if _torch_own(init, fan) else None
     with mode:
-        for name, function in direct.items():
-            setattr(init, name, function)
+        if direct is not None:
+            setattr(init, _FAN, direct)
         try:
             yield
         finally:
-            for name, function in direct.items():
-                if getattr(init, name) is function:  # not if the model's code replaced it
-                    setattr(init, name, originals[name])
+            if direct is not None and getattr(init, _FAN, None) is direct:
+                setattr(init, _FAN, fan)  # not if the model's code replaced or removed it
 
 
-# `nn.init` functions that only read shapes or fill constants: no constructor and no random op
-# in them, so the mode would pass every call inside them through unchanged
-_PASSED_THROUGH = ("_calculate_fan_in_and_fan_out", "ones_", "zeros_")
+_FAN = "_calculate_fan_in_and_fan_out"
 
 
-def _original(function: Any) -> Any:
-    return getattr(function, "_meta_direct_of", function)
+def _torch_own(module: Any, function: Any) -> bool:
+    """A plain function of `module`'s own source (not a user's replacement, nor a partial)."""
+    code = getattr(function, "__code__", None)
+    return callable(function) and code is not None and \
+        getattr(function, "__module__", None) == module.__name__ and \
+        code.co_filename == getattr(module, "__file__", None)
 
 
-def _direct(torch: Any, name: str, original: Any, mode: Any) -> Any:
-    """`original` as the mode would answer it, without the trip through the mode.
+def _shapes_only(torch: Any, original: Any, mode: Any) -> Any:
+    """`original`, which reads only shapes, with torch functions disabled when `mode` is alone
+    on the stack and the tensor is plain: the mode would pass each call in it through
+    unchanged (no constructor, no random op), and its answer and its errors are the same
+    (tests/test_standins.py runs each case with and without a second mode on top)."""
+    import functools
 
-    The assumption: with `mode` alone on the torch-function stack and a plain tensor (no
-    `__torch_function__` of its own), the only things the mode changes are the device of a
-    constructor and the fill it skips. So a function that calls neither runs the same with
-    torch functions disabled, and a skipped fill is vouched for by the same `_validated`, given
-    the arguments by name with defaults filled, as `handle_torch_function` hands them to the
-    mode. A call Python would refuse (an unknown keyword, too many arguments), another mode on
-    top, or a tensor subclass takes the real path (tests/test_standins.py runs every case
-    with and without these).
-
-    A skip once vouched for is remembered by the call's exact arguments and their types (so
-    `a=True`, which torch refuses, is never taken for `a=1`) with the tensor's dtype and shape,
-    all that `_validated` reads. Only a skip is remembered, so a remembered answer never hides
-    an error; layers repeated a thousand times ask the same question a thousand times.
-    """
-    code = original.__code__
-    names = code.co_varnames[:code.co_argcount]
-    defaults = dict(zip(names[len(names) - len(original.__defaults__ or ()):],
-                        original.__defaults__ or ()))
     plain = (torch.Tensor, torch.nn.Parameter)
     disabled = torch._C.DisableTorchFunction
     depth, mode_at = torch._C._len_torch_function_stack, torch._C._get_function_stack_at
-    skip = f"init.{name}" if name in _INIT_FUNCTIONS else None
-    vouched: set[tuple] = set()
 
-    def direct(*args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(original)
+    def shapes_only(*args: Any, **kwargs: Any) -> Any:
         tensor = args[0] if args else kwargs.get("tensor")
         if type(tensor) in plain and depth() == 1 and mode_at(0) is mode:
             with disabled():
-                if skip is None:
-                    return original(*args, **kwargs)
-                if tensor.is_meta and skipped(tensor, args, kwargs):
-                    return tensor
+                return original(*args, **kwargs)
         return original(*args, **kwargs)
 
-    def skipped(tensor: Any, args: tuple, kwargs: dict[str, Any]) -> bool:
-        call: tuple | None = (tensor.dtype, tensor.shape, args[1:], tuple(map(type, args[1:])),
-                              tuple(kwargs.items()), tuple(map(type, kwargs.values())))
-        try:
-            if call in vouched:
-                return True
-        except TypeError:  # an unhashable argument: asked every time
-            call = None
-        values = _bound(names, defaults, args, kwargs)
-        if values is None or not _validated(torch, skip, tensor, (), values):
-            return False
-        if call is not None:
-            vouched.add(call)
-        return True
-
-    direct.__name__, direct.__qualname__, direct.__doc__ = name, name, original.__doc__
-    direct._meta_direct_of = original  # type: ignore[attr-defined]
-    return direct
-
-
-def _bound(names: tuple[str, ...], defaults: dict[str, Any], args: tuple,
-           kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """The arguments by name as Python binds them, defaults filled; None if Python would
-    refuse the call."""
-    if len(args) > len(names):
-        return None
-    values = dict(zip(names, args))
-    for key, value in kwargs.items():
-        if key in values or key not in names:
-            return None
-        values[key] = value
-    for key, value in defaults.items():
-        values.setdefault(key, value)
-    return values if len(values) == len(names) else None
+    return shapes_only
 
 
 # the parameters after the tensor, by position, of the Tensor methods whose fill is skipped
@@ -182,6 +155,10 @@ def _validated(torch: Any, name: str, tensor: Any, args: tuple, kwargs: dict) ->
     kind, _, op = name.partition(".")
     if tensor.numel() == 0 or not tensor.is_floating_point():
         return False  # a no-op torch warns about, or a dtype it may refuse: let it run
+    if tensor.is_inference() or (kind == "Tensor" and tensor.requires_grad
+                                 and torch.is_grad_enabled()):
+        return False  # an in-place fill autograd or inference mode refuses (nn.init's own
+        # functions run under no_grad)
     if kind == "Tensor":
         params = _METHOD_PARAMS.get(op)
         if params is None or len(args) > len(params):
@@ -189,18 +166,29 @@ def _validated(torch: Any, name: str, tensor: Any, args: tuple, kwargs: dict) ->
         values = {**dict(zip(params, args)), **kwargs}
     else:
         values = dict(kwargs)
-    if values.get("generator") is not None or not all(
-            type(v) in (int, float) for k, v in values.items() if k not in _NOT_NUMBERS):
+    numbers = [v for k, v in values.items() if k not in _NOT_NUMBERS]
+    if values.get("generator") is not None or not all(type(v) in (int, float) for v in numbers):
+        return False
+    try:
+        if not all(math.isfinite(float(v)) or type(v) is float for v in numbers):
+            return False  # not an int a double holds (torch raises OverflowError)
+    except OverflowError:
         return False
     init = torch.nn.init
     try:
         if op.startswith("kaiming_"):
             init._calculate_correct_fan(tensor, values.get("mode", "fan_in"))
-            init.calculate_gain(values.get("nonlinearity", "leaky_relu"), values.get("a", 0))
+            gain = init.calculate_gain(values.get("nonlinearity", "leaky_relu"),
+                                       values.get("a", 0))
         elif op.startswith("xavier_"):
             init._calculate_fan_in_and_fan_out(tensor)
+            gain = values.get("gain", 1.0)
+        else:
+            gain = 1.0
     except Exception:  # noqa: BLE001 - torch's own check failed: the real call raises it
         return False
+    if not (math.isfinite(gain) and gain >= 0):
+        return False  # the std (or bound) torch computes from it is one it refuses
     in_range = _IN_RANGE.get(op)
     return in_range is None or in_range(tensor, values)
 
