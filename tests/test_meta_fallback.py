@@ -149,3 +149,26 @@ def test_a_big_model_with_a_sparse_buffer_builds_in_a_few_hundred_mb(project):
     assert signature.num_parameters == 24 * 8192 * 8192
     print(f"peak RSS of `ckptlint update` on a 1.6e9-parameter model: {peak_kb / 1024:.0f} MB")
     assert peak_kb < 1.5 * 2**20, f"peak RSS {peak_kb / 1024:.0f} MB"
+
+
+LAZY_IMPORT = """
+from torch import nn
+
+
+class Sharded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        import torch.distributed.tensor  # noqa: F401 - a library importing it on first use
+        self.fc = nn.Linear(4, 2)
+"""
+
+
+def test_an_import_the_dynamo_stand_in_upsets_still_builds_on_meta(project):
+    """A first `import torch.distributed.tensor` during the build meets the dynamo stand-in
+    mid-import and fails; the retry without stand-ins builds on meta, not on the CPU."""
+    _project(project, LAZY_IMPORT, 'name = "sharded"\ntarget = "models:Sharded"')
+    assert project.run("update").code == 0
+    run = project.run("check", "--format", "json", "--no-cache")
+    assert run.code == 0, run.out + run.err
+    (model,) = json.loads(run.out)["models"]
+    assert not [n for n in model.get("notes", []) if "on the CPU" in n], model

@@ -73,8 +73,11 @@ def instantiate(value: Any) -> Any:
 @contextlib.contextmanager
 def on_meta(stand_ins: bool = True) -> Iterator[None]:
     """Everything a meta build needs: the meta device, no pointless init, and (unless asked
-    not to) no dynamo or sympy import for what plain values answer."""
-    with meta_device(), no_dynamo_import(), \
+    not to) no dynamo or sympy import for what plain values answer. A build that fails with
+    the stand-ins is tried again without them (`build_module`): an import they upset (a first
+    `import torch.distributed.tensor` meets the dynamo stand-in mid-import) then runs as
+    torch's own."""
+    with meta_device(), (no_dynamo_import() if stand_ins else contextlib.nullcontext()), \
             (no_sympy_import() if stand_ins else contextlib.nullcontext()):
         yield
 
