@@ -98,7 +98,8 @@ BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
           "nn.Parameter(torch.empty(3, 3)).normal_()",
           "nn.Parameter(torch.empty(3, 3))[0].uniform_(-1, 1)",
           "[nn.Parameter(torch.empty(3, 3)).data.normal_(), "
-          "nn.Parameter(torch.empty(3, 3)).normal_()]"]
+          "nn.Parameter(torch.empty(3, 3)).normal_()]",
+          "[w.normal_(), nn.Parameter(torch.empty(6, 4)).normal_()]"]
 # filled with constants or only read: the same answer on meta as on the CPU
 CONSTANT = ["nn.init.ones_(w)", "nn.init.zeros_(tensor=v)", "nn.init._calculate_fan_in_and_fan_out(c)",
             "nn.init.kaiming_uniform_(c, mode='fan_out')", "nn.init.xavier_normal_(c)",

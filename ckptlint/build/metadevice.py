@@ -48,9 +48,9 @@ def meta_device() -> Iterator[None]:
     sets of init functions, user modes), pickled, and imported by name during a build.
 
     A skip once vouched for is remembered by the call's exact arguments and their types (so
-    `a=True`, which torch refuses, is never taken for `a=1`) with the tensor's dtype and shape,
-    all that `_validated` reads, and whether grad mode is on. Only a skip is remembered, so a
-    remembered answer never hides an error.
+    `a=True`, which torch refuses, is never taken for `a=1`) with all that `_validated` reads
+    of the tensor (dtype, shape, requires_grad, inference) and whether grad mode is on. Only a
+    skip is remembered, so a remembered answer never hides an error.
     """
     torch = import_torch()
     from torch.utils._device import DeviceContext, _device_constructors
@@ -66,15 +66,17 @@ def meta_device() -> Iterator[None]:
     def skip(name: str, tensor: Any, args: tuple, kwargs: dict) -> bool:
         if type(tensor) not in plain or not tensor.is_meta:
             return False  # a subclass's own __torch_function__ has its say on the real path
-        call: tuple | None = (name, tensor.dtype, tensor.shape, torch.is_grad_enabled(), args,
-                              tuple(map(type, args)), tuple(kwargs.items()),
-                              tuple(map(type, kwargs.values())))
+        rest = args[1:]  # the tensor itself is not part of the question: its dtype and shape are
+        named = tuple((k, v) for k, v in kwargs.items() if k != "tensor")
+        call: tuple | None = (name, tensor.dtype, tensor.shape, tensor.requires_grad,
+                              tensor.is_inference(), torch.is_grad_enabled(), rest,
+                              tuple(map(type, rest)), named, tuple(type(v) for _, v in named))
         try:
             if call in vouched:
                 return True
         except Exception:  # noqa: BLE001 - an argument that cannot be hashed: asked each time
             call = None
-        if not _validated(torch, name, tensor, args[1:] if args else (), kwargs):
+        if not _validated(torch, name, tensor, rest, kwargs):
             return False
         if call is not None:
             vouched.add(call)
