@@ -101,7 +101,8 @@ BROKEN = ["nn.init.kaiming_uniform_(w, nonlinearity='gelu')",
           "nn.Parameter(torch.empty(3, 3)).normal_()]",
           "[w.normal_(), nn.Parameter(torch.empty(6, 4)).normal_()]"]
 # filled with constants or only read: the same answer on meta as on the CPU
-CONSTANT = ["nn.init.ones_(w)", "nn.init.zeros_(tensor=v)", "nn.init._calculate_fan_in_and_fan_out(c)",
+CONSTANT = ["nn.init.ones_(w)", "nn.init.zeros_(tensor=v)",
+            "nn.init._calculate_fan_in_and_fan_out(c)",
             "nn.init.kaiming_uniform_(c, mode='fan_out')", "nn.init.xavier_normal_(c)",
             "nn.init.normal_(w, 0, 1, None)", "nn.init.trunc_normal_(w, 0.0, 1.0, -1, 1)"]
 # where torch's own meta kernels already differ from the CPU, a meta build with the skip

@@ -61,7 +61,8 @@ def _checksum_may_parse(field: bytes) -> bool:
     tarfile, and the shutil, bz2 and lzma it imports (7 ms, a tenth of `ckptlint inspect`),
     then load only for a file whose first block could be a header. A safetensors file's
     JSON there (`":[2,2],`) never could. The set is wider than tarfile's rule, never
-    narrower (tests/readers/test_readers_malicious.py compares the two on crafted and random blocks).
+    narrower (tests/readers/test_readers_malicious.py compares the two on crafted and random
+    blocks).
     """
     if field[:1] in (b"\x80", b"\xff"):  # a base-256 number: any bytes parse
         return True
