@@ -97,7 +97,7 @@ def meta_device() -> Iterator[None]:
     mode = MetaDevice(meta)
     init = torch.nn.init
     fan = getattr(init, _FAN, None)
-    direct = _shapes_only(torch, fan, mode) if _torch_own(init, fan) else None
+    direct = _shapes_only(torch, fan, mode) if _plain_function_of(init, fan) else None
     with mode:
         if direct is not None:
             setattr(init, _FAN, direct)
@@ -111,7 +111,7 @@ def meta_device() -> Iterator[None]:
 _FAN = "_calculate_fan_in_and_fan_out"
 
 
-def _torch_own(module: Any, function: Any) -> bool:
+def _plain_function_of(module: Any, function: Any) -> bool:
     """A plain function of `module`'s own source (not a user's replacement, nor a partial)."""
     code = getattr(function, "__code__", None)
     return callable(function) and code is not None and \
