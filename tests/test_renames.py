@@ -7,7 +7,7 @@ import pytest
 
 from ckptlint.compare import diff
 
-from ckptlint.compare import renames
+from ckptlint.compare import names, renames
 from ckptlint.core.records import Signature, TensorSpec
 from ckptlint.compare.renames import Evidence
 
@@ -255,3 +255,26 @@ def test_numbers_count_where_both_sides_number_alike():
     assert {o: n for o, (n, _) in found.items()} == {
         "layers.0.attn.norm1.": "layers.0.attn.ln_1.",
         "layers.0.attn.norm2.": "layers.0.attn.ln_2."}
+
+
+def test_tensorflow_era_gamma_and_beta_pair_with_weight_and_bias():
+    """BERT's old LayerNorm named its tensors gamma/beta; every LayerNorm holds two tensors of
+    one shape, so only the names can say which is which."""
+    norms = ("embeddings.LayerNorm", "encoder.layer.0.output.LayerNorm",
+             "encoder.layer.1.output.LayerNorm")
+    old = Signature({f"{n}.{t}": NORM for n in norms for t in ("gamma", "beta")})
+    new = Signature({f"{n}.{t}": NORM for n in norms for t in ("weight", "bias")})
+    found = pairs_of(old, new)
+    assert {o: n for o, (n, _) in found.items()} == {
+        f"{n}.{a}": f"{n}.{b}" for n in norms for a, b in (("gamma", "weight"), ("beta", "bias"))}
+    assert found["embeddings.LayerNorm.gamma"][1] == "paired by name: `gamma` ~ `weight`"
+
+
+def test_shortened_words_pair_and_a_place_word_is_no_shortening():
+    """`tok_embeddings` is `embed_tokens` (Meta's Llama and HF's); `pos` is not `post`."""
+    found = names.by_names(["tok_embeddings.", "output."], ["embed_tokens.", "lm_head."], 0)
+    assert found == {"tok_embeddings.": "embed_tokens."}
+    found = names.by_names(["a.pos_norm.", "a.tok_norm."], ["a.post_norm.", "a.token_norm."], 1)
+    assert found == {"a.tok_norm.": "a.token_norm."}
+    found = names.by_names(["m.layer.", "m.block."], ["m.blocks.", "m.layers."], 1)
+    assert found == {"m.layer.": "m.layers.", "m.block.": "m.blocks."}

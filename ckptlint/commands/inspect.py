@@ -73,7 +73,8 @@ def _document(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> di
 
 def _text(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> str:
     sig: Signature = read.signature
-    lines = [f"{printable(name)}: {read.format}, {len(sig.tensors)} tensors, "
+    count = len(sig.tensors)
+    lines = [f"{printable(name)}: {read.format}, {count} tensor{'s' * (count != 1)}, "
              f"{sig.num_parameters:,} values (parameters and buffers)"]
     if read.note:
         lines.append(f"note: {printable(read.note)}")

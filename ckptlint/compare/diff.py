@@ -292,7 +292,7 @@ def _rename_findings(model: str, pairing: renames.Pairing, moved: Mapping[str, s
             else (old_pattern, new_pattern)
         old_spec = None if subtree else old_t.get(keys[0])
         new_spec = None if subtree else new_t.get(moved[keys[0]])
-        what = f"{len(keys)} tensors" if subtree else _spec(old_spec)
+        what = f"{len(keys)} tensor{'s' * (len(keys) != 1)}" if subtree else _spec(old_spec)
         said = f" ({reason})" if reason else ""
         yield Finding(
             Kind.RENAMED_KEY, model,

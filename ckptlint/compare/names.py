@@ -98,17 +98,31 @@ def _distinct(sets: list[set[str]]) -> list[set[str]]:
 
 
 def _same(a: set[str], b: set[str]) -> bool:
-    """Every token of each name matched by one of the other's: equal, or a one-letter
-    abbreviation of a word (`q` ~ `query`, `o` ~ `out`)."""
+    """Every token of each name matched by one of the other's (`_alike`)."""
     return bool(a and b) and all(any(_alike(x, y) for y in b) for x in a) and \
         all(any(_alike(y, x) for x in a) for y in b)
 
 
+# the old names of a tensor that torch's own modules now call otherwise: TensorFlow-era
+# LayerNorm's `gamma`/`beta` (what transformers' loader still renames to `weight`/`bias`)
+_SYNONYMS = {frozenset(pair) for pair in (("gamma", "weight"), ("beta", "bias"))}
+_PLACE_WORDS = {word for pair in _OPPOSITES for word in pair}
+
+
 def _alike(x: str, y: str) -> bool:
-    if x == y:
+    """The same word: equal, a one-letter abbreviation (`q` ~ `query`, `o` ~ `out`), a
+    shortening of three letters or more (`tok` ~ `tokens`, `embed` ~ `embeddings`, `layer` ~
+    `layers`), or an old name of the same tensor (`gamma` ~ `weight`). A word naming a place
+    (`pre`, `post`, `out`, ...) is no shortening of another (`pos` is not `post`)."""
+    if x == y or frozenset((x, y)) in _SYNONYMS:
         return True
     short, long = (x, y) if len(x) < len(y) else (y, x)
-    return len(short) == 1 and short.isalpha() and long.isalpha() and long[0] == short
+    if not (short.isalpha() and long.isalpha()):
+        return False
+    if len(short) == 1:
+        return long[0] == short
+    return len(short) >= 3 and long.startswith(short) and \
+        short not in _PLACE_WORDS and long not in _PLACE_WORDS
 
 
 def mutual(olds: list[str], news: list[str], fits) -> dict[str, str]:

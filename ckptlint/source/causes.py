@@ -382,7 +382,7 @@ def brief(finding: Finding) -> str:
 
 def _what(finding: Finding, spec) -> str:
     if finding.key.endswith(".*"):
-        return f"({len(finding.keys)} tensors) "
+        return f"({len(finding.keys)} tensor{'s' * (len(finding.keys) != 1)}) "
     return f"({format_spec(spec)}) " if spec is not None else ""
 
 
