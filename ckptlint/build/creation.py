@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
-import threading
+from threading import get_ident
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,7 +45,7 @@ class CreationRecorder:
         # the first (module, name) each tensor or module object was noted under, kept alive so
         # that an id() is never reused mid-build: a second name for the same object is a tie
         self._owners: dict[int, tuple[Any, int, str]] = {}
-        self._stacks: dict[tuple, tuple] = {}  # identical stacks (one per repeated layer) shared
+        self._sites: dict[tuple, Site] = {}  # identical sites (one per repeated layer) shared
         self._chain = _Chain()
         # resolving a path costs syscalls; a build notes thousands of sites from a few files.
         # (The caches hold the root, not the recorder: a cycle through the recorder would keep
@@ -57,11 +57,16 @@ class CreationRecorder:
         frames = self._project_frames(sys._getframe(2))
         if not frames:
             return
-        stack = self._stacks.setdefault(frames[1:], frames[1:])
         key = id(module)  # (id() is an audited call: once per site, not once per use)
-        site = Site(frames[0][0], frames[0][1], self._via(key, name, value), stack)
+        shape = (frames, self._via(key, name, value))
+        site = self._sites.get(shape)
+        if site is None:  # each repeated layer's tensors are created at the same sites
+            site = self._sites[shape] = Site(frames[0][0], frames[0][1], shape[1], frames[1:])
         # keep the module alive so its id() cannot be reused by another object mid-build
-        self._records.setdefault(key, (module, {}))[1][name] = site
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = (module, {})
+        record[1][name] = site
 
     def _project_frames(self, frame: Any) -> tuple[tuple[str, int], ...]:
         """(file, line) of the project frames on the stack, innermost first, repeats merged
@@ -79,11 +84,13 @@ class CreationRecorder:
         The walk stops at the first frame it met on the previous walk that is a plain function
         (`_Chain`): what lies outside such a frame cannot have changed since.
         """
-        chain = self._chain if threading.get_ident() == self._chain.thread else _Chain()
+        chain = self._chain if get_ident() == self._chain.thread else _Chain()
+        links = chain.links
         walked: list[tuple[Any, tuple[str, int] | None]] = []
         outside, distinct, last = self.outside, 0, None
         while frame is not None and frame is not outside:
-            if chain.reusable(frame):
+            link = links.get(frame)
+            if link is not None and (link[3] if link[3] is not None else chain.reusable(frame)):
                 break
             entry = self._entry(frame)
             walked.append((frame, entry))
@@ -141,7 +148,7 @@ class _Chain:
     """
 
     def __init__(self) -> None:
-        self.thread = threading.get_ident()
+        self.thread = get_ident()
         self.frames: list[Any] = []
         # frame -> [position in frames, project file or None, entries outside, plain or None]
         self.links: dict[Any, list] = {}
