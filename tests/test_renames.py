@@ -278,3 +278,94 @@ def test_shortened_words_pair_and_a_place_word_is_no_shortening():
     assert found == {"a.tok_norm.": "a.token_norm."}
     found = names.by_names(["m.layer.", "m.block."], ["m.blocks.", "m.layers."], 1)
     assert found == {"m.layer.": "m.layers.", "m.block.": "m.blocks."}
+
+
+EMBED = _spec(50, 8)
+
+
+def _meta_llama() -> dict[str, TensorSpec]:
+    keys = {"tok_embeddings.weight": EMBED, "norm.weight": NORM, "output.weight": EMBED}
+    for i in range(2):
+        keys.update({f"layers.{i}.attention.w{a}.weight": SQ for a in "qkvo"})
+        keys.update({f"layers.{i}.feed_forward.w1.weight": UP,
+                     f"layers.{i}.feed_forward.w2.weight": DOWN,
+                     f"layers.{i}.feed_forward.w3.weight": UP,
+                     f"layers.{i}.attention_norm.weight": NORM,
+                     f"layers.{i}.ffn_norm.weight": NORM})
+    return keys
+
+
+def _hf_llama() -> dict[str, TensorSpec]:
+    keys = {"model.embed_tokens.weight": EMBED, "model.norm.weight": NORM,
+            "lm_head.weight": EMBED}
+    for i in range(2):
+        keys.update({f"model.layers.{i}.self_attn.{a}_proj.weight": SQ for a in "qkvo"})
+        keys.update({f"model.layers.{i}.mlp.gate_proj.weight": UP,
+                     f"model.layers.{i}.mlp.up_proj.weight": UP,
+                     f"model.layers.{i}.mlp.down_proj.weight": DOWN,
+                     f"model.layers.{i}.input_layernorm.weight": NORM,
+                     f"model.layers.{i}.post_attention_layernorm.weight": NORM})
+    return keys
+
+
+def test_modules_moved_under_a_new_top_level_module_pair_below_it():
+    """HF's LlamaForCausalLM keeps the layers under `model.` and `lm_head` beside it; Meta's
+    checkpoint has them at the top. No prefix explains every key, so the pairs are sought
+    with `model.` set aside: what names and shapes say pairs, the rest stays unpaired."""
+    expected = {"tok_embeddings.": "model.embed_tokens.", "norm.": "model.norm.",
+                "output.weight": "lm_head.weight"}
+    for i in range(2):
+        expected.update({f"layers.{i}.attention.w{a}.": f"model.layers.{i}.self_attn.{a}_proj."
+                         for a in "qkvo"})
+        expected[f"layers.{i}.feed_forward.w2.weight"] = f"model.layers.{i}.mlp.down_proj.weight"
+    meta, hf = Signature(_meta_llama()), Signature(_hf_llama())
+    found = {o: n for o, (n, _) in pairs_of(meta, hf).items()}
+    assert found == expected
+    back = {o: n for o, (n, _) in pairs_of(hf, meta).items()}
+    assert back == {n: o for o, n in expected.items()}
+    reason = pairs_of(meta, hf)["layers.0.attention.wq."][1]
+    assert reason == "paired by name: `attention.wq` ~ `self_attn.q_proj`"
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    # `layers` would be both a top-level module and one below `encoder`
+    (["layers.0.w", "head.w"], ["layers.0.w", "encoder.layers.0.w", "head.w"]),
+    # two new top-level modules each hold one old name: which one moved is not known
+    (["a.w", "b.w"], ["x.a.w", "y.b.w"]),
+    # nothing of the old top level reappears below the new module
+    (["a.w", "b.w"], ["x.c.w", "b.w"]),
+])
+def test_no_shift_when_it_is_not_the_one_explanation(old, new):
+    from ckptlint.compare import shift
+    assert shift.find(old, new) is None
+    assert shift.find(new, old) is None
+
+
+def test_a_shift_restores_keys_as_its_side_spells_them():
+    from ckptlint.compare import shift
+    found = shift.find(["layers.0.w", "norm.w", "out.w"], ["model.layers.0.w", "model.norm.w",
+                                                           "lm_head.w"])
+    assert (found.side, found.segment) == ("new", "model")
+    assert found.strip("model.layers.0.w") == "layers.0.w" and found.strip("lm_head.w") == \
+        "lm_head.w"
+    assert found.restore("layers.0.") == "model.layers.0." and found.restore("lm_head.w") == \
+        "lm_head.w"
+
+
+def test_evidence_about_a_shifted_side_is_read_past_the_segment():
+    """The source's evidence names each side's modules as that side spells them: with HF's
+    `model.` set aside, creation order still pairs gate/up with w1/w3."""
+    hf = sig(2, {"gate_proj": UP, "up_proj": UP, "down_proj": DOWN}, "mlp")
+    old = Signature({"model." + k: v for k, v in hf.tensors.items()})
+    new = sig(2, {"w1": UP, "w2": DOWN, "w3": UP}, "mlp")
+    plain = llama_evidence(2, ("w1", "w2", "w3"))
+    evidence = Evidence({"model." + k: v for k, v in plain.old_texts.items()}, plain.new_texts,
+                        {"model." + k: v for k, v in plain.old_places.items()}, plain.new_places)
+    found = pairs_of(old, new, evidence)
+    assert found["model.layers.1.mlp.gate_proj."] == (
+        "layers.1.mlp.w1.", "paired by creation order in the edit that renamed them")
+    assert found["model.layers.1.mlp.up_proj."][0] == "layers.1.mlp.w3."
+    groups = renames.pair({k: v for k, v in old.tensors.items()},
+                          {k: v for k, v in new.tensors.items()}, old.tensors, new.tensors).groups
+    assert (("model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"),
+            ("layers.0.mlp.w1", "layers.0.mlp.w3")) in groups

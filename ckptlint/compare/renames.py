@@ -23,9 +23,10 @@ import difflib
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping
 
+from ckptlint.compare import shift
 from ckptlint.compare.names import by_names, mutual, segments
 from ckptlint.core.keys import ancestors, natural_key
-from ckptlint.core.record import field, record
+from ckptlint.core.record import field, record, replace
 from ckptlint.core.records import TensorSpec
 
 Fingerprint = frozenset  # of (relative key, dtype, shape)
@@ -81,8 +82,42 @@ def find(removed: Mapping[str, TensorSpec], added: Mapping[str, TensorSpec],
 def pair(removed: Mapping[str, TensorSpec], added: Mapping[str, TensorSpec],
          old_keys: Iterable[str], new_keys: Iterable[str],
          evidence: Evidence | None = None) -> Pairing:
-    """`find`, with the reason of each pair and what stayed ambiguous."""
-    return _Pairer(_subtrees(removed, old_keys), _subtrees(added, new_keys), evidence).run()
+    """`find`, with the reason of each pair and what stayed ambiguous.
+
+    When one side's modules moved under a new top-level module (`shift.find`: HF's
+    `model.layers.0` against Meta's `layers.0`), the pairs are sought again with its segment
+    set aside, so that ancestry below it counts; the answer that moves more keys is kept.
+    """
+    old_keys, new_keys = list(old_keys), list(new_keys)
+    found = _Pairer(_subtrees(removed, old_keys), _subtrees(added, new_keys), evidence).run()
+    moved = shift.find(old_keys, new_keys)
+    if moved is None:
+        return found
+    shifted = _shifted(moved, removed, added, old_keys, new_keys, evidence or Evidence())
+    return shifted if len(expand_pairs(shifted.pairs, removed)) > \
+        len(expand_pairs(found.pairs, removed)) else found
+
+
+def _shifted(moved: shift.Shift, removed: Mapping[str, TensorSpec],
+             added: Mapping[str, TensorSpec], old_keys: list[str], new_keys: list[str],
+             evidence: Evidence) -> Pairing:
+    """The pairing with `moved.segment` stripped from its side's keys (and the source's
+    evidence about them), its answer spelled as that side spells its keys."""
+    if moved.side == "new":
+        added, new_keys = moved.stripped(added), [moved.strip(k) for k in new_keys]
+        evidence = replace(evidence, new_texts=moved.stripped(evidence.new_texts),
+                           new_places=moved.stripped(evidence.new_places))
+    else:
+        removed, old_keys = moved.stripped(removed), [moved.strip(k) for k in old_keys]
+        evidence = replace(evidence, old_texts=moved.stripped(evidence.old_texts),
+                           old_places=moved.stripped(evidence.old_places))
+    got = _Pairer(_subtrees(removed, old_keys), _subtrees(added, new_keys), evidence).run()
+    old_of = moved.restore if moved.side == "old" else str
+    new_of = moved.restore if moved.side == "new" else str
+    return Pairing({old_of(o): new_of(n) for o, n in got.pairs.items()},
+                   {old_of(o): why for o, why in got.reasons.items()},
+                   tuple((tuple(map(old_of, olds)), tuple(map(new_of, news)))
+                         for olds, news in got.groups))
 
 
 class _Side:
