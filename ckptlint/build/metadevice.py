@@ -46,7 +46,9 @@ def meta_device() -> Iterator[None]:
     of Linear and Conv call beside their init) runs with torch functions disabled: it only reads
     shapes, and through the mode each `dim()` and `size()` in it cost a Python call. The public
     `nn.init` functions are left as they are: they are compared by identity (transformers'
-    sets of init functions, user modes), pickled, and imported by name during a build.
+    sets of init functions, user modes), pickled, and imported by name during a build. What
+    they call when a mode is on, `torch.overrides.handle_torch_function`, asks the skip at
+    once when this mode is alone on the stack (`_init_at_once`).
 
     A skip once vouched for is remembered by the call's exact arguments and their types (so
     `a=True`, which torch refuses, is never taken for `a=1`) with all that `_validated` reads
@@ -170,8 +172,6 @@ def _init_at_once(torch: Any, original: Any, mode: Any, skipped: dict,
         return original(public_api, relevant_args, *args, **kwargs)
 
     return handle_torch_function
-
-
 
 
 def _shapes_only(torch: Any, original: Any, mode: Any) -> Any:
