@@ -334,6 +334,13 @@ def test_modules_moved_under_a_new_top_level_module_pair_below_it():
     (["a.w", "b.w"], ["x.a.w", "y.b.w"]),
     # nothing of the old top level reappears below the new module
     (["a.w", "b.w"], ["x.c.w", "b.w"]),
+    # one name reappearing is no evidence: a new attention pool has a norm of its own
+    (["blocks.0.w", "norm.w", "head.w"],
+     ["blocks.0.w", "fc_norm.w", "attn_pool.norm.w", "attn_pool.q.w", "attn_pool.kv.w",
+      "head.w"]),
+    # a new draft module of one layer beside the model's four is not the model moved
+    ([f"layers.{i}.w" for i in range(4)] + ["norm.w"],
+     [f"blocks.{i}.w" for i in range(4)] + ["final_norm.w", "draft.layers.0.w", "draft.norm.w"]),
 ])
 def test_no_shift_when_it_is_not_the_one_explanation(old, new):
     from ckptlint.compare import shift
@@ -356,8 +363,10 @@ def test_evidence_about_a_shifted_side_is_read_past_the_segment():
     """The source's evidence names each side's modules as that side spells them: with HF's
     `model.` set aside, creation order still pairs gate/up with w1/w3."""
     hf = sig(2, {"gate_proj": UP, "up_proj": UP, "down_proj": DOWN}, "mlp")
-    old = Signature({"model." + k: v for k, v in hf.tensors.items()})
-    new = sig(2, {"w1": UP, "w2": DOWN, "w3": UP}, "mlp")
+    old = Signature({"model." + k: v for k, v in hf.tensors.items()} |
+                    {"model.norm.weight": NORM})
+    new = Signature(dict(sig(2, {"w1": UP, "w2": DOWN, "w3": UP}, "mlp").tensors) |
+                    {"norm.weight": NORM})
     plain = llama_evidence(2, ("w1", "w2", "w3"))
     evidence = Evidence({"model." + k: v for k, v in plain.old_texts.items()}, plain.new_texts,
                         {"model." + k: v for k, v in plain.old_places.items()}, plain.new_places)
@@ -369,3 +378,39 @@ def test_evidence_about_a_shifted_side_is_read_past_the_segment():
                           {k: v for k, v in new.tensors.items()}, old.tensors, new.tensors).groups
     assert (("model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"),
             ("layers.0.mlp.w1", "layers.0.mlp.w3")) in groups
+
+
+def test_whisper_s_modules_moved_under_model_with_their_parts_renamed_still_shift():
+    from ckptlint.compare import shift
+    found = shift.find(["encoder.blocks.0.attn.query.weight", "encoder.ln_post.weight",
+                        "decoder.blocks.0.attn.query.weight", "decoder.ln.weight"],
+                       ["model.encoder.layers.0.self_attn.q_proj.weight",
+                        "model.encoder.layer_norm.weight", "model.decoder.layer_norm.weight",
+                        "model.decoder.layers.0.self_attn.q_proj.weight", "proj_out.weight"])
+    assert (found.side, found.segment) == ("new", "model")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    # a fresh decoder of the encoder's structure is not the encoder
+    ({f"encoder.{m}.weight": SQ for m in ("q", "k", "ff")} | {"head.weight": UP},
+     {f"decoder.{m}.weight": SQ for m in ("q", "k", "ff")} | {"head.weight": UP}),
+    # the norm after attention is not the one before it, even alone in its layer
+    ({f"layers.{i}.{m}": s for i in range(2) for m, s in (("pre_norm.weight", NORM),
+                                                         ("fc.weight", SQ))},
+     {f"layers.{i}.{m}": s for i in range(2) for m, s in (("post_norm.weight", NORM),
+                                                         ("fc.weight", SQ))}),
+    # a tensor's own name changed to one that says something else
+    ({"mask_token": NORM, "fc.weight": SQ}, {"dist_token": NORM, "fc.weight": SQ}),
+    ({"act.alpha": NORM, "act.beta": NORM}, {"act.alpha": NORM, "act.bias": NORM}),
+    # `pos` is short for position, not pose
+    ({"pos_embed": SQ, "obj_embed": SQ}, {"pose_embed": SQ, "object_embed": SQ}),
+])
+def test_structure_alone_never_pairs_opposite_places_or_unlike_names(old, new):
+    assert pairs_of(Signature(old), Signature(new)) == {}
+
+
+def test_a_lone_tensor_renamed_in_words_that_say_the_same_still_pairs():
+    found = pairs_of(Signature({"pos_embedding": SQ, "norm.g": NORM}),
+                     Signature({"pos_embed": SQ, "norm.gamma": NORM}))
+    assert {o: n for o, (n, _) in found.items()} == {"pos_embedding": "pos_embed",
+                                                     "norm.g": "norm.gamma"}

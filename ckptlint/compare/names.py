@@ -97,32 +97,56 @@ def _distinct(sets: list[set[str]]) -> list[set[str]]:
     return [s - shared for s in sets]
 
 
-def _same(a: set[str], b: set[str]) -> bool:
+def _same(a: set[str], b: set[str], synonyms: bool = True) -> bool:
     """Every token of each name matched by one of the other's (`_alike`)."""
-    return bool(a and b) and all(any(_alike(x, y) for y in b) for x in a) and \
-        all(any(_alike(y, x) for x in a) for y in b)
+    return bool(a and b) and all(any(_alike(x, y, synonyms) for y in b) for x in a) and \
+        all(any(_alike(y, x, synonyms) for x in a) for y in b)
 
 
 # the old names of a tensor that torch's own modules now call otherwise: TensorFlow-era
-# LayerNorm's `gamma`/`beta` (what transformers' loader still renames to `weight`/`bias`)
+# LayerNorm's `gamma`/`beta` (what transformers' loader still renames to `weight`/`bias`).
+# Only siblings weighed together use them: a lone `beta` (a Snake activation's) is no bias.
 _SYNONYMS = {frozenset(pair) for pair in (("gamma", "weight"), ("beta", "bias"))}
+# shortenings too short, or too unlike their word, to be told by the rule of four letters
+_ABBREVIATIONS = {"tok": "token", "emb": "embed", "pos": "position", "cls": "class", "att": "attention",
+                  "attn": "attention", "img": "image", "txt": "text", "ctx": "context",
+                  "seq": "sequence", "enc": "encoder", "dec": "decoder"}
 _PLACE_WORDS = {word for pair in _OPPOSITES for word in pair}
 
 
-def _alike(x: str, y: str) -> bool:
+def _alike(x: str, y: str, synonyms: bool = True) -> bool:
     """The same word: equal, a one-letter abbreviation (`q` ~ `query`, `o` ~ `out`), a
-    shortening of three letters or more (`tok` ~ `tokens`, `embed` ~ `embeddings`, `layer` ~
-    `layers`), or an old name of the same tensor (`gamma` ~ `weight`). A word naming a place
-    (`pre`, `post`, `out`, ...) is no shortening of another (`pos` is not `post`)."""
-    if x == y or frozenset((x, y)) in _SYNONYMS:
+    shortening of four letters or more (`embed` ~ `embeddings`, `layer` ~ `layers`, `temp` ~
+    `temporal`), a known abbreviation (`tok` ~ `tokens`, `attn` ~ `attention`; `pos` is
+    `position`, not `pose`), or an old name of the same tensor (`gamma` ~ `weight`). A word
+    naming a place (`pre`, `post`, `out`, ...) is no shortening of another."""
+    if x == y or synonyms and frozenset((x, y)) in _SYNONYMS:
         return True
     short, long = (x, y) if len(x) < len(y) else (y, x)
     if not (short.isalpha() and long.isalpha()):
         return False
     if len(short) == 1:
         return long[0] == short
-    return len(short) >= 3 and long.startswith(short) and \
+    if short in _ABBREVIATIONS:
+        return long.startswith(_ABBREVIATIONS[short])
+    return len(short) >= 4 and long.startswith(short) and \
         short not in _PLACE_WORDS and long not in _PLACE_WORDS
+
+
+def same_words(old: str, new: str) -> bool:
+    """Whether a lone tensor's new name says what its old one did (`pos_embedding` ~
+    `pos_embed`, `g` ~ `gamma`), once the words both share are set aside: `mask_token` is not
+    `dist_token`, nor a Snake activation's `beta` a `bias`."""
+    a = {t.lower() for t in _TOKEN.findall(old)}
+    b = {t.lower() for t in _TOKEN.findall(new)}
+    a, b = a - b, b - a
+    return not _opposed(a, b) and (not a and not b or _same(a, b, synonyms=False))
+
+
+def opposed(old: str, new: str) -> bool:
+    """Whether two paths differ by words naming opposite places (`encoder` and `decoder`,
+    `pre_norm` and `post_norm`): such a pair is never the same layer, whatever its shapes."""
+    return _opposed(_tokens(old, 0), _tokens(new, 0))
 
 
 def mutual(olds: list[str], news: list[str], fits) -> dict[str, str]:

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from typing import Iterable, Mapping
 
 from ckptlint.compare import shift
-from ckptlint.compare.names import by_names, mutual, segments
+from ckptlint.compare.names import by_names, mutual, opposed, same_words, segments
 from ckptlint.core.keys import ancestors, natural_key
 from ckptlint.core.record import field, record, replace
 from ckptlint.core.records import TensorSpec
@@ -195,7 +195,7 @@ class _Pairer:
             return
         match = next(iter(candidates))
         back_depth, rivals = self.old.best(match, fp)
-        if rivals != {prefix}:
+        if rivals != {prefix} or opposed(prefix, match):
             return
         if len(fp) == 1 and not (_similar(prefix, match) and self._same_parents(prefix, match)):
             return
@@ -327,8 +327,12 @@ def _depth(prefix: str) -> int:
 
 
 def _similar(old: str, new: str) -> bool:
-    """A lone tensor moved: only its module's name changed, or the names are close overall."""
+    """A lone tensor moved: only its module's name changed, or the names are close overall;
+    a tensor whose own name changed must be called the same in other words (`same_words`:
+    not `mask_token` for `dist_token`, whose shared `_token` makes them close overall)."""
     a, b = old.rstrip(".").split("."), new.rstrip(".").split(".")
+    if not old.endswith(".") and a[-1] != b[-1] and not same_words(a[-1], b[-1]):
+        return False  # (a module's prefix: its tensor keeps its name, only the module's moved)
     if len(a) == len(b) > 1 and a[-1] == b[-1] and sum(x != y for x, y in zip(a, b)) == 1:
         return True
     return difflib.SequenceMatcher(None, old, new).ratio() >= _NAME_SIMILARITY

@@ -37,16 +37,45 @@ class Shift:
 
 
 def find(old_keys: Iterable[str], new_keys: Iterable[str]) -> Shift | None:
-    """The one top-level segment of one side, absent from the other, below which some of the
-    other side's top-level names reappear, and whose removal makes no key of its side collide
-    with another; None when no segment or more than one fits."""
+    """The one top-level segment of one side, absent from the other, below which at least two
+    of the other side's top-level modules reappear (a list of layers with mostly the same
+    indices, `_alike`), and whose removal makes no key of its side collide with another;
+    None when no segment or more than one fits.
+
+    One reappearing name is no evidence: a new `attn_pool` holding a `norm` beside five other
+    modules is a new module whose parts are named like the model's own; nor is a new
+    `draft.layers` of one layer a model's thirty-two (`tests/test_renames.py`).
+    """
     keys = {"old": list(old_keys), "new": list(new_keys)}
     tops = {side: {k.partition(".")[0] for k in found} for side, found in keys.items()}
     fits = []
     for side, other in (("new", "old"), ("old", "new")):
         for segment in tops[side] - tops[other]:
-            names = {k[len(segment) + 1:].partition(".")[0] for k in keys[side]
-                     if k.startswith(segment + ".")}
-            if names & tops[other] and not names & (tops[side] - {segment}) and "" not in names:
+            below = _children(k[len(segment) + 1:] for k in keys[side]
+                              if k.startswith(segment + "."))
+            names = set(below)
+            again = names & tops[other]
+            if len(again) < 2 or names & (tops[side] - {segment}) or "" in names:
+                continue
+            there = _children(k for k in keys[other] if k.partition(".")[0] in again)
+            if all(_alike(below[n], there[n]) for n in again):
                 fits.append(Shift(side, segment, frozenset(names)))
     return fits[0] if len(fits) == 1 else None
+
+
+def _alike(here: set[str], there: set[str]) -> bool:
+    """A list of layers (numbered children) holds mostly the same indices on both sides (a
+    layer pruned or added is fine; one layer is not thirty-two); named children may all be
+    renamed (Whisper's `encoder.blocks` is HF's `model.encoder.layers`)."""
+    if not all(name.isdigit() for name in here | there):
+        return True
+    return 2 * len(here & there) >= max(len(here), len(there))
+
+
+def _children(keys: Iterable[str]) -> dict[str, set[str]]:
+    """Each top-level name -> the names directly below it (its own tensor: "")."""
+    found: dict[str, set[str]] = {}
+    for key in keys:
+        top, _, rest = key.partition(".")
+        found.setdefault(top, set()).add(rest.partition(".")[0])
+    return found
