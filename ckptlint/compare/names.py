@@ -108,9 +108,9 @@ def _same(a: set[str], b: set[str], synonyms: bool = True) -> bool:
 # Only siblings weighed together use them: a lone `beta` (a Snake activation's) is no bias.
 _SYNONYMS = {frozenset(pair) for pair in (("gamma", "weight"), ("beta", "bias"))}
 # shortenings too short, or too unlike their word, to be told by the rule of four letters
-_ABBREVIATIONS = {"tok": "token", "emb": "embed", "pos": "position", "cls": "class", "att": "attention",
-                  "attn": "attention", "img": "image", "txt": "text", "ctx": "context",
-                  "seq": "sequence", "enc": "encoder", "dec": "decoder"}
+_ABBREVIATIONS = {"tok": "token", "emb": "embed", "pos": "position", "cls": "class",
+                  "att": "attention", "attn": "attention", "img": "image", "txt": "text",
+                  "ctx": "context", "seq": "sequence", "enc": "encoder", "dec": "decoder"}
 _PLACE_WORDS = {word for pair in _OPPOSITES for word in pair}
 
 
