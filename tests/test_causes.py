@@ -720,3 +720,52 @@ def test_llama_norms_renamed_to_meta_s_names_are_not_paired_on_a_shared_word(pro
     kinds = {(f["kind"], f["key"]) for f in explained(findings)}
     assert ("unexpected-key", "layers.{0..1}.post_attention_layernorm.weight") in kinds
     assert ("missing-key", "layers.{0..1}.attention_norm.weight") in kinds
+
+
+def _bert_masked_lm(project) -> str:
+    path = hf_project(project, "bert", "from transformers import BertConfig\nfrom hf.modeling_bert"
+                      " import BertForMaskedLM", f"BertForMaskedLM(BertConfig({TINY}, "
+                      "vocab_size=99))")
+    commit(project)
+    return path
+
+
+def test_a_tie_entry_deleted_from_tied_weights_keys_is_one_annotation_there(project):
+    """transformers ties by a table of keys read in `post_init`, on no layer's way: the
+    change that spells the key out is the cause."""
+    path = _bert_masked_lm(project)
+    head = "class BertForMaskedLM(BertPreTrainedModel):\n    _tied_weights_keys = {\n"
+    entry = '        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",\n'
+    text = edit(project, path, head + entry, head)
+    finding, = check_json(project)
+    assert finding["kind"] == "tie-changed"
+    assert finding["line"] == line_of(text, "class BertForMaskedLM(") + 1  # the table
+    one_annotation_on(project, path, finding["line"])
+
+
+def test_a_tie_switched_off_by_a_config_default_is_one_annotation_on_that_line(project):
+    path = _bert_masked_lm(project)
+    edit(project, "factory.py", "vocab_size=99))", "vocab_size=99, tie_word_embeddings=False))")
+    finding, = check_json(project)
+    assert finding["kind"] == "tie-changed"
+    assert (finding["file"], finding["line"]) == ("factory.py", line_of(
+        (project.root / "factory.py").read_text(), "tie_word_embeddings=False"))
+    assert path.endswith("modeling_bert.py")
+
+
+def test_a_tie_switched_off_by_a_config_class_default_is_one_annotation_on_it(project):
+    """The tie is made by transformers from `config.tie_word_embeddings`: a changed default
+    that names the tie is the cause, though no layer's code reads it."""
+    source = absolute_imports((HF / "bert" / "configuration_bert.py").read_text(),
+                              "transformers.models", "bert")
+    project.write("hf/configuration_bert.py", source)
+    path = hf_project(project, "bert", "from hf.configuration_bert import BertConfig\n"
+                      "from hf.modeling_bert import BertForMaskedLM",
+                      f"BertForMaskedLM(BertConfig({TINY}, vocab_size=99))")
+    commit(project)
+    text = edit(project, "hf/configuration_bert.py", "    tie_word_embeddings: bool = True\n",
+                "    tie_word_embeddings: bool = False\n")
+    finding, = check_json(project)
+    assert finding["kind"] == "tie-changed" and path.endswith("modeling_bert.py")
+    assert (finding["file"], finding["line"]) == (
+        "hf/configuration_bert.py", line_of(text, "tie_word_embeddings: bool = False"))

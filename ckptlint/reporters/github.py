@@ -74,7 +74,7 @@ def annotation(f: Finding) -> str:
 def members(f: Finding) -> str:
     """The keys a grouped finding explains, one per line, each with its creating statement
     when that is elsewhere: one annotation per cause, not one per key."""
-    from ckptlint.source.causes import brief
+    from ckptlint.source.wording import brief
 
     lines = []
     for member in f.members[:MAX_MEMBERS]:

@@ -125,7 +125,7 @@ def result(f: Finding, index: dict[Kind, int]) -> dict[str, Any]:
 
 def related(f: Finding) -> list[dict[str, Any]]:
     """Every key of a grouped finding, where it is created, with its finding's fingerprint."""
-    from ckptlint.source.causes import brief
+    from ckptlint.source.wording import brief
 
     found = []
     for member in f.members:

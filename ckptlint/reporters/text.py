@@ -128,7 +128,7 @@ MAX_MEMBERS = 12  # keys listed under a grouped finding; JSON and SARIF keep eve
 def _member_lines(f: Finding, gutter: str, paint: Paint) -> list[str]:
     """`= affects:` and one line per finding a grouped finding explains, with its statement
     when that is elsewhere."""
-    from ckptlint.source.causes import brief
+    from ckptlint.source.wording import brief
 
     lines = []
     for i, member in enumerate(f.members[:MAX_MEMBERS]):

@@ -1,11 +1,13 @@
 """One finding per cause: the findings one edit explains become one finding at the edited line.
 
-With git (`ckptlint.source.changes`: what changed since the signature was committed), each finding is
-traced to the change behind it, in order: the statement creating its keys, if it changed; a
-changed statement on the way there (the parent's call, a helper's caller); else the one change
-elsewhere its code reads (a dataclass default, a keyword default, a module constant, a kwarg
-in pyproject.toml). A cause elsewhere is claimed only when it is the only candidate left (or
-the only one whose names the code reads): never a guess. Findings with one cause become one
+With git (`ckptlint.source.changes`: what changed since the signature was committed), each
+finding is traced to the change behind it, in order: the statement creating its keys, if it
+changed; a changed statement on the way there (the parent's call, a helper's caller); else the
+one change elsewhere that spells out one of its keys (an entry of transformers'
+`_tied_weights_keys`), or for a tie the one that names a tie (`tie_word_embeddings`), or that
+its code reads (a dataclass default, a keyword default, a module constant, a kwarg in
+pyproject.toml). A cause elsewhere is claimed only when it is the only candidate left (or the
+only one whose names the code reads): never a guess. Findings with one cause become one
 finding there, each key still listed at its creating statement (`Finding.members`); findings
 without a known cause are grouped by creating statement.
 """
@@ -20,8 +22,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from ckptlint.core.kinds import Kind, Severity
 from ckptlint.core.record import record, replace
 from ckptlint.core.records import BuildResult, Finding, Frames, Location, ModelSpec
-from ckptlint.core.sigfile import format_spec
 from ckptlint.source.changes import Hunk
+from ckptlint.source.wording import headline
 
 if TYPE_CHECKING:  # the locator brings libcst; this module only asks it questions
     from ckptlint.source.locate import Locator
@@ -31,31 +33,13 @@ GROUPED = frozenset({Kind.MISSING_KEY, Kind.UNEXPECTED_KEY, Kind.SHAPE_MISMATCH,
                      Kind.DTYPE_MISMATCH, Kind.RENAMED_KEY, Kind.ROLE_CHANGED,
                      Kind.BUFFER_NOT_PERSISTENT, Kind.TIE_CHANGED})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_QUOTED_KEY = re.compile(r"""["']([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)["']""")  # "lm_head.weight"
 _COMMENT = re.compile(r"#.*$")
 _ASSIGNED = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\s*=(?!=)")  # a keyword or target, not `==`
 # names every model's code says: they tie nothing to anything
 _COMMON = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {
     "self", "cls", "nn", "torch", "F", "np", "math", "super", "config", "kwargs", "args",
     "__init__", "dim", "x"}
-# a group's sentence per kind: (traced to an edit, grouped at the creating statement), then
-# what that does at load time
-_SAID = {
-    Kind.SHAPE_MISMATCH: ("this change alters the shape of {t}", "{t} created here changed shape",
-                          "loading fails with \"size mismatch\", even with strict=False"),
-    Kind.DTYPE_MISMATCH: ("this change alters the dtype of {t}", "{t} created here changed dtype",
-                          "loading casts them silently"),
-    Kind.MISSING_KEY: ("this change adds {t} the checkpoint lacks",
-                       "{t} created here are absent from the checkpoint",
-                       "strict loading fails with \"Missing key(s)\"; with strict=False they "
-                       "stay randomly initialised"),
-    Kind.UNEXPECTED_KEY: ("since this change the code no longer creates {t} of the checkpoint",
-                          "{t} of the checkpoint are no longer created here",
-                          "strict loading fails with \"Unexpected key(s)\"; with strict=False "
-                          "their weights are dropped"),
-    Kind.RENAMED_KEY: ("this change moves {t} to new keys", "{t} created here moved to new keys",
-                       "strict loading fails with \"Missing/Unexpected key(s)\", and with "
-                       "strict=False the moved weights stay randomly initialised"),
-}
 _MAX_FRAMES_ASKED = 64  # functions searched for names per finding: the first frames decide
 
 
@@ -74,6 +58,7 @@ class _Region:
     location: Location
     names: frozenset[str]
     kwargs: bool = False
+    quoted: frozenset[str] = frozenset()  # its string literals that could be keys
 
 
 def group(locator: "Locator", findings: Sequence[Finding], spec: ModelSpec,
@@ -225,7 +210,9 @@ class _Tracer:
             location = self._cut(location, hunk.new_start, hunk.new_end)
         location = self.locator.with_source(location)
         note = self._changed_note(location, "")
-        return _Region(replace(location, note=note), _names(self._hunk_text(file, hunk)))
+        text = self._hunk_text(file, hunk)
+        return _Region(replace(location, note=note), _names(text),
+                       quoted=frozenset(m for line in text for m in _QUOTED_KEY.findall(line)))
 
     def _hunk_text(self, file: str, hunk: Hunk) -> list[str]:
         """The hunk's lines on both sides: what the edit removed and what it wrote."""
@@ -260,6 +247,16 @@ class _Tracer:
         changed at all (then nothing else can have)."""
         if len(regions) == 1 and regions[0].kwargs and self._python_unchanged():
             return Cause(regions[0].location, True)
+        # a change that spells out one of its keys: the entry of a table the model's loading
+        # or tying reads by key (transformers' `_tied_weights_keys`), written or deleted
+        keys = set(finding.keys) | {finding.key}
+        quoting = [r for r in regions if r.quoted & keys]
+        if len(quoting) == 1:
+            return Cause(quoting[0].location, True)
+        if finding.kind is Kind.TIE_CHANGED:  # a tie switched on or off where none is spelled
+            tying = [r for r in regions if any("tie" in name.lower() for name in r.names)]
+            if len(tying) == 1:
+                return Cause(tying[0].location, True)
         names: frozenset[str] = frozenset()
         for said in self._readers(finding):
             names |= said
@@ -345,46 +342,3 @@ def _accept(model: str, members: Sequence[Finding]) -> str:
     if any(m.against for m in members):
         return members[0].help
     return f"undo this change, or accept it with `ckptlint update {model}`"
-
-
-def headline(members: Sequence[Finding], changed: bool) -> str:
-    """The sentence of a grouped finding: how many tensors, what happened, what breaks."""
-    count = sum(len(m.keys) for m in members)
-    tensors = f"{count} tensor{'s' if count != 1 else ''}"
-    kinds = list(dict.fromkeys(m.kind for m in members))
-    if len(kinds) == 1 and kinds[0] in _SAID:
-        by_edit, here, breaks = _SAID[kinds[0]]
-        return f"{(by_edit if changed else here).format(t=tensors)}: {breaks}"
-    parts = ", ".join(f"{sum(len(m.keys) for m in members if m.kind is k)} {k.slug}"
-                      for k in kinds)
-    said = f"this change affects {tensors}" if changed else f"{tensors} created here differ"
-    return f"{said} ({parts}): each is listed below"
-
-
-def brief(finding: Finding) -> str:
-    """One member of a group on one line: the key and what differs."""
-    key = f"`{finding.key}`"
-    old, new = finding.old, finding.new
-    if finding.kind is Kind.SHAPE_MISMATCH:
-        return f"{key} {_spec(old)} → {_spec(new)}"
-    if finding.kind is Kind.DTYPE_MISMATCH:
-        return f"{key} {old.dtype if old else '?'} → {new.dtype if new else '?'}"
-    if finding.kind is Kind.MISSING_KEY:
-        return f"{key} {_what(finding, new)}new"
-    if finding.kind is Kind.UNEXPECTED_KEY:
-        gone = "silently dropped" if finding.silent else "no longer created"
-        return f"{key} {_what(finding, old)}{gone}"
-    if finding.kind is Kind.RENAMED_KEY:
-        why = f" ({finding.evidence})" if finding.evidence else ""
-        return f"{key} → `{finding.new_key}`{why}"
-    return f"{key}: {finding.kind.slug}"
-
-
-def _what(finding: Finding, spec) -> str:
-    if finding.key.endswith(".*"):
-        return f"({len(finding.keys)} tensor{'s' * (len(finding.keys) != 1)}) "
-    return f"({format_spec(spec)}) " if spec is not None else ""
-
-
-def _spec(spec) -> str:
-    return format_spec(spec) if spec is not None else "?"

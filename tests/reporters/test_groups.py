@@ -13,7 +13,7 @@ from ckptlint.core.records import Finding, Location, ModelReport, Report, Tensor
 from ckptlint.reporters import renderer
 from ckptlint.reporters.options import RenderOptions
 from ckptlint.reporters.sarif import fingerprint
-from ckptlint.source.causes import headline
+from ckptlint.source.wording import headline
 
 F32 = "float32"
 
