@@ -46,21 +46,30 @@ def find(old_keys: Iterable[str], new_keys: Iterable[str]) -> Shift | None:
     modules is a new module whose parts are named like the model's own; nor is a new
     `draft.layers` of one layer a model's thirty-two (`tests/test_renames.py`).
     """
-    keys = {"old": list(old_keys), "new": list(new_keys)}
-    tops = {side: {k.partition(".")[0] for k in found} for side, found in keys.items()}
+    # each side's keys by top-level name, the rest of each key below it (one pass per side)
+    rests = {"old": _by_top(old_keys), "new": _by_top(new_keys)}
+    tops = {side: set(found) for side, found in rests.items()}
     fits = []
     for side, other in (("new", "old"), ("old", "new")):
         for segment in tops[side] - tops[other]:
-            below = _children(k[len(segment) + 1:] for k in keys[side]
-                              if k.startswith(segment + "."))
+            below = _children(rest for rest in rests[side][segment] if rest)
             names = set(below)
             again = names & tops[other]
-            if len(again) < 2 or names & (tops[side] - {segment}) or "" in names:
+            if len(again) < 2 or names & (tops[side] - {segment}) or "" in names or \
+                    "" in rests[side][segment]:
                 continue
-            there = _children(k for k in keys[other] if k.partition(".")[0] in again)
-            if all(_alike(below[n], there[n]) for n in again):
+            if all(_alike(below[n], {r.partition(".")[0] for r in rests[other][n]})
+                   for n in again):
                 fits.append(Shift(side, segment, frozenset(names)))
     return fits[0] if len(fits) == 1 else None
+
+
+def _by_top(keys: Iterable[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key in keys:
+        top, _, rest = key.partition(".")
+        found.setdefault(top, []).append(rest)
+    return found
 
 
 def _alike(here: set[str], there: set[str]) -> bool:
