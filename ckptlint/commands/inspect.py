@@ -73,8 +73,7 @@ def _document(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> di
 
 def _text(name: str, read: CheckpointRead, fits: list[fit.Fit] | None) -> str:
     sig: Signature = read.signature
-    count = len(sig.tensors)
-    lines = [f"{printable(name)}: {read.format}, {count} tensor{'s' * (count != 1)}, "
+    lines = [f"{printable(name)}: {read.format}, {sigfile.tensor_count(len(sig.tensors))}, "
              f"{sig.num_parameters:,} values (parameters and buffers)"]
     if read.note:
         lines.append(f"note: {printable(read.note)}")

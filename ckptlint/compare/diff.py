@@ -17,7 +17,7 @@ from ckptlint.core.keys import EVERY_KEY, ancestors, expand, fold, natural_sorte
 from ckptlint.core.kinds import Kind
 from ckptlint.core.record import replace
 from ckptlint.core.records import Finding, LoadReport, Signature, TensorSpec
-from ckptlint.core.sigfile import format_spec
+from ckptlint.core.sigfile import format_spec, tensor_count
 from ckptlint.compare.subtrees import added_or_removed
 
 _WRAPPED_BY = {
@@ -292,7 +292,7 @@ def _rename_findings(model: str, pairing: renames.Pairing, moved: Mapping[str, s
             else (old_pattern, new_pattern)
         old_spec = None if subtree else old_t.get(keys[0])
         new_spec = None if subtree else new_t.get(moved[keys[0]])
-        what = f"{len(keys)} tensor{'s' * (len(keys) != 1)}" if subtree else _spec(old_spec)
+        what = tensor_count(len(keys)) if subtree else _spec(old_spec)
         said = f" ({reason})" if reason else ""
         yield Finding(
             Kind.RENAMED_KEY, model,

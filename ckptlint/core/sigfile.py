@@ -49,6 +49,11 @@ def format_spec(spec: TensorSpec) -> str:
     return f"{dtype}[{shape}]" + (" buffer" if spec.role == "buffer" else "")
 
 
+def tensor_count(count: int) -> str:
+    """`1 tensor`, `2 tensors`."""
+    return f"{count} tensor{'' if count == 1 else 's'}"
+
+
 def parse_spec(text: str, from_code: bool) -> TensorSpec | None:
     """`f32[3, 4] buffer` -> its TensorSpec; None if the text is not of that form."""
     match = _SPEC.match(text)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from ckptlint.core.kinds import Kind
 from ckptlint.core.records import Finding
-from ckptlint.core.sigfile import format_spec
+from ckptlint.core.sigfile import format_spec, tensor_count
 
 
 # a group's sentence per kind: (traced to an edit, grouped at the creating statement), then
@@ -33,7 +33,7 @@ _SAID = {
 def headline(members: Sequence[Finding], changed: bool) -> str:
     """The sentence of a grouped finding: how many tensors, what happened, what breaks."""
     count = sum(len(m.keys) for m in members)
-    tensors = f"{count} tensor{'s' if count != 1 else ''}"
+    tensors = tensor_count(count)
     kinds = list(dict.fromkeys(m.kind for m in members))
     if len(kinds) == 1 and kinds[0] in _SAID:
         by_edit, here, breaks = _SAID[kinds[0]]
@@ -67,7 +67,7 @@ def brief(finding: Finding) -> str:
 
 def _what(finding: Finding, spec) -> str:
     if finding.key.endswith(".*"):
-        return f"({len(finding.keys)} tensor{'s' * (len(finding.keys) != 1)}) "
+        return f"({tensor_count(len(finding.keys))}) "
     return f"({format_spec(spec)}) " if spec is not None else ""
 
 
