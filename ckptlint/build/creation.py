@@ -58,10 +58,10 @@ class CreationRecorder:
         if not frames:
             return
         key = id(module)  # (id() is an audited call: once per site, not once per use)
-        shape = (frames, self._via(key, name, value))
-        site = self._sites.get(shape)
+        via = self._via(key, name, value)
+        site = self._sites.get((frames, via))
         if site is None:  # each repeated layer's tensors are created at the same sites
-            site = self._sites[shape] = Site(frames[0][0], frames[0][1], shape[1], frames[1:])
+            site = self._sites[(frames, via)] = Site(frames[0][0], frames[0][1], via, frames[1:])
         # keep the module alive so its id() cannot be reused by another object mid-build
         record = self._records.get(key)
         if record is None:

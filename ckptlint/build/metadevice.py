@@ -150,7 +150,7 @@ def _init_at_once(torch: Any, original: Any, mode: Any, skipped: dict,
     on top, where every call takes torch's way)."""
     import functools
 
-    depth, mode_at = torch._C._len_torch_function_stack, torch._C._get_function_stack_at
+    alone = _alone(torch, mode)
     pop, push = torch._C._pop_torch_function_stack, torch._C._push_on_torch_function_stack
     enabled = torch._C._is_torch_function_mode_enabled
 
@@ -160,8 +160,8 @@ def _init_at_once(torch: Any, original: Any, mode: Any, skipped: dict,
         name = skipped.get(public_api) if type(public_api) is FunctionType else None
         tensor = kwargs.get("tensor")
         if name is not None and not args and type(relevant_args) is tuple and \
-                len(relevant_args) == 1 and relevant_args[0] is tensor and \
-                depth() == 1 and mode_at(0) is mode and enabled():
+                len(relevant_args) == 1 and relevant_args[0] is tensor and alone() and \
+                enabled():
             pop()
             try:
                 done = skip(name, tensor, args, kwargs)
@@ -174,6 +174,13 @@ def _init_at_once(torch: Any, original: Any, mode: Any, skipped: dict,
     return handle_torch_function
 
 
+def _alone(torch: Any, mode: Any) -> Callable[[], bool]:
+    """Whether `mode` is the only torch-function mode on the stack: the condition of both
+    shortcuts, under which it alone sees each call inside them."""
+    depth, mode_at = torch._C._len_torch_function_stack, torch._C._get_function_stack_at
+    return lambda: depth() == 1 and mode_at(0) is mode
+
+
 def _shapes_only(torch: Any, original: Any, mode: Any) -> Any:
     """`original`, which reads only shapes, with torch functions disabled when `mode` is alone
     on the stack and the tensor is plain: the mode would pass each call in it through
@@ -183,12 +190,12 @@ def _shapes_only(torch: Any, original: Any, mode: Any) -> Any:
 
     plain = (torch.Tensor, torch.nn.Parameter)
     disabled = torch._C.DisableTorchFunction
-    depth, mode_at = torch._C._len_torch_function_stack, torch._C._get_function_stack_at
+    alone = _alone(torch, mode)
 
     @functools.wraps(original)
     def shapes_only(*args: Any, **kwargs: Any) -> Any:
         tensor = args[0] if args else kwargs.get("tensor")
-        if type(tensor) in plain and depth() == 1 and mode_at(0) is mode:
+        if type(tensor) in plain and alone():
             with disabled():
                 return original(*args, **kwargs)
         return original(*args, **kwargs)

@@ -52,24 +52,30 @@ def find(old_keys: Iterable[str], new_keys: Iterable[str]) -> Shift | None:
     fits = []
     for side, other in (("new", "old"), ("old", "new")):
         for segment in tops[side] - tops[other]:
-            below = _children(rest for rest in rests[side][segment] if rest)
+            if "" in rests[side][segment]:
+                continue  # a tensor named like the segment itself would be stripped to nothing
+            below = _by_top(rests[side][segment])
             names = set(below)
             again = names & tops[other]
-            if len(again) < 2 or names & (tops[side] - {segment}) or "" in names or \
-                    "" in rests[side][segment]:
+            if len(again) < 2 or names & (tops[side] - {segment}) or "" in names:
                 continue
-            if all(_alike(below[n], {r.partition(".")[0] for r in rests[other][n]})
-                   for n in again):
+            if all(_alike(_firsts(below[n]), _firsts(rests[other][n])) for n in again):
                 fits.append(Shift(side, segment, frozenset(names)))
     return fits[0] if len(fits) == 1 else None
 
 
 def _by_top(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Each top-level name -> the rest of each key below it (its own tensor: "")."""
     found: dict[str, list[str]] = {}
     for key in keys:
         top, _, rest = key.partition(".")
         found.setdefault(top, []).append(rest)
     return found
+
+
+def _firsts(rests: Iterable[str]) -> set[str]:
+    """The names directly below a module, from the rest of each of its keys."""
+    return {rest.partition(".")[0] for rest in rests}
 
 
 def _alike(here: set[str], there: set[str]) -> bool:
@@ -79,12 +85,3 @@ def _alike(here: set[str], there: set[str]) -> bool:
     if not all(name.isdigit() for name in here | there):
         return True
     return 2 * len(here & there) >= max(len(here), len(there))
-
-
-def _children(keys: Iterable[str]) -> dict[str, set[str]]:
-    """Each top-level name -> the names directly below it (its own tensor: "")."""
-    found: dict[str, set[str]] = {}
-    for key in keys:
-        top, _, rest = key.partition(".")
-        found.setdefault(top, set()).add(rest.partition(".")[0])
-    return found
