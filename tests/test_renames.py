@@ -283,28 +283,25 @@ def test_shortened_words_pair_and_a_place_word_is_no_shortening():
 EMBED = _spec(50, 8)
 
 
-def _meta_llama() -> dict[str, TensorSpec]:
-    keys = {"tok_embeddings.weight": EMBED, "norm.weight": NORM, "output.weight": EMBED}
-    for i in range(2):
-        keys.update({f"layers.{i}.attention.w{a}.weight": SQ for a in "qkvo"})
-        keys.update({f"layers.{i}.feed_forward.w1.weight": UP,
-                     f"layers.{i}.feed_forward.w2.weight": DOWN,
-                     f"layers.{i}.feed_forward.w3.weight": UP,
-                     f"layers.{i}.attention_norm.weight": NORM,
-                     f"layers.{i}.ffn_norm.weight": NORM})
-    return keys
+# where each Llama tensor lives in Meta's layout and in HF's (`{}`: the layer, then q/k/v/o)
+_LLAMA = {"embed": ("tok_embeddings", "model.embed_tokens"), "norm": ("norm", "model.norm"),
+          "head": ("output", "lm_head"),
+          "attn": ("layers.{}.attention.w{}", "model.layers.{}.self_attn.{}_proj"),
+          "gate": ("layers.{}.feed_forward.w1", "model.layers.{}.mlp.gate_proj"),
+          "up": ("layers.{}.feed_forward.w3", "model.layers.{}.mlp.up_proj"),
+          "down": ("layers.{}.feed_forward.w2", "model.layers.{}.mlp.down_proj"),
+          "attn_norm": ("layers.{}.attention_norm", "model.layers.{}.input_layernorm"),
+          "ffn_norm": ("layers.{}.ffn_norm", "model.layers.{}.post_attention_layernorm")}
 
 
-def _hf_llama() -> dict[str, TensorSpec]:
-    keys = {"model.embed_tokens.weight": EMBED, "model.norm.weight": NORM,
-            "lm_head.weight": EMBED}
+def _llama(hf: bool) -> dict[str, TensorSpec]:
+    name = {part: places[hf] for part, places in _LLAMA.items()}
+    keys = {f"{name['embed']}.weight": EMBED, f"{name['norm']}.weight": NORM,
+            f"{name['head']}.weight": EMBED}
     for i in range(2):
-        keys.update({f"model.layers.{i}.self_attn.{a}_proj.weight": SQ for a in "qkvo"})
-        keys.update({f"model.layers.{i}.mlp.gate_proj.weight": UP,
-                     f"model.layers.{i}.mlp.up_proj.weight": UP,
-                     f"model.layers.{i}.mlp.down_proj.weight": DOWN,
-                     f"model.layers.{i}.input_layernorm.weight": NORM,
-                     f"model.layers.{i}.post_attention_layernorm.weight": NORM})
+        keys.update({f"{name['attn'].format(i, a)}.weight": SQ for a in "qkvo"})
+        keys.update({f"{name[part].format(i)}.weight": spec for part, spec in (
+            ("gate", UP), ("up", UP), ("down", DOWN), ("attn_norm", NORM), ("ffn_norm", NORM))})
     return keys
 
 
@@ -318,7 +315,7 @@ def test_modules_moved_under_a_new_top_level_module_pair_below_it():
         expected.update({f"layers.{i}.attention.w{a}.": f"model.layers.{i}.self_attn.{a}_proj."
                          for a in "qkvo"})
         expected[f"layers.{i}.feed_forward.w2.weight"] = f"model.layers.{i}.mlp.down_proj.weight"
-    meta, hf = Signature(_meta_llama()), Signature(_hf_llama())
+    meta, hf = Signature(_llama(hf=False)), Signature(_llama(hf=True))
     found = {o: n for o, (n, _) in pairs_of(meta, hf).items()}
     assert found == expected
     back = {o: n for o, (n, _) in pairs_of(hf, meta).items()}
